@@ -1,0 +1,518 @@
+//! Flags and the optional TOML config file.
+//!
+//! Flags follow the Prometheus exporters' style (`--web.listen-address`,
+//! `--collector.<name>` / `--no-collector.<name>`, `--path.procfs`). The
+//! config file (`--config.file`) uses the same names as TOML keys, so
+//! `web.listen-address = ":9445"` or a `[web]` table with `listen-address`;
+//! a collector is switched with `collector.<name>.enabled`. Flags override
+//! the file. Any bad flag or value gives one line naming it and exit code 2.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use accel_collectors::{registry, DeviceFilter, Options, Spec};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::logging::LogFormat;
+
+/// The shortest sampling interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// HTTP settings.
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    /// `host:port`, `:port` (all addresses) or `[v6]:port`.
+    pub listen_address: String,
+    /// Where metrics are served.
+    pub telemetry_path: String,
+    /// Requests served at once; beyond it, 503. 0: no limit.
+    pub max_requests: usize,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: Duration,
+}
+
+/// One collector's settings.
+#[derive(Clone, Debug)]
+pub struct CollectorConfig {
+    /// Its registry entry.
+    pub spec: &'static Spec,
+    /// Whether to run it.
+    pub enabled: bool,
+    /// Its sampling interval.
+    pub interval: Duration,
+}
+
+/// Everything the agent was told.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// HTTP settings.
+    pub web: WebConfig,
+    /// Log threshold.
+    pub log_level: tracing::Level,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Settings handed to the collectors.
+    pub options: Options,
+    /// Every known collector, enabled or not.
+    pub collectors: Vec<CollectorConfig>,
+}
+
+/// What parsing the command line gave.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Run the agent.
+    Run(Box<Config>),
+    /// `--help` or `--version` was printed: exit with this code.
+    Exit(i32),
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_INTERVAL {
+        return Err(format!("{s} is shorter than the minimum of 100ms"));
+    }
+    Ok(d)
+}
+
+/// Parses a Prometheus-style duration: `100ms`, `5s`, `1m`, `1h`, or
+/// combinations such as `1m30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 100ms, 5s, 1m)");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86400)),
+            _ => return Err(bad()),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn parse_regex(s: &str) -> Result<String, String> {
+    regex_check(s).map(|_| s.to_owned())
+}
+
+fn regex_check(s: &str) -> Result<(), String> {
+    DeviceFilter::new(Some(s), None).map(|_| ()).map_err(|e| {
+        format!(
+            "bad regex {s:?}: {}",
+            e.to_string().lines().last().unwrap_or("")
+        )
+    })
+}
+
+fn parse_level(s: &str) -> Result<tracing::Level, String> {
+    match s {
+        "debug" => Ok(tracing::Level::DEBUG),
+        "info" => Ok(tracing::Level::INFO),
+        "warn" => Ok(tracing::Level::WARN),
+        "error" => Ok(tracing::Level::ERROR),
+        _ => Err(format!("{s:?} is not one of debug, info, warn, error")),
+    }
+}
+
+fn parse_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "logfmt" => Ok(LogFormat::Logfmt),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("{s:?} is not one of logfmt, json")),
+    }
+}
+
+fn parse_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} must start with /"))
+    }
+}
+
+fn opt(name: &'static str, value: &'static str, help: String) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .value_name(value)
+        .action(ArgAction::Set)
+        .help(help)
+}
+
+/// The command-line interface, generated from the collector registry so that
+/// a new collector gets its flags without editing this file.
+pub fn command() -> Command {
+    let version: &'static str =
+        Box::leak(format!("{} (revision {})", crate::VERSION, crate::REVISION).into_boxed_str());
+    let mut cmd = Command::new("accel-agent")
+        .version(version)
+        .about("Prometheus exporter and profiling agent for ML training nodes: accelerators, storage, network, InfiniBand and host metrics.")
+        .after_help("Every flag except --config.file can also be set in the config file, under the same name as a TOML key (e.g. `web.listen-address = \":9445\"`, `collector.disk.enabled = false`); flags override the file.")
+        .args_override_self(true)
+        .max_term_width(100)
+        .arg(opt("config.file", "FILE", "Optional TOML config file; flags override it.".into()))
+        .arg(opt("web.listen-address", "ADDR", "Address to listen on: host:port, or :port for every address.".into()).default_value(":9445"))
+        .arg(opt("web.telemetry-path", "PATH", "Path under which to expose metrics.".into()).default_value("/metrics").value_parser(parse_path))
+        .arg(opt("web.max-requests", "N", "Maximum number of requests served at once; more get 503. 0 means no limit.".into()).default_value("40").value_parser(clap::value_parser!(usize)))
+        .arg(opt("web.header-timeout", "DURATION", "How long a client may take to send its request headers.".into()).default_value("10s").value_parser(parse_duration))
+        .arg(opt("log.level", "LEVEL", "Only log messages with this severity or above: debug, info, warn, error.".into()).default_value("info").value_parser(parse_level))
+        .arg(opt("log.format", "FORMAT", "Log line format: logfmt or json.".into()).default_value("logfmt").value_parser(parse_format))
+        .arg(opt("path.procfs", "PATH", "procfs mountpoint.".into()).default_value("/proc"))
+        .arg(opt("path.sysfs", "PATH", "sysfs mountpoint.".into()).default_value("/sys"))
+        .arg(opt("path.udev.data", "PATH", "udev data path (disk model, serial and wwn for accel_disk_info).".into()).default_value("/run/udev/data"))
+        .arg(
+            Arg::new("collector.disable-defaults")
+                .long("collector.disable-defaults")
+                .action(ArgAction::SetTrue)
+                .help("Disable every collector not enabled explicitly with --collector.<name>."),
+        )
+        .arg(opt("collector.disk.device-include", "REGEX", "Regexp of block devices to include (overrides the exclude).".into()).value_parser(parse_regex))
+        .arg(opt("collector.disk.device-exclude", "REGEX", "Regexp of block devices to exclude.".into()).default_value(accel_collectors::disk::DEFAULT_EXCLUDE).value_parser(parse_regex))
+        .arg(opt("collector.network.device-include", "REGEX", "Regexp of network interfaces to include (overrides the exclude).".into()).value_parser(parse_regex))
+        .arg(opt("collector.network.device-exclude", "REGEX", "Regexp of network interfaces to exclude.".into()).default_value(accel_collectors::network::DEFAULT_EXCLUDE).value_parser(parse_regex));
+    for spec in registry() {
+        let on: &'static str = Box::leak(format!("collector.{}", spec.name).into_boxed_str());
+        let off: &'static str = Box::leak(format!("no-collector.{}", spec.name).into_boxed_str());
+        let interval: &'static str =
+            Box::leak(format!("collector.{}.interval", spec.name).into_boxed_str());
+        let default = if spec.default_enabled {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        cmd = cmd
+            .arg(
+                Arg::new(on)
+                    .long(on)
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(off)
+                    .help(format!(
+                        "Enable the {} collector: {} (default: {default}).",
+                        spec.name, spec.help
+                    )),
+            )
+            .arg(
+                Arg::new(off)
+                    .long(off)
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(on)
+                    .hide(true),
+            )
+            .arg(
+                opt(
+                    interval,
+                    "DURATION",
+                    format!(
+                        "Sampling interval of the {} collector (minimum 100ms).",
+                        spec.name
+                    ),
+                )
+                .default_value(&*Box::leak(
+                    humanize(spec.default_interval).into_boxed_str(),
+                ))
+                .value_parser(parse_interval),
+            );
+    }
+    cmd
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() != 0 || d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+/// Turns a TOML document into flag arguments (`--key=value`), so the file
+/// goes through exactly the validation flags do.
+fn toml_to_args(text: &str, file: &str) -> Result<Vec<OsString>, String> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("config file {file}: {}", e.message()))?;
+    let mut args = Vec::new();
+    flatten(&table, "", file, &mut args)?;
+    Ok(args)
+}
+
+fn flatten(
+    table: &toml::Table,
+    prefix: &str,
+    file: &str,
+    args: &mut Vec<OsString>,
+) -> Result<(), String> {
+    let known = command();
+    for (key, value) in table {
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if let toml::Value::Table(t) = value {
+            flatten(t, &name, file, args)?;
+            continue;
+        }
+        // `collector.<name>.enabled = bool` is the file's form of
+        // --collector.<name> / --no-collector.<name>.
+        if let Some(c) = name
+            .strip_prefix("collector.")
+            .and_then(|n| n.strip_suffix(".enabled"))
+        {
+            let on = format!("collector.{c}");
+            if !known.get_arguments().any(|a| a.get_id() == on.as_str()) {
+                return Err(format!("config file {file}: unknown collector {c:?}"));
+            }
+            match value {
+                toml::Value::Boolean(true) => args.push(format!("--collector.{c}").into()),
+                toml::Value::Boolean(false) => args.push(format!("--no-collector.{c}").into()),
+                _ => return Err(format!("config file {file}: {name} must be true or false")),
+            }
+            continue;
+        }
+        let arg = known
+            .get_arguments()
+            .find(|a| {
+                a.get_id() == name.as_str() && name != "config.file" && !name.starts_with("no-")
+            })
+            .ok_or_else(|| format!("config file {file}: unknown key {name:?}"))?;
+        let flag_takes_value = arg.get_action().takes_values();
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) if !flag_takes_value => {
+                if *b {
+                    args.push(format!("--{name}").into());
+                }
+                continue;
+            }
+            _ => return Err(format!("config file {file}: {name} has the wrong type")),
+        };
+        if !flag_takes_value {
+            return Err(format!("config file {file}: {name} must be true or false"));
+        }
+        args.push(format!("--{name}={text}").into());
+    }
+    Ok(())
+}
+
+fn first_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or("bad arguments");
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
+impl Config {
+    /// Parses the command line (program name first), reading the config
+    /// file it names. `Err` is a one-line message for exit code 2.
+    pub fn from_args(args: Vec<OsString>) -> Result<Parsed, String> {
+        let first = match command().try_get_matches_from(&args) {
+            Ok(m) => m,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                ) =>
+            {
+                let _ = e.print();
+                return Ok(Parsed::Exit(0));
+            }
+            Err(e) => return Err(first_line(&e)),
+        };
+        let matches = match first.get_one::<String>("config.file") {
+            None => first,
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| format!("config file {file}: {e}"))?;
+                let mut full: Vec<OsString> = args.iter().take(1).cloned().collect();
+                full.extend(toml_to_args(&text, file)?);
+                full.extend(args.iter().skip(1).cloned());
+                command()
+                    .try_get_matches_from(full)
+                    .map_err(|e| format!("{} (flags or config file {file})", first_line(&e)))?
+            }
+        };
+        Self::from_matches(&matches).map(|c| Parsed::Run(Box::new(c)))
+    }
+
+    fn from_matches(m: &ArgMatches) -> Result<Self, String> {
+        let s = |k: &str| m.get_one::<String>(k).cloned();
+        let filter = |what: &str| {
+            DeviceFilter::new(
+                s(&format!("collector.{what}.device-include")).as_deref(),
+                s(&format!("collector.{what}.device-exclude")).as_deref(),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let options = Options {
+            procfs: PathBuf::from(s("path.procfs").unwrap_or_default()),
+            sysfs: PathBuf::from(s("path.sysfs").unwrap_or_default()),
+            udev_data: PathBuf::from(s("path.udev.data").unwrap_or_default()),
+            disk: filter("disk")?,
+            network: filter("network")?,
+        };
+        let disable_defaults = m.get_flag("collector.disable-defaults");
+        let collectors = registry()
+            .iter()
+            .map(|spec| {
+                let on = format!("collector.{}", spec.name);
+                let off = format!("no-collector.{}", spec.name);
+                let explicit = |id: &str| {
+                    m.value_source(id) == Some(ValueSource::CommandLine) && m.get_flag(id)
+                };
+                let enabled = if explicit(&on) {
+                    true
+                } else if explicit(&off) {
+                    false
+                } else {
+                    spec.default_enabled && !disable_defaults
+                };
+                CollectorConfig {
+                    spec,
+                    enabled,
+                    interval: *m
+                        .get_one::<Duration>(&format!("collector.{}.interval", spec.name))
+                        .expect("has a default"),
+                }
+            })
+            .collect();
+        Ok(Config {
+            web: WebConfig {
+                listen_address: s("web.listen-address").unwrap_or_default(),
+                telemetry_path: s("web.telemetry-path").unwrap_or_default(),
+                max_requests: *m
+                    .get_one::<usize>("web.max-requests")
+                    .expect("has a default"),
+                header_timeout: *m
+                    .get_one::<Duration>("web.header-timeout")
+                    .expect("has a default"),
+            },
+            log_level: *m
+                .get_one::<tracing::Level>("log.level")
+                .expect("has a default"),
+            log_format: *m.get_one::<LogFormat>("log.format").expect("has a default"),
+            options,
+            collectors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut v: Vec<OsString> = vec!["accel-agent".into()];
+        v.extend(args.iter().map(OsString::from));
+        match Config::from_args(v)? {
+            Parsed::Run(c) => Ok(*c),
+            Parsed::Exit(_) => Err("exit".into()),
+        }
+    }
+
+    fn enabled(c: &Config) -> Vec<&str> {
+        c.collectors
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| c.spec.name)
+            .collect()
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        for bad in ["", "5", "s", "5x", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_interval("50ms").is_err());
+    }
+
+    #[test]
+    fn defaults_and_switches() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.web.listen_address, ":9445");
+        assert_eq!(c.web.max_requests, 40);
+        assert!(enabled(&c).contains(&"disk"));
+        let c = parse(&["--no-collector.disk", "--collector.disk.interval=100ms"]).unwrap();
+        assert!(!enabled(&c).contains(&"disk"));
+        let c = parse(&["--collector.disable-defaults", "--collector.cpu"]).unwrap();
+        assert_eq!(enabled(&c), ["cpu"]);
+        // The last of a pair wins.
+        let c = parse(&["--no-collector.cpu", "--collector.cpu"]).unwrap();
+        assert!(enabled(&c).contains(&"cpu"));
+    }
+
+    #[test]
+    fn bad_values_are_one_line() {
+        for bad in [
+            &["--collector.disk.interval=5"][..],
+            &["--web.max-requests=-1"],
+            &["--collector.disk.device-exclude=("],
+            &["--log.level=loud"],
+            &["--no-such-flag"],
+            &["--web.telemetry-path=metrics"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+            assert!(!e.is_empty());
+        }
+    }
+
+    #[test]
+    fn config_file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("accel-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        std::fs::write(
+            &file,
+            "web.max-requests = 7\n[web]\nlisten-address = \"127.0.0.1:1\"\n[collector.disk]\nenabled = false\ninterval = \"1s\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = parse(&["--config.file", f]).unwrap();
+        assert_eq!(c.web.max_requests, 7);
+        assert_eq!(c.web.listen_address, "127.0.0.1:1");
+        assert!(!enabled(&c).contains(&"disk"));
+        let c = parse(&[
+            "--config.file",
+            f,
+            "--web.max-requests=9",
+            "--collector.disk",
+        ])
+        .unwrap();
+        assert_eq!(c.web.max_requests, 9);
+        assert!(enabled(&c).contains(&"disk"));
+        std::fs::write(&file, "web.nope = 1\n").unwrap();
+        assert!(parse(&["--config.file", f])
+            .unwrap_err()
+            .contains("unknown key \"web.nope\""));
+        std::fs::write(&file, "collector.disk.interval = \"fast\"\n").unwrap();
+        assert!(parse(&["--config.file", f]).is_err());
+        std::fs::write(&file, "not toml [").unwrap();
+        assert!(parse(&["--config.file", f]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

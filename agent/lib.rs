@@ -1,0 +1,63 @@
+//! accel-agent, the daemon: flags and config, sampler threads, and the HTTP
+//! endpoint that serves their latest snapshots.
+//!
+//! The collectors themselves live in the `accel-collectors` crate; this
+//! crate schedules them ([`sampler`]), keeps their snapshots and builds the
+//! scrape body ([`state`]), and serves it ([`server`]).
+
+pub mod config;
+pub mod logging;
+pub mod sampler;
+pub mod server;
+pub mod state;
+
+use std::ffi::OsString;
+
+/// The version, as `--version` and `accel_build_info` give it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git revision the binary was built from, or `unknown`.
+pub const REVISION: &str = env!("ACCEL_REVISION");
+
+/// Runs the agent with these command-line arguments and returns the exit
+/// code: 0 after a clean shutdown, 1 when it cannot start (port in use), 2
+/// for a bad flag or config value.
+pub fn run(args: Vec<OsString>) -> i32 {
+    let config = match config::Config::from_args(args) {
+        Ok(config::Parsed::Run(c)) => *c,
+        Ok(config::Parsed::Exit(code)) => return code,
+        Err(msg) => {
+            eprintln!("accel-agent: {msg}");
+            return 2;
+        }
+    };
+    logging::init(config.log_level, config.log_format);
+    tracing::info!(
+        version = VERSION,
+        revision = REVISION,
+        "starting accel-agent"
+    );
+
+    let agent = sampler::start(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("accel-http")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return 1;
+        }
+    };
+    match runtime.block_on(server::serve(agent, config.web.clone())) {
+        Ok(()) => {
+            tracing::info!("stopped");
+            0
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            1
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Sampler threads: one per collector, each at its own interval.
+//!
+//! Collectors may block (file reads on a hung NFS mount, NVML calls into a
+//! wedged driver), so each runs on a plain thread of its own, never on the
+//! async runtime. A sample that overruns its interval skips the ticks it
+//! missed and counts them; a sample that hangs is seen by the server as
+//! stale (see [`Agent::is_stale`](crate::state::Agent::is_stale)).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use accel_collectors::{Built, CollectError, Collector, ErrorKind, Sample};
+
+use crate::config::Config;
+use crate::state::{Agent, CollectorState};
+
+/// Builds the enabled collectors and starts their sampler threads.
+pub fn start(config: &Config) -> Arc<Agent> {
+    let mut running: Vec<(Box<dyn Collector>, Arc<CollectorState>)> = Vec::new();
+    let mut not_running = Vec::new();
+    for cc in &config.collectors {
+        let name = cc.spec.name;
+        if !cc.enabled {
+            not_running.push((name, "disabled".to_owned()));
+            continue;
+        }
+        match (cc.spec.build)(&config.options) {
+            Ok(Built::Ready(c)) => {
+                tracing::info!(collector = name, interval = ?cc.interval, "collector enabled");
+                running.push((c, Arc::new(CollectorState::new(name, cc.interval))));
+            }
+            Ok(Built::Absent(why)) => {
+                tracing::info!(collector = name, reason = %why, "collector not started: hardware or interface absent");
+                not_running.push((name, why));
+            }
+            Err(e) => {
+                tracing::warn!(collector = name, error = %e, "collector could not be built");
+                not_running.push((name, e.to_string()));
+            }
+        }
+    }
+    let agent = Arc::new(Agent::new(
+        running.iter().map(|(_, s)| s.clone()).collect(),
+        not_running,
+    ));
+    for (collector, state) in running {
+        let agent = agent.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("sample-{}", state.name))
+            .spawn(move || sample_loop(collector, &state, &agent));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a sampler thread");
+        }
+    }
+    agent
+}
+
+fn sample_loop(mut collector: Box<dyn Collector>, state: &CollectorState, agent: &Agent) {
+    let mut next = Instant::now();
+    let mut failing = false;
+    let mut overruns = 0;
+    loop {
+        let started = Instant::now();
+        agent.begin_sample(state);
+        let mut sample = Sample::new();
+        let result = match catch_unwind(AssertUnwindSafe(|| collector.sample(&mut sample))) {
+            Ok(Ok(())) => Ok(sample),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(CollectError::new(
+                    ErrorKind::Parse,
+                    format!("collector panicked: {what}"),
+                ))
+            }
+        };
+        match &result {
+            Err(e) if !failing => {
+                tracing::warn!(collector = state.name, error = %e, "sample failed; its metrics are withheld until it recovers");
+                failing = true;
+            }
+            Err(e) => tracing::debug!(collector = state.name, error = %e, "sample failed"),
+            Ok(s) => {
+                if failing {
+                    tracing::info!(collector = state.name, "sample recovered");
+                    failing = false;
+                }
+                for e in s.errors() {
+                    tracing::debug!(collector = state.name, error = %e, "part of a sample failed");
+                }
+            }
+        }
+        agent.publish(state, result, started, overruns);
+        overruns = 0;
+        next += state.interval;
+        let now = Instant::now();
+        while next <= now {
+            next += state.interval;
+            overruns += 1;
+        }
+        if overruns > 0 {
+            tracing::debug!(
+                collector = state.name,
+                skipped = overruns,
+                "sample overran its interval"
+            );
+        }
+        std::thread::sleep(next - now);
+    }
+}

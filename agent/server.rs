@@ -1,0 +1,301 @@
+//! The HTTP endpoint: `/metrics` (or `--web.telemetry-path`), a landing
+//! page at `/`, `/-/healthy` and `/-/ready`.
+//!
+//! Handlers only read the shared state (see [`crate::state`]); nothing here
+//! touches /proc, /sys or a device, so a wedged collector cannot stall a
+//! scrape. Concurrency is capped by `--web.max-requests` (503 beyond it), a
+//! client must send its headers within `--web.header-timeout`, and SIGTERM
+//! or SIGINT stop the listener and let in-flight requests finish.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
+    VARY,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::WebConfig;
+use crate::state::Agent;
+
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How long in-flight requests get to finish after a stop signal.
+const DRAIN: Duration = Duration::from_millis(1500);
+
+/// Resolves `--web.listen-address`: `:port` means every address (IPv6 and
+/// IPv4 where the host has IPv6, IPv4 alone otherwise).
+pub async fn bind(address: &str) -> io::Result<TcpListener> {
+    if let Some(port) = address.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad port in {address:?}"),
+            )
+        })?;
+        return match TcpListener::bind(SocketAddr::from(([0u16; 8], port))).await {
+            Ok(l) => Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(e),
+            Err(_) => TcpListener::bind(SocketAddr::from(([0u8; 4], port))).await,
+        };
+    }
+    TcpListener::bind(address).await
+}
+
+/// Serves until SIGTERM or SIGINT, then drains in-flight requests.
+pub async fn serve(agent: Arc<Agent>, web: WebConfig) -> io::Result<()> {
+    let listener = bind(&web.listen_address).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("listening on {}: {e}", web.listen_address),
+        )
+    })?;
+    serve_on(listener, agent, web, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Serves on an already-bound listener until `stop` completes.
+pub async fn serve_on(
+    listener: TcpListener,
+    agent: Arc<Agent>,
+    web: WebConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> io::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, path = %web.telemetry_path, "listening");
+    let limit = (web.max_requests > 0).then(|| Arc::new(Semaphore::new(web.max_requests)));
+    let web = Arc::new(web);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let header_timeout = web.header_timeout;
+        let (agent, web, limit) = (agent.clone(), web.clone(), limit.clone());
+        let svc = service_fn(move |req| {
+            let response = handle(&agent, &web, limit.as_deref(), &req);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN) => tracing::warn!("in-flight requests did not finish in time"),
+    }
+    Ok(())
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    response(status, "text/plain; charset=utf-8", body.into())
+}
+
+/// Whether an Accept-Encoding header allows gzip (a `q=0` refuses it).
+fn accepts_gzip(req: &Request<Incoming>) -> bool {
+    let Some(v) = req
+        .headers()
+        .get(ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    v.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or_default();
+        let q = parts
+            .find_map(|p| p.strip_prefix("q="))
+            .and_then(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && q > 0.0
+    })
+}
+
+fn wants_openmetrics(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+fn handle(
+    agent: &Agent,
+    web: &WebConfig,
+    limit: Option<&Semaphore>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let known = path == web.telemetry_path || matches!(path, "/" | "/-/healthy" | "/-/ready");
+    if !known {
+        return text(StatusCode::NOT_FOUND, "404 page not found\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let _permit = match limit.map(Semaphore::try_acquire) {
+        Some(Err(_)) => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "503 too many concurrent requests (--web.max-requests={})\n",
+                    web.max_requests
+                ),
+            )
+        }
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
+    let mut r = match path {
+        p if p == web.telemetry_path => metrics(agent, req),
+        "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
+        "/-/ready" if agent.ready() => text(StatusCode::OK, "Ready\n"),
+        "/-/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "Not ready: waiting for the first sample of {}\n",
+                agent.waiting_for().join(", ")
+            ),
+        ),
+        _ => response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            landing(agent, web).into(),
+        ),
+    };
+    if req.method() == Method::HEAD {
+        let len = r.headers().get(CONTENT_LENGTH).cloned();
+        let body_len = http_body::Body::size_hint(r.body()).exact().unwrap_or(0);
+        *r.body_mut() = Full::new(Bytes::new());
+        r.headers_mut().insert(
+            CONTENT_LENGTH,
+            len.unwrap_or_else(|| HeaderValue::from(body_len)),
+        );
+    }
+    r
+}
+
+fn metrics(agent: &Agent, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (content_type, body) = if wants_openmetrics(req) {
+        (OPENMETRICS_FORMAT, agent.openmetrics())
+    } else {
+        let body = agent.body();
+        if accepts_gzip(req) {
+            let mut r = response(StatusCode::OK, TEXT_FORMAT, body.gzip());
+            r.headers_mut()
+                .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r.headers_mut()
+                .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+            return r;
+        }
+        (TEXT_FORMAT, body.text.clone())
+    };
+    let mut r = response(StatusCode::OK, content_type, body);
+    r.headers_mut()
+        .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    r
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn landing(agent: &Agent, web: &WebConfig) -> String {
+    let mut h = String::new();
+    let path = escape_html(&web.telemetry_path);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>accel-agent</title></head><body>\n\
+         <h1>accel-agent</h1>\n<p>Prometheus exporter and profiling agent for ML training nodes. \
+         Version {} (revision {}).</p>\n<h2>Endpoints</h2>\n<ul>\n\
+         <li><a href=\"{path}\">{path}</a>: metrics</li>\n\
+         <li><a href=\"/-/healthy\">/-/healthy</a>: 200 while the agent runs</li>\n\
+         <li><a href=\"/-/ready\">/-/ready</a>: 200 once every enabled collector has finished its first sample</li>\n\
+         </ul>\n<h2>Collectors</h2>\n<table>\n<tr><th>collector</th><th>state</th><th>interval</th><th>last sample</th></tr>\n",
+        crate::VERSION,
+        crate::REVISION
+    );
+    for c in &agent.collectors {
+        let snap = c.snapshot();
+        let state = match (snap.samples, snap.success) {
+            (0, _) => "starting",
+            (_, true) => "ok",
+            (_, false) => "failing",
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>enabled</td><td>{:?}</td><td>{state}</td></tr>",
+            c.name, c.interval
+        );
+    }
+    for (name, why) in &agent.not_running {
+        let _ = writeln!(
+            h,
+            "<tr><td>{name}</td><td>not running: {}</td><td></td><td></td></tr>",
+            escape_html(why)
+        );
+    }
+    h.push_str("</table>\n</body></html>\n");
+    h
+}

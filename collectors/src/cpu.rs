@@ -1,0 +1,116 @@
+//! `accel_cpu_*`: CPU time per cpu and mode, from /proc/stat, as
+//! node_exporter's cpu collector (`node_cpu_seconds_total{cpu, mode}`).
+//!
+//! iowait is there: high iowait with idle GPUs is an input-bound job.
+
+use std::path::PathBuf;
+
+use crate::util::{parse_u64, read_to_string};
+use crate::{Built, CollectError, Collector, Options, Sample};
+
+/// Modes of the first eight /proc/stat columns, in kernel order.
+const MODES: [&str; 8] = [
+    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+];
+
+/// The cpu collector.
+pub struct Cpu {
+    path: PathBuf,
+    ticks_per_second: f64,
+}
+
+/// Builds the collector.
+pub fn build(opts: &Options) -> Result<Built, CollectError> {
+    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok(Built::Ready(Box::new(Cpu {
+        path: opts.procfs.join("stat"),
+        ticks_per_second: if hz > 0 { hz as f64 } else { 100.0 },
+    })))
+}
+
+/// One per-cpu line of /proc/stat: the cpu number and its tick counters
+/// (user, nice, system, idle, iowait, irq, softirq, steal, guest,
+/// guest_nice; older kernels give fewer).
+pub fn parse(text: &str) -> Result<Vec<(String, Vec<u64>)>, CollectError> {
+    let mut cpus = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let Some(id) = fields.next().and_then(|f| f.strip_prefix("cpu")) else {
+            continue;
+        };
+        if id.is_empty() {
+            continue; // the aggregate line
+        }
+        if id.parse::<u32>().is_err() {
+            return Err(CollectError::parse(format!(
+                "/proc/stat: bad cpu line {line:?}"
+            )));
+        }
+        let ticks = fields
+            .map(|f| parse_u64(f, &format_args!("/proc/stat cpu{id}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ticks.len() < 4 {
+            return Err(CollectError::parse(format!(
+                "/proc/stat: short cpu line {line:?}"
+            )));
+        }
+        cpus.push((id.to_owned(), ticks));
+    }
+    if cpus.is_empty() {
+        return Err(CollectError::parse("/proc/stat: no per-cpu lines"));
+    }
+    Ok(cpus)
+}
+
+impl Collector for Cpu {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        let cpus = parse(&read_to_string(&self.path)?)?;
+        let hz = self.ticks_per_second;
+        let secs = out.counter(
+            "accel_cpu_seconds_total",
+            "Seconds the CPUs spent in each mode.",
+        );
+        for (cpu, ticks) in &cpus {
+            for (mode, t) in MODES.iter().zip(ticks) {
+                secs.add(&[("cpu", cpu), ("mode", mode)], *t as f64 / hz);
+            }
+        }
+        let guest = out.counter(
+            "accel_cpu_guest_seconds_total",
+            "Seconds the CPUs spent in guests (VMs) for each mode.",
+        );
+        for (cpu, ticks) in &cpus {
+            for (mode, t) in ["user", "nice"].iter().zip(ticks.iter().skip(8)) {
+                guest.add(&[("cpu", cpu), ("mode", mode)], *t as f64 / hz);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_per_cpu_lines_only() {
+        let t = "cpu  10 0 5 100 1 0 0 0 0 0\ncpu0 552 1 601 14472 13 2 3 12 7 0\ncpu1 1 2 3 4\nintr 1 2\nctxt 9\n";
+        let cpus = parse(t).unwrap();
+        assert_eq!(cpus.len(), 2);
+        assert_eq!(cpus[0].0, "0");
+        assert_eq!(cpus[0].1[8], 7);
+        assert_eq!(cpus[1].1, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in ["cpu0 1 2 x 4", "cpuX 1 2 3 4", "cpu0 1 2", "intr 1"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

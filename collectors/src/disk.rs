@@ -1,0 +1,300 @@
+//! `accel_disk_*`: block device I/O from /proc/diskstats, named and computed
+//! as node_exporter's diskstats collector (`node_disk_*`).
+//!
+//! The kernel writes 14 fields per line (11 counters) before 4.18, 18 with
+//! the discard counters since 4.18, and 20 with the flush counters since
+//! 5.5. Every form is read; a counter the kernel does not give is left out.
+
+use std::path::PathBuf;
+
+use crate::util::{parse_u64, read_to_string};
+use crate::{Built, CollectError, Collector, DeviceFilter, Options, Sample};
+
+/// node_exporter's default device exclusion: partitions, loop, ram and
+/// floppy devices.
+pub const DEFAULT_EXCLUDE: &str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
+
+/// Bytes per sector in /proc/diskstats (always 512, whatever the device's
+/// sector size).
+const SECTOR: f64 = 512.0;
+const MS: f64 = 0.001;
+
+/// How each counter (by position after the device name) is exported:
+/// family suffix, help, scale to base units, and whether it is a gauge.
+const FIELDS: [(&str, &str, f64, bool); 17] = [
+    (
+        "reads_completed_total",
+        "The total number of reads completed successfully.",
+        1.0,
+        false,
+    ),
+    (
+        "reads_merged_total",
+        "The total number of reads merged.",
+        1.0,
+        false,
+    ),
+    (
+        "read_bytes_total",
+        "The total number of bytes read successfully.",
+        SECTOR,
+        false,
+    ),
+    (
+        "read_time_seconds_total",
+        "The total number of seconds spent by all reads.",
+        MS,
+        false,
+    ),
+    (
+        "writes_completed_total",
+        "The total number of writes completed successfully.",
+        1.0,
+        false,
+    ),
+    (
+        "writes_merged_total",
+        "The number of writes merged.",
+        1.0,
+        false,
+    ),
+    (
+        "written_bytes_total",
+        "The total number of bytes written successfully.",
+        SECTOR,
+        false,
+    ),
+    (
+        "write_time_seconds_total",
+        "This is the total number of seconds spent by all writes.",
+        MS,
+        false,
+    ),
+    (
+        "io_now",
+        "The number of I/Os currently in progress.",
+        1.0,
+        true,
+    ),
+    (
+        "io_time_seconds_total",
+        "Total seconds spent doing I/Os.",
+        MS,
+        false,
+    ),
+    (
+        "io_time_weighted_seconds_total",
+        "The weighted # of seconds spent doing I/Os.",
+        MS,
+        false,
+    ),
+    (
+        "discards_completed_total",
+        "The total number of discards completed successfully.",
+        1.0,
+        false,
+    ),
+    (
+        "discards_merged_total",
+        "The total number of discards merged.",
+        1.0,
+        false,
+    ),
+    (
+        "discarded_sectors_total",
+        "The total number of sectors discarded successfully.",
+        1.0,
+        false,
+    ),
+    (
+        "discard_time_seconds_total",
+        "This is the total number of seconds spent by all discards.",
+        MS,
+        false,
+    ),
+    (
+        "flush_requests_total",
+        "The total number of flush requests completed successfully",
+        1.0,
+        false,
+    ),
+    (
+        "flush_requests_time_seconds_total",
+        "This is the total number of seconds spent by all flush requests.",
+        MS,
+        false,
+    ),
+];
+
+/// One line of /proc/diskstats.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DiskLine<'a> {
+    /// Major device number.
+    pub major: u32,
+    /// Minor device number.
+    pub minor: u32,
+    /// Kernel device name.
+    pub device: &'a str,
+    /// 11, 15 or 17 counters, in kernel order.
+    pub counters: Vec<u64>,
+}
+
+/// Parses /proc/diskstats. A line with fewer than 11 counters is an error;
+/// counters past the 17th (a future kernel's) are ignored.
+pub fn parse(text: &str) -> Result<Vec<DiskLine<'_>>, CollectError> {
+    let mut lines = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(major), Some(minor), Some(device)) = (f.next(), f.next(), f.next()) else {
+            return Err(CollectError::parse(format!(
+                "diskstats: short line {line:?}"
+            )));
+        };
+        let counters = f
+            .take(FIELDS.len())
+            .map(|v| parse_u64(v, &format_args!("diskstats {device}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if counters.len() < 11 {
+            return Err(CollectError::parse(format!(
+                "diskstats: {device} has {} counters, want at least 11",
+                counters.len()
+            )));
+        }
+        lines.push(DiskLine {
+            major: parse_u64(major, &"diskstats major")? as u32,
+            minor: parse_u64(minor, &"diskstats minor")? as u32,
+            device,
+            counters,
+        });
+    }
+    Ok(lines)
+}
+
+/// The disk collector.
+pub struct Disk {
+    path: PathBuf,
+    udev: PathBuf,
+    filter: DeviceFilter,
+}
+
+/// The udev properties node_exporter puts on `node_disk_info`, by label.
+const UDEV_LABELS: [(&str, &str); 5] = [
+    ("model", "ID_MODEL"),
+    ("path", "ID_PATH"),
+    ("revision", "ID_REVISION"),
+    ("serial", "ID_SERIAL_SHORT"),
+    ("wwn", "ID_WWN"),
+];
+
+/// Reads the `E:KEY=value` properties of a udev database file; a missing
+/// or unreadable file gives none (udev may not run, e.g. in a container).
+fn udev_properties(path: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("E:"))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Builds the collector.
+pub fn build(opts: &Options) -> Result<Built, CollectError> {
+    Ok(Built::Ready(Box::new(Disk {
+        path: opts.procfs.join("diskstats"),
+        udev: opts.udev_data.clone(),
+        filter: opts.disk.clone(),
+    })))
+}
+
+impl Collector for Disk {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        let text = read_to_string(&self.path)?;
+        let lines = parse(&text)?;
+        let lines: Vec<_> = lines
+            .iter()
+            .filter(|l| self.filter.accepts(l.device))
+            .collect();
+        let info = out.gauge("accel_disk_info", "Info of /sys/block/<block_device>.");
+        for l in &lines {
+            let props = udev_properties(&self.udev.join(format!("b{}:{}", l.major, l.minor)));
+            let prop = |key: &str| {
+                props
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map_or("", |(_, v)| v.as_str())
+            };
+            let (major, minor) = (l.major.to_string(), l.minor.to_string());
+            let mut labels = vec![
+                ("device", l.device),
+                ("major", major.as_str()),
+                ("minor", minor.as_str()),
+            ];
+            labels.extend(UDEV_LABELS.iter().map(|(label, key)| (*label, prop(key))));
+            info.add(&labels, 1.0);
+        }
+        for (i, (suffix, help, scale, gauge)) in FIELDS.iter().enumerate() {
+            let name = format!("accel_disk_{suffix}");
+            for l in &lines {
+                let Some(v) = l.counters.get(i) else { continue };
+                let family = if *gauge {
+                    out.gauge(&name, help)
+                } else {
+                    out.counter(&name, help)
+                };
+                family.add(&[("device", l.device)], *v as f64 * scale);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_all_three_forms() {
+        let t = "   8       0 sda 1 2 3 4 5 6 7 8 9 10 11\n\
+                 259 0 nvme0n1 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17\n\
+                 253 0 dm-0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15\n";
+        let l = parse(t).unwrap();
+        assert_eq!(
+            l.iter().map(|l| l.counters.len()).collect::<Vec<_>>(),
+            [11, 17, 15]
+        );
+        assert_eq!(l[1].device, "nvme0n1");
+        assert_eq!(l[1].major, 259);
+    }
+
+    #[test]
+    fn rejects_truncated_and_garbage() {
+        for bad in [
+            "8 0 sda 1 2 3",
+            "8 0 sda 1 2 3 4 5 6 7 8 9 10 x",
+            "8 0",
+            "x 0 sda 1 2 3 4 5 6 7 8 9 10 11",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err().kind,
+                crate::ErrorKind::Parse,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_filter_drops_partitions() {
+        let f = DeviceFilter::new(None, Some(DEFAULT_EXCLUDE)).unwrap();
+        for d in ["sda", "nvme0n1", "dm-0", "md0", "vda"] {
+            assert!(f.accepts(d), "{d}");
+        }
+        for d in ["sda1", "nvme0n1p1", "loop0", "ram0", "fd0", "xvda2"] {
+            assert!(!f.accepts(d), "{d}");
+        }
+    }
+}

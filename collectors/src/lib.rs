@@ -1,0 +1,255 @@
+//! accel-agent's collectors: one module per source, the [`Collector`] trait,
+//! and the [`Sample`] a collector fills.
+//!
+//! No HTTP and no CLI live here. The agent builds the enabled collectors from
+//! [`registry`], runs each on its own sampler thread, and serves what they
+//! produce. A metric's name tells where it comes from: `accel_disk_*` is
+//! [`disk`], `accel_network_*` is [`network`], and so on.
+
+pub mod cpu;
+pub mod disk;
+pub mod infiniband;
+pub mod memory;
+pub mod network;
+pub mod pressure;
+mod sample;
+pub mod util;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use sample::{
+    encode_openmetrics, encode_text, format_value, Family, MetricType, Sample, Series,
+};
+
+/// The bounded set of error kinds, exported as the `kind` label of
+/// `accel_collector_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Reading a file or calling the kernel failed.
+    Io,
+    /// What was read did not have the expected shape.
+    Parse,
+    /// Access was refused.
+    Permission,
+    /// A sample ran past its deadline.
+    Timeout,
+    /// A GPU fell off the bus.
+    GpuLost,
+    /// A library (NVML) failed in a way that is not one of the above.
+    Library,
+}
+
+impl ErrorKind {
+    /// Every kind, in label order.
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Io,
+        ErrorKind::Parse,
+        ErrorKind::Permission,
+        ErrorKind::Timeout,
+        ErrorKind::GpuLost,
+        ErrorKind::Library,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Io => "io",
+            ErrorKind::Parse => "parse",
+            ErrorKind::Permission => "permission",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::GpuLost => "gpu_lost",
+            ErrorKind::Library => "library",
+        }
+    }
+
+    /// Position in [`ALL`](Self::ALL).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An error met while sampling: a bounded kind and a message for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectError {
+    /// What went wrong, for the `kind` label.
+    pub kind: ErrorKind,
+    /// What and where, for a person reading the log.
+    pub message: String,
+}
+
+impl CollectError {
+    /// An error of `kind` with a message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A parse error.
+    pub fn parse(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Parse, message)
+    }
+}
+
+impl fmt::Display for CollectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.kind.as_str())
+    }
+}
+
+impl std::error::Error for CollectError {}
+
+/// A source of metrics, sampled on its own thread.
+///
+/// `sample` may block (file reads, FFI); it is never called on the async
+/// runtime nor during a scrape. An `Err` means the whole sample is lost and
+/// the collector's previous data is withdrawn; a fault that spoils only part
+/// of the sample goes to [`Sample::error`] instead.
+pub trait Collector: Send + 'static {
+    /// The collector's name: its `--collector.<name>` flag and `collector` label.
+    fn name(&self) -> &'static str;
+    /// Takes one sample into `out`.
+    fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError>;
+}
+
+/// What building a collector gave.
+pub enum Built {
+    /// The collector, ready to sample.
+    Ready(Box<dyn Collector>),
+    /// The hardware or interface it reads is not on this machine (no
+    /// /sys/class/infiniband, no NVML): not an error, the collector is simply
+    /// not run. The string says what was missing, for one log line.
+    Absent(String),
+}
+
+/// Include/exclude regexes on device names, as node_exporter's
+/// `device-include` / `device-exclude` flags: include wins when both are set.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceFilter {
+    include: Option<regex::Regex>,
+    exclude: Option<regex::Regex>,
+}
+
+impl DeviceFilter {
+    /// A filter from optional regexes (anchoring is the caller's, as in
+    /// node_exporter).
+    pub fn new(include: Option<&str>, exclude: Option<&str>) -> Result<Self, regex::Error> {
+        let compile = |s: Option<&str>| {
+            s.filter(|s| !s.is_empty())
+                .map(regex::Regex::new)
+                .transpose()
+        };
+        Ok(Self {
+            include: compile(include)?,
+            exclude: compile(exclude)?,
+        })
+    }
+
+    /// Whether `device` is to be reported.
+    pub fn accepts(&self, device: &str) -> bool {
+        match (&self.include, &self.exclude) {
+            (Some(inc), _) => inc.is_match(device),
+            (None, Some(exc)) => !exc.is_match(device),
+            (None, None) => true,
+        }
+    }
+}
+
+/// Everything a collector may need to be built: filesystem roots and the
+/// collector-specific settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Root of procfs (`--path.procfs`).
+    pub procfs: PathBuf,
+    /// Root of sysfs (`--path.sysfs`).
+    pub sysfs: PathBuf,
+    /// udev's database of device properties (`--path.udev.data`).
+    pub udev_data: PathBuf,
+    /// Block devices to report.
+    pub disk: DeviceFilter,
+    /// Network interfaces to report.
+    pub network: DeviceFilter,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            procfs: PathBuf::from("/proc"),
+            sysfs: PathBuf::from("/sys"),
+            udev_data: PathBuf::from("/run/udev/data"),
+            disk: DeviceFilter::new(None, Some(disk::DEFAULT_EXCLUDE)).expect("valid default"),
+            network: DeviceFilter::new(None, Some(network::DEFAULT_EXCLUDE))
+                .expect("valid default"),
+        }
+    }
+}
+
+#[derive(Debug)]
+/// How the agent knows a collector: adding one means a module and an entry
+/// in [`registry`], nothing else.
+pub struct Spec {
+    /// Name (flag and label).
+    pub name: &'static str,
+    /// What it collects, for `--help` and the landing page.
+    pub help: &'static str,
+    /// Enabled unless `--no-collector.<name>`.
+    pub default_enabled: bool,
+    /// Default `--collector.<name>.interval`.
+    pub default_interval: Duration,
+    /// Builds it, or says why it is absent here.
+    pub build: fn(&Options) -> Result<Built, CollectError>,
+}
+
+const HOST_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Every collector the agent knows, in output order.
+pub fn registry() -> &'static [Spec] {
+    static SPECS: &[Spec] = &[
+        Spec {
+            name: "cpu",
+            help: "CPU time per cpu and mode, from /proc/stat",
+            default_enabled: true,
+            default_interval: HOST_INTERVAL,
+            build: cpu::build,
+        },
+        Spec {
+            name: "memory",
+            help: "memory and swap, from /proc/meminfo",
+            default_enabled: true,
+            default_interval: HOST_INTERVAL,
+            build: memory::build,
+        },
+        Spec {
+            name: "pressure",
+            help: "CPU, I/O and memory stall time, from /proc/pressure",
+            default_enabled: true,
+            default_interval: HOST_INTERVAL,
+            build: pressure::build,
+        },
+        Spec {
+            name: "disk",
+            help: "block device I/O, from /proc/diskstats",
+            default_enabled: true,
+            default_interval: HOST_INTERVAL,
+            build: disk::build,
+        },
+        Spec {
+            name: "network",
+            help: "network interface traffic and link state, from /proc/net/dev and /sys/class/net",
+            default_enabled: true,
+            default_interval: HOST_INTERVAL,
+            build: network::build,
+        },
+        Spec {
+            name: "infiniband",
+            help: "InfiniBand and RoCE port counters, from /sys/class/infiniband",
+            default_enabled: true,
+            default_interval: HOST_INTERVAL,
+            build: infiniband::build,
+        },
+    ];
+    SPECS
+}

@@ -1,0 +1,123 @@
+//! `accel_pressure_*`: pressure stall information from /proc/pressure.
+//!
+//! The kernel counts, per resource, the microseconds in which some task
+//! (`some`) or all non-idle tasks (`full`) were stalled on it. Exported as
+//! node_exporter does: `some` as `waiting`, `full` as `stalled`, in seconds.
+//! I/O pressure is the first sign of a training job starved by its input
+//! pipeline.
+
+use std::path::PathBuf;
+
+use crate::util::{parse_u64, read_to_string};
+use crate::{Built, CollectError, Collector, Options, Sample};
+
+const RESOURCES: [(&str, &str); 4] = [
+    ("cpu", "CPU"),
+    ("io", "I/O"),
+    ("memory", "memory"),
+    ("irq", "IRQ handling"),
+];
+
+/// The pressure collector.
+pub struct Pressure {
+    dir: PathBuf,
+}
+
+/// Builds the collector; absent when the kernel has no PSI (no
+/// /proc/pressure, or PSI disabled at boot).
+pub fn build(opts: &Options) -> Result<Built, CollectError> {
+    let dir = opts.procfs.join("pressure");
+    match std::fs::read_to_string(dir.join("cpu")) {
+        Ok(_) => Ok(Built::Ready(Box::new(Pressure { dir }))),
+        Err(e) => Ok(Built::Absent(format!(
+            "{}: {e} (kernel without pressure stall information)",
+            dir.join("cpu").display()
+        ))),
+    }
+}
+
+/// The `some` and `full` totals in microseconds from one pressure file.
+pub fn parse(text: &str) -> Result<(Option<u64>, Option<u64>), CollectError> {
+    let (mut some, mut full) = (None, None);
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split_ascii_whitespace();
+        let which = fields.next().unwrap_or_default();
+        let total = fields
+            .find_map(|f| f.strip_prefix("total="))
+            .ok_or_else(|| CollectError::parse(format!("pressure line without total: {line:?}")))?;
+        let total = parse_u64(total, &"pressure total")?;
+        match which {
+            "some" => some = Some(total),
+            "full" => full = Some(total),
+            other => {
+                return Err(CollectError::parse(format!(
+                    "unknown pressure line {other:?}"
+                )))
+            }
+        }
+    }
+    Ok((some, full))
+}
+
+impl Collector for Pressure {
+    fn name(&self) -> &'static str {
+        "pressure"
+    }
+
+    fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        for (res, what) in RESOURCES {
+            let path = self.dir.join(res);
+            // cpu, io and memory are always there with PSI; irq only with
+            // CONFIG_IRQ_TIME_ACCOUNTING (kernel >= 6.1).
+            if res == "irq" && !path.exists() {
+                continue;
+            }
+            let (some, full) = parse(&read_to_string(&path)?)?;
+            if let Some(v) = some.filter(|_| res != "irq") {
+                out.counter(
+                    &format!("accel_pressure_{res}_waiting_seconds_total"),
+                    &format!("Total time in seconds that processes have waited for {what}."),
+                )
+                .add(&[], v as f64 / 1e6);
+            }
+            // The kernel writes a `full` line for cpu since 5.13, always 0 at
+            // the system level; node_exporter ignores it and so do we.
+            if let Some(v) = full.filter(|_| res != "cpu") {
+                out.counter(
+                    &format!("accel_pressure_{res}_stalled_seconds_total"),
+                    &format!("Total time in seconds no process could make progress due to {what}."),
+                )
+                .add(&[], v as f64 / 1e6);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_some_and_full() {
+        let t = "some avg10=0.00 avg60=0.82 avg300=0.81 total=4050151\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=17\n";
+        assert_eq!(parse(t).unwrap(), (Some(4050151), Some(17)));
+        assert_eq!(parse("some avg10=1 total=5\n").unwrap(), (Some(5), None));
+    }
+
+    #[test]
+    fn rejects_bad_lines() {
+        for bad in [
+            "some avg10=0.00",
+            "some total=x",
+            "weird total=1",
+            "some total=-1",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err().kind,
+                crate::ErrorKind::Parse,
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Each collector sampled from the fixture tree (tests/fixtures) and its
+//! output compared with tests/golden/<collector>.prom. Regenerate with
+//! `UPDATE_GOLDEN=1 cargo test -p accel-collectors --test golden` and review
+//! the diff.
+
+use std::path::PathBuf;
+
+use accel_collectors::{registry, Built, DeviceFilter, Options, Sample};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Options pointing at the fixtures, with loopback included so every
+/// fixture interface is exercised.
+pub fn fixture_options() -> Options {
+    let fx = root().join("tests/fixtures");
+    Options {
+        procfs: fx.join("proc"),
+        sysfs: fx.join("sys"),
+        udev_data: fx.join("run/udev/data"),
+        network: DeviceFilter::new(None, Some("^$")).unwrap(),
+        ..Options::default()
+    }
+}
+
+#[test]
+fn every_collector_matches_its_golden() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for spec in registry() {
+        let Built::Ready(mut c) = (spec.build)(&fixture_options()).unwrap() else {
+            panic!("{} is absent on the fixture tree", spec.name);
+        };
+        let mut sample = Sample::new();
+        c.sample(&mut sample)
+            .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+        assert!(
+            sample.errors().is_empty(),
+            "{}: {:?}",
+            spec.name,
+            sample.errors()
+        );
+        let mut text = String::new();
+        sample.encode_text(&mut text);
+        assert!(!text.is_empty(), "{} produced nothing", spec.name);
+        let path = root().join(format!("tests/golden/{}.prom", spec.name));
+        if update {
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+        if want != text {
+            failures.push(format!("{} differs from {}", spec.name, path.display()));
+            let _ = std::fs::write(path.with_extension("prom.actual"), &text);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{failures:#?}\n(the actual output is next to each golden as .prom.actual)"
+    );
+}

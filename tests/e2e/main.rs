@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `accel-agent` binary, driven over HTTP, with
+//! real promtool, node_exporter and Prometheus where a test needs them.
+
+mod util;
+
+mod cli;
+mod golden;
+mod http;
