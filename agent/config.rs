@@ -170,7 +170,7 @@ pub fn command() -> Command {
         .arg(opt("config.file", "FILE", "Optional TOML config file; flags override it.".into()))
         .arg(opt("web.listen-address", "ADDR", "Address to listen on: host:port, or :port for every address.".into()).default_value(":9445"))
         .arg(opt("web.telemetry-path", "PATH", "Path under which to expose metrics.".into()).default_value("/metrics").value_parser(parse_path))
-        .arg(opt("web.max-requests", "N", "Maximum number of requests served at once; more get 503. 0 means no limit.".into()).default_value("40").value_parser(clap::value_parser!(usize)))
+        .arg(opt("web.max-requests", "N", "Maximum number of connections served at once; more get 503. 0 means no limit.".into()).default_value("40").value_parser(clap::value_parser!(usize)))
         .arg(opt("web.header-timeout", "DURATION", "How long a client may take to send its request headers.".into()).default_value("10s").value_parser(parse_duration))
         .arg(opt("log.level", "LEVEL", "Only log messages with this severity or above: debug, info, warn, error.".into()).default_value("info").value_parser(parse_level))
         .arg(opt("log.format", "FORMAT", "Log line format: logfmt or json.".into()).default_value("logfmt").value_parser(parse_format))

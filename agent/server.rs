@@ -92,6 +92,7 @@ pub async fn serve_on(
 ) -> io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, path = %web.telemetry_path, "listening");
     let limit = (web.max_requests > 0).then(|| Arc::new(Semaphore::new(web.max_requests)));
+    let header_timeout = web.header_timeout;
     let web = Arc::new(web);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
@@ -109,10 +110,20 @@ pub async fn serve_on(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let header_timeout = web.header_timeout;
-        let (agent, web, limit) = (agent.clone(), web.clone(), limit.clone());
+        // A slot is a connection being served, held from accept to close:
+        // a slow or idle client holds one until --web.header-timeout drops
+        // it. Without a free slot the client gets a 503 at once.
+        let permit = match limit.clone().map(Semaphore::try_acquire_owned) {
+            Some(Err(_)) => {
+                tokio::spawn(refuse(stream, web.max_requests));
+                continue;
+            }
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
+        let (agent, web) = (agent.clone(), web.clone());
         let svc = service_fn(move |req| {
-            let response = handle(&agent, &web, limit.as_deref(), &req);
+            let response = handle(&agent, &web, &req);
             async move { Ok::<_, Infallible>(response) }
         });
         let conn = http1::Builder::new()
@@ -124,6 +135,7 @@ pub async fn serve_on(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);
@@ -174,12 +186,22 @@ fn wants_openmetrics(req: &Request<Incoming>) -> bool {
         .any(|v| v.contains("application/openmetrics-text"))
 }
 
-fn handle(
-    agent: &Agent,
-    web: &WebConfig,
-    limit: Option<&Semaphore>,
-    req: &Request<Incoming>,
-) -> Response<Full<Bytes>> {
+/// Answers a connection that found no free slot: reads what the client sent
+/// (briefly, so closing does not reset the connection), then a 503.
+async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await;
+    let body = format!("503 too many concurrent requests (--web.max-requests={max})\n");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+fn handle(agent: &Agent, web: &WebConfig, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let known = path == web.telemetry_path || matches!(path, "/" | "/-/healthy" | "/-/ready");
     if !known {
@@ -191,19 +213,6 @@ fn handle(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let _permit = match limit.map(Semaphore::try_acquire) {
-        Some(Err(_)) => {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "503 too many concurrent requests (--web.max-requests={})\n",
-                    web.max_requests
-                ),
-            )
-        }
-        Some(Ok(p)) => Some(p),
-        None => None,
-    };
     let mut r = match path {
         p if p == web.telemetry_path => metrics(agent, req),
         "/-/healthy" => text(StatusCode::OK, "Healthy\n"),

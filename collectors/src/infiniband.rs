@@ -153,7 +153,7 @@ impl Infiniband {
                 };
                 match parse_counter(&text, &path) {
                     Ok(Some(v)) => {
-                        out.counter("accel_infiniband_hw_counter_total", "Port hardware counters (RoCE and vendor) from hw_counters/, by file name.")
+                        out.counter("accel_infiniband_hw_events_total", "Port hardware counters (RoCE and vendor) from hw_counters/, by file name.")
                             .add(&[("device", device), ("port", port), ("counter", &file)], v as f64);
                     }
                     Ok(None) => {}

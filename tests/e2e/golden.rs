@@ -1,1 +1,119 @@
+//! The whole binary on the fixture tree: its scrape against a golden file,
+//! and promtool's lint on it.
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::util::{fixtures, require, root, Agent};
+
+/// The agent on the fixture tree, every host collector, one sample each.
+pub fn fixture_agent(extra: &[&str]) -> Agent {
+    let fx = fixtures();
+    let mut args = vec![
+        format!("--path.procfs={}", fx.join("proc").display()),
+        format!("--path.sysfs={}", fx.join("sys").display()),
+        format!("--path.udev.data={}", fx.join("run/udev/data").display()),
+        "--collector.network.device-exclude=^$".to_owned(),
+    ];
+    for c in ["cpu", "memory", "pressure", "disk", "network", "infiniband"] {
+        args.push(format!("--collector.{c}.interval=1h"));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Agent::start(&args)
+}
+
+/// Replaces what differs from run to run: sample durations, timestamps and
+/// the git revision.
+fn normalize(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = if line.starts_with("accel_collector_duration_seconds{")
+            || line.starts_with("accel_collector_last_success_timestamp_seconds{")
+        {
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            format!("{series} <volatile>")
+        } else if line.starts_with("accel_build_info{") {
+            "accel_build_info{<version and revision>} 1".to_owned()
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn scrape_matches_golden() {
+    let agent = fixture_agent(&[]);
+    let text = agent.get_ready("/metrics").text();
+    let got = normalize(&text);
+    let path = root().join("tests/golden/e2e.prom");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want =
+        std::fs::read_to_string(&path).expect("tests/golden/e2e.prom (UPDATE_GOLDEN=1 makes it)");
+    if want != got {
+        let actual = path.with_extension("prom.actual");
+        std::fs::write(&actual, &got).unwrap();
+        panic!(
+            "scrape differs from {}; actual output in {} (diff them; UPDATE_GOLDEN=1 accepts it)",
+            path.display(),
+            actual.display()
+        );
+    }
+}
+
+/// Runs `promtool check metrics` on `text`; returns its combined output.
+pub fn promtool_check(text: &str) -> (bool, String) {
+    let promtool = require("promtool");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), msg)
+}
+
+#[test]
+fn promtool_lints_the_scrape_clean() {
+    let agent = fixture_agent(&[]);
+    let text = agent.get_ready("/metrics").text();
+    let (ok, msg) = promtool_check(&text);
+    assert!(
+        ok && msg.trim().is_empty(),
+        "promtool check metrics:\n{msg}"
+    );
+    // And on this machine's real /proc and /sys.
+    let agent = Agent::start(&[]);
+    let text = agent.get_ready("/metrics").text();
+    let (ok, msg) = promtool_check(&text);
+    assert!(
+        ok && msg.trim().is_empty(),
+        "promtool check metrics:\n{msg}"
+    );
+}
+
+#[test]
+fn promtool_catches_a_bad_exposition() {
+    // The lint is not vacuous: a counter without _total and without HELP fails.
+    let (ok, msg) = promtool_check("# TYPE accel_x counter\naccel_x 1\n");
+    assert!(!ok || !msg.trim().is_empty(), "{msg}");
+}

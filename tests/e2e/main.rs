@@ -4,5 +4,6 @@
 mod util;
 
 mod cli;
+mod faults;
 mod golden;
 mod http;

@@ -1,5 +1,8 @@
 //! Starting the agent binary and talking HTTP to it.
 
+// Not every test binary module uses every helper.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -257,4 +260,50 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A loopback port that was free a moment ago (bind port 0, read it, let
+/// it go), for a server that must be told its port up front.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A child process other than the agent, killed and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GETs `path` from `addr` until it answers 200, within `within`. An error
+/// says why not: the process behind `proc` exited (e.g. it lost the race
+/// for its port), or time ran out.
+pub fn wait_http(
+    addr: &str,
+    path: &str,
+    within: Duration,
+    proc: &mut Proc,
+) -> Result<Response, String> {
+    let deadline = Instant::now() + within;
+    let mut last = String::from("nothing listening");
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = proc.0.try_wait() {
+            return Err(format!("the process for {addr} exited: {st}"));
+        }
+        if TcpStream::connect(addr).is_ok() {
+            let r = request(addr, "GET", path, &[]);
+            if r.status == 200 {
+                return Ok(r);
+            }
+            last = format!("status {}", r.status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("{addr}{path} not ready within {within:?}: {last}"))
 }
