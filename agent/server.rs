@@ -77,9 +77,17 @@ async fn shutdown_signal() {
             return;
         }
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    // SIGHUP would otherwise end the process (its default action): a
+    // `systemctl reload` must never take the agent down.
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => return tracing::info!("SIGINT: shutting down"),
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: ignored (reloading the configuration is not supported yet)");
+            }
+        }
     }
 }
 

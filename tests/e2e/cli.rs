@@ -169,3 +169,13 @@ fn json_logs() {
     }
     assert!(err.contains("\"level\":\"ERROR\""), "{err}");
 }
+
+#[test]
+fn sighup_does_not_stop_the_agent() {
+    let agent = Agent::start(&[]);
+    agent.wait_ready();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(agent.get("/-/healthy").status, 200);
+}

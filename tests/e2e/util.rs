@@ -81,6 +81,7 @@ impl Agent {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!("agent did not start listening; log:\n{}", seen.join("\n"));
                 }
             }
