@@ -140,6 +140,13 @@ fn parse_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a ratio between 0 and 1")),
+    }
+}
+
 fn parse_path(s: &str) -> Result<String, String> {
     if s.starts_with('/') {
         Ok(s.to_owned())
@@ -183,6 +190,9 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Disable every collector not enabled explicitly with --collector.<name>."),
         )
+        .arg(opt("nvml.library", "PATH", "NVML library the gpu collector loads (e.g. tests/nvml-sim's libnvml_sim.so for a simulated node).".into()).default_value(accel_collectors::gpu::DEFAULT_LIBRARY))
+        .arg(opt("collector.gpu.idle-threshold", "RATIO", "Utilisation (0-1) under which an allocated GPU counts as idle.".into()).default_value("0.05").value_parser(parse_ratio))
+        .arg(opt("collector.gpu.max-processes", "N", "Most processes reported per GPU.".into()).default_value("32").value_parser(clap::value_parser!(usize)))
         .arg(opt("collector.disk.device-include", "REGEX", "Regexp of block devices to include (overrides the exclude).".into()).value_parser(parse_regex))
         .arg(opt("collector.disk.device-exclude", "REGEX", "Regexp of block devices to exclude.".into()).default_value(accel_collectors::disk::DEFAULT_EXCLUDE).value_parser(parse_regex))
         .arg(opt("collector.network.device-include", "REGEX", "Regexp of network interfaces to include (overrides the exclude).".into()).value_parser(parse_regex))
@@ -367,6 +377,15 @@ impl Config {
             udev_data: PathBuf::from(s("path.udev.data").unwrap_or_default()),
             disk: filter("disk")?,
             network: filter("network")?,
+            gpu: accel_collectors::gpu::GpuOptions {
+                library: PathBuf::from(s("nvml.library").unwrap_or_default()),
+                idle_threshold: *m
+                    .get_one::<f64>("collector.gpu.idle-threshold")
+                    .expect("has a default"),
+                max_processes: *m
+                    .get_one::<usize>("collector.gpu.max-processes")
+                    .expect("has a default"),
+            },
         };
         let disable_defaults = m.get_flag("collector.disable-defaults");
         let collectors = registry()
@@ -488,13 +507,14 @@ mod tests {
         let file = dir.join("a.toml");
         std::fs::write(
             &file,
-            "web.max-requests = 7\n[web]\nlisten-address = \"127.0.0.1:1\"\n[collector.disk]\nenabled = false\ninterval = \"1s\"\n",
+            "log.level = \"debug\"\n[web]\nmax-requests = 7\nlisten-address = \"127.0.0.1:1\"\n[collector.disk]\nenabled = false\ninterval = \"1s\"\n",
         )
         .unwrap();
         let f = file.to_str().unwrap();
         let c = parse(&["--config.file", f]).unwrap();
         assert_eq!(c.web.max_requests, 7);
         assert_eq!(c.web.listen_address, "127.0.0.1:1");
+        assert_eq!(c.log_level, tracing::Level::DEBUG);
         assert!(!enabled(&c).contains(&"disk"));
         let c = parse(&[
             "--config.file",

@@ -8,6 +8,7 @@
 
 pub mod cpu;
 pub mod disk;
+pub mod gpu;
 pub mod infiniband;
 pub mod memory;
 pub mod network;
@@ -172,6 +173,8 @@ pub struct Options {
     pub disk: DeviceFilter,
     /// Network interfaces to report.
     pub network: DeviceFilter,
+    /// The GPU collector's settings.
+    pub gpu: gpu::GpuOptions,
 }
 
 impl Default for Options {
@@ -183,6 +186,7 @@ impl Default for Options {
             disk: DeviceFilter::new(None, Some(disk::DEFAULT_EXCLUDE)).expect("valid default"),
             network: DeviceFilter::new(None, Some(network::DEFAULT_EXCLUDE))
                 .expect("valid default"),
+            gpu: gpu::GpuOptions::default(),
         }
     }
 }
@@ -208,6 +212,13 @@ const HOST_INTERVAL: Duration = Duration::from_secs(5);
 /// Every collector the agent knows, in output order.
 pub fn registry() -> &'static [Spec] {
     static SPECS: &[Spec] = &[
+        Spec {
+            name: "gpu",
+            help: "NVIDIA GPUs through NVML",
+            default_enabled: true,
+            default_interval: Duration::from_secs(1),
+            build: gpu::build,
+        },
         Spec {
             name: "cpu",
             help: "CPU time per cpu and mode, from /proc/stat",

@@ -115,6 +115,16 @@ impl Sample {
         self.errors.push(err);
     }
 
+    /// Moves another sample's series and errors into this one, family by
+    /// family.
+    pub fn merge(&mut self, other: Sample) {
+        for f in other.families {
+            let mine = self.family(&f.name, &f.help, f.kind);
+            mine.series.extend(f.series);
+        }
+        self.errors.extend(other.errors);
+    }
+
     /// The families, in order.
     pub fn families(&self) -> &[Family] {
         &self.families

@@ -7,3 +7,5 @@ mod cli;
 mod faults;
 mod golden;
 mod http;
+mod node_exporter;
+mod prometheus;

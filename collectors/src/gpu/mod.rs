@@ -1,0 +1,675 @@
+//! `accel_gpu_*`: NVIDIA GPUs through NVML (nvml-wrapper, pinned).
+//!
+//! One sample walks every GPU. A GPU that answers `GpuLost` is data, not a
+//! failure of the collector: `accel_gpu_up{gpu} 0`, its other series are
+//! withheld, the rest keep reporting, and it is probed again with backoff.
+//! A call NVML answers `NotSupported` (or whose symbol an older driver
+//! lacks) leaves its series out and is logged once per GPU and function.
+//! A call that hangs blocks this collector's sampler thread only; the agent
+//! then reports the collector stale and keeps serving the others.
+
+mod process;
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nvml_wrapper::bitmasks::device::ThrottleReasons;
+use nvml_wrapper::enum_wrappers::device::{
+    Clock, PcieUtilCounter, PerformancePolicy, TemperatureSensor,
+};
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::{Device, Nvml};
+
+use crate::{Built, CollectError, Collector, ErrorKind, Options, Sample};
+
+/// The library loaded when `--nvml.library` is not given.
+pub const DEFAULT_LIBRARY: &str = "libnvidia-ml.so.1";
+
+/// Settings of the GPU collector.
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    /// NVML library to load (`--nvml.library`).
+    pub library: PathBuf,
+    /// Utilisation under which an allocated GPU counts as idle.
+    pub idle_threshold: f64,
+    /// Most processes reported per GPU.
+    pub max_processes: usize,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self {
+            library: PathBuf::from(DEFAULT_LIBRARY),
+            idle_threshold: 0.05,
+            max_processes: 32,
+        }
+    }
+}
+
+/// Longest wait between probes of a lost GPU.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Per-GPU state kept between samples.
+#[derive(Debug, Default)]
+struct GpuState {
+    /// Labels of `accel_gpu_info`, read once.
+    info: Option<Vec<(&'static str, String)>>,
+    uuid: String,
+    last: Option<Instant>,
+    busy_seconds: f64,
+    allocated_seconds: f64,
+    idle_allocated_seconds: f64,
+    /// While lost: when to probe again, and the current backoff.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// The GPU collector.
+pub struct Gpu {
+    nvml: Nvml,
+    opts: GpuOptions,
+    procfs: PathBuf,
+    gpus: Vec<GpuState>,
+    /// (gpu index, function) pairs already logged as unsupported.
+    unsupported: HashSet<(u32, &'static str)>,
+}
+
+/// Builds the collector; absent when no NVML library can be loaded, the
+/// driver is not loaded, or NVML sees no GPU.
+pub fn build(opts: &Options) -> Result<Built, CollectError> {
+    let lib = &opts.gpu.library;
+    let nvml = match Nvml::builder().lib_path(OsStr::new(lib)).init() {
+        Ok(n) => n,
+        Err(NvmlError::LibloadingError(e)) => {
+            return Ok(Built::Absent(format!(
+                "no NVML library ({}: {e})",
+                lib.display()
+            )))
+        }
+        Err(
+            e @ (NvmlError::DriverNotLoaded | NvmlError::LibraryNotFound | NvmlError::NoPermission),
+        ) => {
+            return Ok(Built::Absent(format!(
+                "NVML ({}) could not start: {e}",
+                lib.display()
+            )))
+        }
+        Err(e) => {
+            return Err(CollectError::new(
+                ErrorKind::Library,
+                format!("NVML init: {e}"),
+            ))
+        }
+    };
+    let count = nvml
+        .device_count()
+        .map_err(|e| CollectError::new(ErrorKind::Library, format!("NVML device count: {e}")))?;
+    if count == 0 {
+        return Ok(Built::Absent("NVML reports no GPU".into()));
+    }
+    Ok(Built::Ready(Box::new(Gpu {
+        nvml,
+        opts: opts.gpu.clone(),
+        procfs: opts.procfs.clone(),
+        gpus: (0..count).map(|_| GpuState::default()).collect(),
+        unsupported: HashSet::new(),
+    })))
+}
+
+/// What became of one GPU in one sample.
+enum Outcome {
+    Up,
+    Lost,
+}
+
+/// Accumulates one GPU's series; they reach the sample only if the GPU
+/// stayed reachable throughout.
+struct GpuSample<'a> {
+    index: u32,
+    labels: [(&'static str, String); 2],
+    out: Sample,
+    lost: bool,
+    unsupported: &'a mut HashSet<(u32, &'static str)>,
+}
+
+impl GpuSample<'_> {
+    /// Unwraps an NVML answer: `None` for unsupported (logged once) or any
+    /// other failure (counted); marks the GPU lost on `GpuLost`.
+    fn get<T>(&mut self, what: &'static str, r: Result<T, NvmlError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(
+                NvmlError::NotSupported
+                | NvmlError::FailedToLoadSymbol(_)
+                | NvmlError::FunctionNotFound,
+            ) => {
+                if self.unsupported.insert((self.index, what)) {
+                    tracing::info!(
+                        gpu = self.index,
+                        function = what,
+                        "not supported by this GPU or driver; series left out"
+                    );
+                }
+                None
+            }
+            Err(NvmlError::GpuLost) => {
+                self.lost = true;
+                None
+            }
+            Err(e) => {
+                self.out.error(CollectError::new(
+                    ErrorKind::Library,
+                    format!("GPU {} {what}: {e}", self.index),
+                ));
+                None
+            }
+        }
+    }
+
+    fn labels(&self) -> [(&'static str, &str); 2] {
+        [
+            (self.labels[0].0, &self.labels[0].1),
+            (self.labels[1].0, &self.labels[1].1),
+        ]
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        let l = self.labels();
+        let l = [(l[0].0, l[0].1.to_owned()), (l[1].0, l[1].1.to_owned())];
+        self.out
+            .gauge(name, help)
+            .add(&[(l[0].0, &l[0].1), (l[1].0, &l[1].1)], value);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: f64) {
+        let l = self.labels();
+        let l = [(l[0].0, l[0].1.to_owned()), (l[1].0, l[1].1.to_owned())];
+        self.out
+            .counter(name, help)
+            .add(&[(l[0].0, &l[0].1), (l[1].0, &l[1].1)], value);
+    }
+
+    /// A series with one label beyond gpu and uuid.
+    fn with(
+        &mut self,
+        name: &str,
+        help: &str,
+        counter: bool,
+        key: &'static str,
+        val: &str,
+        value: f64,
+    ) {
+        let l = self.labels();
+        let l = [(l[0].0, l[0].1.to_owned()), (l[1].0, l[1].1.to_owned())];
+        let family = if counter {
+            self.out.counter(name, help)
+        } else {
+            self.out.gauge(name, help)
+        };
+        family.add(&[(l[0].0, &l[0].1), (l[1].0, &l[1].1), (key, val)], value);
+    }
+}
+
+const CLOCKS: [(Clock, &str); 4] = [
+    (Clock::Graphics, "graphics"),
+    (Clock::SM, "sm"),
+    (Clock::Memory, "memory"),
+    (Clock::Video, "video"),
+];
+
+const THROTTLE_REASONS: [(ThrottleReasons, &str); 9] = [
+    (ThrottleReasons::GPU_IDLE, "gpu_idle"),
+    (
+        ThrottleReasons::APPLICATIONS_CLOCKS_SETTING,
+        "applications_clocks_setting",
+    ),
+    (ThrottleReasons::SW_POWER_CAP, "sw_power_cap"),
+    (ThrottleReasons::HW_SLOWDOWN, "hw_slowdown"),
+    (ThrottleReasons::SYNC_BOOST, "sync_boost"),
+    (ThrottleReasons::SW_THERMAL_SLOWDOWN, "sw_thermal_slowdown"),
+    (ThrottleReasons::HW_THERMAL_SLOWDOWN, "hw_thermal_slowdown"),
+    (
+        ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN,
+        "hw_power_brake_slowdown",
+    ),
+    (
+        ThrottleReasons::DISPLAY_CLOCK_SETTING,
+        "display_clock_setting",
+    ),
+];
+
+const VIOLATIONS: [(PerformancePolicy, &str); 4] = [
+    (PerformancePolicy::Power, "power"),
+    (PerformancePolicy::Thermal, "thermal"),
+    (PerformancePolicy::SyncBoost, "sync_boost"),
+    (PerformancePolicy::Reliability, "reliability"),
+];
+
+fn identity(
+    g: &mut GpuSample<'_>,
+    dev: &Device<'_>,
+    nvml: &Nvml,
+) -> Option<Vec<(&'static str, String)>> {
+    let uuid = g.get("nvmlDeviceGetUUID", dev.uuid())?;
+    let mut info = vec![("gpu", g.index.to_string()), ("uuid", uuid)];
+    let text = |g: &mut GpuSample<'_>, what, r| g.get(what, r).unwrap_or_default();
+    info.push(("name", text(g, "nvmlDeviceGetName", dev.name())));
+    let bus = g
+        .get("nvmlDeviceGetPciInfo", dev.pci_info())
+        .map(|p| p.bus_id)
+        .unwrap_or_default();
+    info.push(("pci_bus_id", bus));
+    info.push(("serial", text(g, "nvmlDeviceGetSerial", dev.serial())));
+    info.push((
+        "vbios_version",
+        text(g, "nvmlDeviceGetVbiosVersion", dev.vbios_version()),
+    ));
+    info.push((
+        "driver_version",
+        text(g, "nvmlSystemGetDriverVersion", nvml.sys_driver_version()),
+    ));
+    let cuda = g
+        .get(
+            "nvmlSystemGetCudaDriverVersion",
+            nvml.sys_cuda_driver_version(),
+        )
+        .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
+        .unwrap_or_default();
+    info.push(("cuda_driver_version", cuda));
+    if g.lost {
+        return None;
+    }
+    Some(info)
+}
+
+impl Gpu {
+    fn sample_gpu(&mut self, index: u32, out: &mut Sample, now: Instant) -> Outcome {
+        let dev = match self.nvml.device_by_index(index) {
+            Ok(d) => d,
+            Err(NvmlError::GpuLost) => return Outcome::Lost,
+            Err(e) => {
+                out.error(CollectError::new(
+                    ErrorKind::Library,
+                    format!("GPU {index}: {e}"),
+                ));
+                return Outcome::Lost;
+            }
+        };
+        let state = &mut self.gpus[index as usize];
+        let mut g = GpuSample {
+            index,
+            labels: [("gpu", index.to_string()), ("uuid", state.uuid.clone())],
+            out: Sample::new(),
+            lost: false,
+            unsupported: &mut self.unsupported,
+        };
+        if state.info.is_none() {
+            match identity(&mut g, &dev, &self.nvml) {
+                Some(info) => {
+                    state.uuid = info[1].1.clone();
+                    g.labels[1].1 = state.uuid.clone();
+                    state.info = Some(info);
+                }
+                None => return Outcome::Lost,
+            }
+        }
+
+        if let Some(m) = g.get("nvmlDeviceGetMemoryInfo_v2", dev.memory_info()) {
+            g.gauge(
+                "accel_gpu_memory_used_bytes",
+                "GPU memory allocated, in bytes.",
+                m.used as f64,
+            );
+            g.gauge(
+                "accel_gpu_memory_free_bytes",
+                "GPU memory free, in bytes.",
+                m.free as f64,
+            );
+            g.gauge(
+                "accel_gpu_memory_total_bytes",
+                "GPU memory installed, in bytes.",
+                m.total as f64,
+            );
+            g.gauge(
+                "accel_gpu_memory_reserved_bytes",
+                "GPU memory reserved by the driver and firmware, in bytes.",
+                m.reserved as f64,
+            );
+        }
+        if let Some(b) = g.get("nvmlDeviceGetBAR1MemoryInfo", dev.bar1_memory_info()) {
+            g.gauge(
+                "accel_gpu_bar1_used_bytes",
+                "BAR1 memory in use, in bytes.",
+                b.used as f64,
+            );
+            g.gauge(
+                "accel_gpu_bar1_total_bytes",
+                "BAR1 memory size, in bytes.",
+                b.total as f64,
+            );
+        }
+        let util = g.get("nvmlDeviceGetUtilizationRates", dev.utilization_rates());
+        if let Some(u) = &util {
+            g.gauge(
+                "accel_gpu_utilization_ratio",
+                "Fraction of the last sample period in which a kernel ran on the GPU (0-1).",
+                f64::from(u.gpu) / 100.0,
+            );
+            g.gauge("accel_gpu_memory_utilization_ratio", "Fraction of the last sample period in which device memory was read or written (0-1).", f64::from(u.memory) / 100.0);
+        }
+        if let Some(e) = g.get("nvmlDeviceGetEncoderUtilization", dev.encoder_utilization()) {
+            g.gauge(
+                "accel_gpu_encoder_utilization_ratio",
+                "Video encoder utilisation (0-1).",
+                f64::from(e.utilization) / 100.0,
+            );
+        }
+        if let Some(d) = g.get("nvmlDeviceGetDecoderUtilization", dev.decoder_utilization()) {
+            g.gauge(
+                "accel_gpu_decoder_utilization_ratio",
+                "Video decoder utilisation (0-1).",
+                f64::from(d.utilization) / 100.0,
+            );
+        }
+        if let Some(p) = g.get("nvmlDeviceGetPowerUsage", dev.power_usage()) {
+            g.gauge(
+                "accel_gpu_power_watts",
+                "Power draw of the GPU board, in watts.",
+                f64::from(p) / 1000.0,
+            );
+        }
+        if let Some(p) = g.get(
+            "nvmlDeviceGetEnforcedPowerLimit",
+            dev.enforced_power_limit(),
+        ) {
+            g.gauge(
+                "accel_gpu_power_limit_watts",
+                "Power limit the driver enforces, in watts.",
+                f64::from(p) / 1000.0,
+            );
+        }
+        if let Some(p) = g.get(
+            "nvmlDeviceGetPowerManagementDefaultLimit",
+            dev.power_management_limit_default(),
+        ) {
+            g.gauge(
+                "accel_gpu_power_default_limit_watts",
+                "Default power limit of the board, in watts.",
+                f64::from(p) / 1000.0,
+            );
+        }
+        if let Some(e) = g.get(
+            "nvmlDeviceGetTotalEnergyConsumption",
+            dev.total_energy_consumption(),
+        ) {
+            g.counter(
+                "accel_gpu_energy_joules_total",
+                "Energy used by the GPU since the driver loaded, in joules.",
+                e as f64 / 1000.0,
+            );
+        }
+        if let Some(t) = g.get(
+            "nvmlDeviceGetTemperature",
+            dev.temperature(TemperatureSensor::Gpu),
+        ) {
+            g.with(
+                "accel_gpu_temperature_celsius",
+                "GPU temperature by sensor, in degrees Celsius.",
+                false,
+                "sensor",
+                "gpu",
+                f64::from(t),
+            );
+        }
+        if let Some(f) = g.get("nvmlDeviceGetFanSpeed", dev.fan_speed(0)) {
+            g.gauge(
+                "accel_gpu_fan_speed_ratio",
+                "Intended fan speed as a fraction of its maximum (0-1).",
+                f64::from(f) / 100.0,
+            );
+        }
+        for (clock, name) in CLOCKS {
+            if let Some(mhz) = g.get("nvmlDeviceGetClockInfo", dev.clock_info(clock)) {
+                g.with(
+                    "accel_gpu_clock_hertz",
+                    "Current clock frequency by domain, in hertz.",
+                    false,
+                    "clock",
+                    name,
+                    f64::from(mhz) * 1e6,
+                );
+            }
+            if let Some(mhz) = g.get("nvmlDeviceGetMaxClockInfo", dev.max_clock_info(clock)) {
+                g.with(
+                    "accel_gpu_clock_max_hertz",
+                    "Maximum clock frequency by domain, in hertz.",
+                    false,
+                    "clock",
+                    name,
+                    f64::from(mhz) * 1e6,
+                );
+            }
+        }
+        if let Some(p) = g.get("nvmlDeviceGetPerformanceState", dev.performance_state()) {
+            let p = p.as_c();
+            if p < 32 {
+                g.gauge(
+                    "accel_gpu_performance_state",
+                    "Performance state, 0 (maximum performance) to 15 (minimum).",
+                    f64::from(p),
+                );
+            }
+        }
+        if let Some(r) = g.get(
+            "nvmlDeviceGetCurrentClocksEventReasons",
+            dev.current_throttle_reasons(),
+        ) {
+            for (bit, name) in THROTTLE_REASONS {
+                g.with(
+                    "accel_gpu_throttle_reason",
+                    "1 while clocks are held down for this reason (clock event reasons).",
+                    false,
+                    "reason",
+                    name,
+                    if r.contains(bit) { 1.0 } else { 0.0 },
+                );
+            }
+        }
+        for (policy, name) in VIOLATIONS {
+            if let Some(v) = g.get("nvmlDeviceGetViolationStatus", dev.violation_status(policy)) {
+                g.with(
+                    "accel_gpu_throttle_seconds_total",
+                    "Time clocks were held below the requested level, by reason, in seconds.",
+                    true,
+                    "reason",
+                    name,
+                    v.violation_time as f64 / 1e9,
+                );
+            }
+        }
+        pcie(&mut g, &dev);
+
+        let procs = g.get(
+            "nvmlDeviceGetComputeRunningProcesses",
+            dev.running_compute_processes(),
+        );
+        let allocated = procs.as_ref().map(|p| !p.is_empty());
+        if let Some(procs) = &procs {
+            process::export(&mut g, procs, &self.procfs, self.opts.max_processes);
+        }
+        if g.lost {
+            return Outcome::Lost;
+        }
+
+        // Counters integrated from every sample, so rate() is exact.
+        let dt = state
+            .last
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        state.last = Some(now);
+        let busy = util.as_ref().map(|u| f64::from(u.gpu) / 100.0);
+        if let Some(b) = busy {
+            state.busy_seconds += b * dt;
+            g.counter(
+                "accel_gpu_busy_seconds_total",
+                "Seconds the GPU was busy (utilisation integrated over time).",
+                state.busy_seconds,
+            );
+        }
+        if let Some(a) = allocated {
+            if a {
+                state.allocated_seconds += dt;
+                if busy.is_some_and(|b| b < self.opts.idle_threshold) {
+                    state.idle_allocated_seconds += dt;
+                }
+            }
+            g.gauge(
+                "accel_gpu_allocated",
+                "1 while a process holds the GPU.",
+                if a { 1.0 } else { 0.0 },
+            );
+            g.counter(
+                "accel_gpu_allocated_seconds_total",
+                "Seconds a process held the GPU.",
+                state.allocated_seconds,
+            );
+            g.counter("accel_gpu_idle_allocated_seconds_total", "Seconds a process held the GPU while its utilisation was under the idle threshold.", state.idle_allocated_seconds);
+        }
+        let GpuSample { out: gpu_out, .. } = g;
+        out.merge(gpu_out);
+        Outcome::Up
+    }
+}
+
+fn pcie(g: &mut GpuSample<'_>, dev: &Device<'_>) {
+    let links = [
+        (
+            "accel_gpu_pcie_link_generation",
+            "Current PCIe link generation.",
+            g.get(
+                "nvmlDeviceGetCurrPcieLinkGeneration",
+                dev.current_pcie_link_gen(),
+            ),
+        ),
+        (
+            "accel_gpu_pcie_link_max_generation",
+            "Maximum PCIe link generation of the GPU and system.",
+            g.get(
+                "nvmlDeviceGetMaxPcieLinkGeneration",
+                dev.max_pcie_link_gen(),
+            ),
+        ),
+        (
+            "accel_gpu_pcie_link_width",
+            "Current PCIe link width (lanes).",
+            g.get(
+                "nvmlDeviceGetCurrPcieLinkWidth",
+                dev.current_pcie_link_width(),
+            ),
+        ),
+        (
+            "accel_gpu_pcie_link_max_width",
+            "Maximum PCIe link width (lanes).",
+            g.get("nvmlDeviceGetMaxPcieLinkWidth", dev.max_pcie_link_width()),
+        ),
+    ];
+    for (name, help, v) in links {
+        if let Some(v) = v {
+            g.gauge(name, help, f64::from(v));
+        }
+    }
+    if let Some(kb) = g.get(
+        "nvmlDeviceGetPcieThroughput",
+        dev.pcie_throughput(PcieUtilCounter::Send),
+    ) {
+        g.gauge(
+            "accel_gpu_pcie_transmit_bytes_per_second",
+            "PCIe transmit throughput over the last 20 ms, in bytes per second.",
+            f64::from(kb) * 1024.0,
+        );
+    }
+    if let Some(kb) = g.get(
+        "nvmlDeviceGetPcieThroughput",
+        dev.pcie_throughput(PcieUtilCounter::Receive),
+    ) {
+        g.gauge(
+            "accel_gpu_pcie_receive_bytes_per_second",
+            "PCIe receive throughput over the last 20 ms, in bytes per second.",
+            f64::from(kb) * 1024.0,
+        );
+    }
+    if let Some(n) = g.get("nvmlDeviceGetPcieReplayCounter", dev.pcie_replay_counter()) {
+        g.counter(
+            "accel_gpu_pcie_replay_errors_total",
+            "PCIe replays (link-level retransmissions).",
+            f64::from(n),
+        );
+    }
+}
+
+impl Collector for Gpu {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        let now = Instant::now();
+        let count = self.gpus.len() as u32;
+        let mut up = Vec::with_capacity(self.gpus.len());
+        for index in 0..count {
+            let state = &self.gpus[index as usize];
+            if state.retry_at.is_some_and(|t| now < t) {
+                up.push(false);
+                continue;
+            }
+            let outcome = self.sample_gpu(index, out, now);
+            let state = &mut self.gpus[index as usize];
+            match outcome {
+                Outcome::Up => {
+                    if state.retry_at.take().is_some() {
+                        tracing::info!(gpu = index, "GPU is back");
+                    }
+                    state.backoff = Duration::ZERO;
+                    up.push(true);
+                }
+                Outcome::Lost => {
+                    if state.retry_at.is_none() {
+                        tracing::warn!(gpu = index, "GPU lost (fallen off the bus or unreachable); probing again with backoff");
+                    }
+                    state.backoff = (state.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                    state.retry_at = Some(now + state.backoff);
+                    // The idle and busy integrals must not credit the gap.
+                    state.last = None;
+                    out.error(CollectError::new(
+                        ErrorKind::GpuLost,
+                        format!("GPU {index} lost"),
+                    ));
+                    up.push(false);
+                }
+            }
+        }
+        let info = out.gauge(
+            "accel_gpu_info",
+            "Identity of each GPU; always 1. Join on gpu and uuid.",
+        );
+        for state in &self.gpus {
+            if let Some(labels) = &state.info {
+                let l: Vec<(&'static str, &str)> =
+                    labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                info.add(&l, 1.0);
+            }
+        }
+        let upf = out.gauge(
+            "accel_gpu_up",
+            "1 when the GPU answered this sample, 0 when it is lost.",
+        );
+        for (index, (state, up)) in self.gpus.iter().zip(up).enumerate() {
+            upf.add(
+                &[("gpu", &index.to_string()), ("uuid", &state.uuid)],
+                if up { 1.0 } else { 0.0 },
+            );
+        }
+        Ok(())
+    }
+}
