@@ -174,6 +174,11 @@ impl Agent {
             }
             Err(e) => next.errors[e.kind.index()] += 1,
         }
+        if next.duration > c.deadline {
+            // The sample finished, but after its deadline: it was reported
+            // stale meanwhile; count it as a timeout.
+            next.errors[ErrorKind::Timeout.index()] += 1;
+        }
         c.snapshot.store(Arc::new(next));
         c.started_ms.store(0, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);

@@ -42,7 +42,7 @@ pub fn parse(text: &str) -> Result<Vec<(String, Vec<u64>)>, CollectError> {
         if id.is_empty() {
             continue; // the aggregate line
         }
-        if id.parse::<u32>().is_err() {
+        if !id.bytes().all(|b| b.is_ascii_digit()) || id.parse::<u32>().is_err() {
             return Err(CollectError::parse(format!(
                 "/proc/stat: bad cpu line {line:?}"
             )));

@@ -161,13 +161,18 @@ pub fn parse(text: &str) -> Result<Vec<DiskLine<'_>>, CollectError> {
             )));
         }
         lines.push(DiskLine {
-            major: parse_u64(major, &"diskstats major")? as u32,
-            minor: parse_u64(minor, &"diskstats minor")? as u32,
+            major: parse_u32(major, "major")?,
+            minor: parse_u32(minor, "minor")?,
             device,
             counters,
         });
     }
     Ok(lines)
+}
+
+fn parse_u32(s: &str, what: &str) -> Result<u32, CollectError> {
+    u32::try_from(parse_u64(s, &format_args!("diskstats {what}"))?)
+        .map_err(|_| CollectError::parse(format!("diskstats {what}: {s} is out of range")))
 }
 
 /// The disk collector.
@@ -219,7 +224,7 @@ impl Collector for Disk {
             .iter()
             .filter(|l| self.filter.accepts(l.device))
             .collect();
-        let info = out.gauge("accel_disk_info", "Info of /sys/block/<block_device>.");
+        let info = out.gauge("accel_disk_info", "Identity of each block device from /proc/diskstats and the udev database (model, serial, wwn, path, revision); always 1.");
         for l in &lines {
             let props = udev_properties(&self.udev.join(format!("b{}:{}", l.major, l.minor)));
             let prop = |key: &str| {

@@ -84,10 +84,11 @@ pub fn parse_rate(s: &str) -> Result<f64, CollectError> {
     let v: f64 = v
         .parse()
         .map_err(|_| CollectError::parse(format!("infiniband rate {s:?}")))?;
-    if !v.is_finite() || v < 0.0 || unit != "Gb/sec" {
+    let rate = v * 1e9 / 8.0;
+    if !rate.is_finite() || rate < 0.0 || unit != "Gb/sec" {
         return Err(CollectError::parse(format!("infiniband rate {s:?}")));
     }
-    Ok(v * 1e9 / 8.0)
+    Ok(rate)
 }
 
 /// A counter file's value: `None` for `N/A (no PMA)`, which HCAs without a

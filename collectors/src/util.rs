@@ -40,6 +40,11 @@ const fn libc_einval() -> i32 {
 /// `what` on failure. Counters up to 2^64-1 are accepted; they lose
 /// precision past 2^53, as every Prometheus value does.
 pub fn parse_u64(s: &str, what: &dyn std::fmt::Display) -> Result<u64, CollectError> {
-    s.parse::<u64>()
+    // u64::from_str accepts a leading '+'; the kernel never writes one.
+    s.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| s.parse::<u64>().ok())
+        .flatten()
+        .ok_or(())
         .map_err(|_| CollectError::parse(format!("{what}: {s:?} is not an unsigned integer")))
 }

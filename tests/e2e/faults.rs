@@ -160,5 +160,13 @@ fn a_hung_read_never_stalls_the_endpoint() {
             && value(t, "accel_collector_success{collector=\"disk\"}") == Some(1.0)
     });
     assert!(text.contains("accel_disk_reads_completed_total{device=\"sda\"}"));
+    // The late sample is counted as a timeout.
+    assert_eq!(
+        value(
+            &text,
+            "accel_collector_errors_total{collector=\"disk\",kind=\"timeout\"}"
+        ),
+        Some(1.0)
+    );
     assert_eq!(agent.get("/-/ready").status, 200);
 }

@@ -39,12 +39,7 @@ const HW_COUNTERS: &str = "infiniband_hw_events_total";
 /// Families only the agent has (docs/metrics.md is to list them as
 /// agent-only); their values are checked against the fixture files in
 /// [`extras`].
-const EXTRA_FAMILIES: [&str; 2] = [
-    HW_COUNTERS,
-    // ports/<port>/counters/port_rcv_discards, which node_exporter 1.5.0
-    // does not export (the fixture tree has no such file today).
-    "infiniband_port_discards_received_total",
-];
+const EXTRA_FAMILIES: [&str; 1] = [HW_COUNTERS];
 
 /// Label pairs, sorted by name.
 type Labels = Vec<(String, String)>;
@@ -490,7 +485,6 @@ fn extras(ours: &Host) {
                 hw += 1;
                 format!("hw_counters/{}", label("counter"))
             }
-            "infiniband_port_discards_received_total" => "counters/port_rcv_discards".to_owned(),
             _ => continue,
         };
         let path = format!(
