@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::WebConfig;
-use crate::state::Agent;
+use crate::state::{Agent, Format};
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -186,12 +186,31 @@ fn accepts_gzip(req: &Request<Incoming>) -> bool {
     })
 }
 
+/// Whether the Accept header prefers OpenMetrics to the text format: the
+/// highest `q` wins, the text format on a tie (Prometheus 2.x asks for
+/// OpenMetrics with q=1 and text with q=0.5; curl's `*/*` gets text).
 fn wants_openmetrics(req: &Request<Incoming>) -> bool {
-    req.headers()
+    let (mut om, mut text) = (0.0f32, 0.0f32);
+    for item in req
+        .headers()
         .get_all(ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"))
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = item.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let q = parts
+            .find_map(|p| p.strip_prefix("q="))
+            .and_then(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" | "text/*" | "*/*" => text = text.max(q),
+            _ => {}
+        }
+    }
+    om > 0.0 && om > text
 }
 
 /// Answers a connection that found no free slot: reads what the client sent
@@ -251,23 +270,23 @@ fn handle(agent: &Agent, web: &WebConfig, req: &Request<Incoming>) -> Response<F
 }
 
 fn metrics(agent: &Agent, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (content_type, body) = if wants_openmetrics(req) {
-        (OPENMETRICS_FORMAT, agent.openmetrics())
+    let (format, content_type) = if wants_openmetrics(req) {
+        (Format::OpenMetrics, OPENMETRICS_FORMAT)
     } else {
-        let body = agent.body();
-        if accepts_gzip(req) {
-            let mut r = response(StatusCode::OK, TEXT_FORMAT, body.gzip());
-            r.headers_mut()
-                .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            r.headers_mut()
-                .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
-            return r;
-        }
-        (TEXT_FORMAT, body.text.clone())
+        (Format::Text, TEXT_FORMAT)
     };
-    let mut r = response(StatusCode::OK, content_type, body);
+    let compressed = accepts_gzip(req);
+    let mut r = response(
+        StatusCode::OK,
+        content_type,
+        agent.body().get(format, compressed),
+    );
+    if compressed {
+        r.headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     r.headers_mut()
-        .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        .insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
     r
 }
 

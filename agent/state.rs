@@ -85,29 +85,68 @@ pub struct Agent {
     cache: Mutex<Option<Arc<Body>>>,
 }
 
-/// A scrape body and, made on first demand, its gzip form.
+/// The exposition formats served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4 (the default).
+    Text,
+    /// OpenMetrics 1.0 (when the client's Accept header prefers it, as
+    /// Prometheus 2.x does).
+    OpenMetrics,
+}
+
+/// A scrape body, made once per change of the snapshots: the text format at
+/// once, OpenMetrics and the gzip forms on first demand.
 #[derive(Debug)]
 pub struct Body {
     key: (u64, u64),
+    snaps: Vec<Arc<Snapshot>>,
+    stale: u64,
+    self_families: Vec<Family>,
     /// The text format body.
     pub text: Bytes,
     gzip: OnceLock<Bytes>,
+    openmetrics: OnceLock<Bytes>,
+    openmetrics_gzip: OnceLock<Bytes>,
+}
+
+fn gzip(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(data).expect("writing to a Vec");
+    Bytes::from(enc.finish().expect("writing to a Vec"))
 }
 
 impl Body {
-    /// The body compressed with gzip, made once.
-    pub fn gzip(&self) -> Bytes {
-        self.gzip
-            .get_or_init(|| {
-                use std::io::Write;
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(self.text.len() / 4),
-                    flate2::Compression::fast(),
-                );
-                enc.write_all(&self.text).expect("writing to a Vec");
-                Bytes::from(enc.finish().expect("writing to a Vec"))
-            })
-            .clone()
+    /// The body in `format`, gzip-compressed if `compressed`; each form is
+    /// made once.
+    pub fn get(&self, format: Format, compressed: bool) -> Bytes {
+        match (format, compressed) {
+            (Format::Text, false) => self.text.clone(),
+            (Format::Text, true) => self.gzip.get_or_init(|| gzip(&self.text)).clone(),
+            (Format::OpenMetrics, false) => self.openmetrics().clone(),
+            (Format::OpenMetrics, true) => self
+                .openmetrics_gzip
+                .get_or_init(|| gzip(self.openmetrics()))
+                .clone(),
+        }
+    }
+
+    fn openmetrics(&self) -> &Bytes {
+        self.openmetrics.get_or_init(|| {
+            let mut text = String::with_capacity(self.text.len() + 1024);
+            for (i, s) in self.snaps.iter().enumerate() {
+                if self.stale & (1 << i.min(63)) == 0 {
+                    encode_openmetrics(&s.families, &mut text);
+                }
+            }
+            encode_openmetrics(&self.self_families, &mut text);
+            text.push_str("# EOF\n");
+            Bytes::from(text)
+        })
     }
 }
 
@@ -212,8 +251,8 @@ impl Agent {
             .collect()
     }
 
-    /// The current scrape body in the text format, from the cache when
-    /// nothing has changed since it was made.
+    /// The current scrape body, from the cache when nothing has changed
+    /// since it was made.
     pub fn body(&self) -> Arc<Body> {
         let snaps: Vec<_> = self.collectors.iter().map(|c| c.snapshot()).collect();
         let stale = self.stale_mask(&snaps);
@@ -229,30 +268,20 @@ impl Agent {
                 text.push_str(&s.text);
             }
         }
-        encode_text(&self.self_metrics(&snaps, stale), &mut text);
+        let self_families = self.self_metrics(&snaps, stale);
+        encode_text(&self_families, &mut text);
         let body = Arc::new(Body {
             key,
+            snaps,
+            stale,
+            self_families,
             text: Bytes::from(text),
             gzip: OnceLock::new(),
+            openmetrics: OnceLock::new(),
+            openmetrics_gzip: OnceLock::new(),
         });
         *cache = Some(body.clone());
         body
-    }
-
-    /// The current scrape body in the OpenMetrics format (not cached: few
-    /// clients ask for it).
-    pub fn openmetrics(&self) -> Bytes {
-        let snaps: Vec<_> = self.collectors.iter().map(|c| c.snapshot()).collect();
-        let stale = self.stale_mask(&snaps);
-        let mut text = String::new();
-        for (i, s) in snaps.iter().enumerate() {
-            if stale & (1 << i.min(63)) == 0 {
-                encode_openmetrics(&s.families, &mut text);
-            }
-        }
-        encode_openmetrics(&self.self_metrics(&snaps, stale), &mut text);
-        text.push_str("# EOF\n");
-        Bytes::from(text)
     }
 
     fn stale_mask(&self, snaps: &[Arc<Snapshot>]) -> u64 {

@@ -88,7 +88,7 @@ fn gzip_when_asked() {
         &[("Accept-Encoding", "deflate, gzip;q=0.8")],
     );
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
-    assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(gz.header("vary"), Some("Accept, Accept-Encoding"));
     assert!(
         gz.body.len() * 3 < plain.body.len(),
         "{} vs {}",
@@ -130,6 +130,39 @@ fn openmetrics_when_asked() {
         .starts_with("application/openmetrics-text; version=1.0.0"));
     let text = r.text();
     assert!(text.ends_with("# EOF\n"));
+    // What Prometheus 2.x sends, gzip included.
+    let prom = request(
+        &agent.addr,
+        "GET",
+        "/metrics",
+        &[
+            ("Accept", "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            ("Accept-Encoding", "gzip"),
+        ],
+    );
+    assert!(prom
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let mut unzipped = String::new();
+    flate2::read::GzDecoder::new(&prom.body[..])
+        .read_to_string(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, text);
+    // Text wins a tie and when OpenMetrics is refused.
+    for accept in [
+        "application/openmetrics-text;q=0.5,text/plain;q=0.5",
+        "application/openmetrics-text;q=0,*/*",
+        "*/*",
+    ] {
+        let r = request(&agent.addr, "GET", "/metrics", &[("Accept", accept)]);
+        assert!(
+            r.header("content-type")
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4"),
+            "{accept}"
+        );
+    }
     assert!(text.contains("# TYPE accel_disk_read_bytes counter\n"));
     assert!(text.contains("\naccel_disk_read_bytes_total{device=\"sda\"} "));
 }
@@ -138,11 +171,19 @@ fn openmetrics_when_asked() {
 fn max_requests_and_header_timeout() {
     let agent = Agent::start(&["--web.max-requests=1", "--web.header-timeout=1s"]);
     agent.wait_ready();
+    // Let the server finish with the readiness probes' connections.
+    std::thread::sleep(Duration::from_millis(300));
     // A client that connects and sends nothing holds the only slot...
-    let mut slow = TcpStream::connect(&agent.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let r = agent.get("/-/healthy");
-    assert_eq!(r.status, 503);
+    // (If the server had not yet let go of an earlier connection, the slow
+    // client itself is refused: then try again.)
+    let (mut slow, r) = (0..10)
+        .find_map(|_| {
+            let slow = TcpStream::connect(&agent.addr).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            let r = agent.get("/-/healthy");
+            (r.status == 503).then_some((slow, r))
+        })
+        .expect("a second client is refused while the slow one holds the slot");
     assert!(r.text().contains("--web.max-requests=1"));
     // ...until the header timeout drops it.
     slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -8,21 +8,27 @@
 //! A call that hangs blocks this collector's sampler thread only; the agent
 //! then reports the collector stale and keeps serving the others.
 
+mod events;
 mod process;
+mod raw;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::enum_wrappers::device::{
-    Clock, PcieUtilCounter, PerformancePolicy, TemperatureSensor,
+    Clock, EccCounter, MemoryError, PcieUtilCounter, PerformancePolicy, RetirementCause,
+    TemperatureSensor,
 };
+use nvml_wrapper::enum_wrappers::nv_link::ErrorCounter;
+use nvml_wrapper::enums::gpm::GpmMetricId;
 use nvml_wrapper::error::NvmlError;
-use nvml_wrapper::{Device, Nvml};
+use nvml_wrapper::{Device, GpmSample, Nvml};
 
-use crate::{Built, CollectError, Collector, ErrorKind, Options, Sample};
+use crate::{Built, CollectError, Collector, ErrorKind, MetricType, Options, Sample};
 
 /// The library loaded when `--nvml.library` is not given.
 pub const DEFAULT_LIBRARY: &str = "libnvidia-ml.so.1";
@@ -64,11 +70,21 @@ struct GpuState {
     /// While lost: when to probe again, and the current backoff.
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// Whether the GPU has GPM (Hopper and newer), once known.
+    gpm: Option<bool>,
+    /// The previous GPM sample: GPM metrics come from two samples.
+    gpm_prev: Option<GpmSample<'static>>,
+    /// NVLink links that exist on this GPU, once probed.
+    nvlinks: Option<Vec<u32>>,
+    /// Timestamp of the newest per-process utilisation sample seen.
+    proc_util_seen: u64,
 }
 
 /// The GPU collector.
 pub struct Gpu {
-    nvml: Nvml,
+    nvml: &'static Nvml,
+    raw: Option<raw::Raw>,
+    xids: Option<Arc<Mutex<events::Xids>>>,
     opts: GpuOptions,
     procfs: PathBuf,
     gpus: Vec<GpuState>,
@@ -109,8 +125,19 @@ pub fn build(opts: &Options) -> Result<Built, CollectError> {
     if count == 0 {
         return Ok(Built::Absent("NVML reports no GPU".into()));
     }
+    // NVML stays loaded for the life of the process: leaking the handle gives
+    // devices, event sets and GPM samples a 'static lifetime, so they can be
+    // kept between samples and moved to the event thread.
+    let nvml: &'static Nvml = Box::leak(Box::new(nvml));
+    let raw = raw::Raw::open(OsStr::new(lib));
+    let xids = events::start(nvml, count);
+    if xids.is_none() {
+        tracing::info!("no GPU supports XID events; accel_gpu_xid_errors_total is left out");
+    }
     Ok(Built::Ready(Box::new(Gpu {
         nvml,
+        raw,
+        xids,
         opts: opts.gpu.clone(),
         procfs: opts.procfs.clone(),
         gpus: (0..count).map(|_| GpuState::default()).collect(),
@@ -128,7 +155,8 @@ enum Outcome {
 /// stayed reachable throughout.
 struct GpuSample<'a> {
     index: u32,
-    labels: [(&'static str, String); 2],
+    gpu: String,
+    uuid: String,
     out: Sample,
     lost: bool,
     unsupported: &'a mut HashSet<(u32, &'static str)>,
@@ -145,13 +173,7 @@ impl GpuSample<'_> {
                 | NvmlError::FailedToLoadSymbol(_)
                 | NvmlError::FunctionNotFound,
             ) => {
-                if self.unsupported.insert((self.index, what)) {
-                    tracing::info!(
-                        gpu = self.index,
-                        function = what,
-                        "not supported by this GPU or driver; series left out"
-                    );
-                }
+                self.unsupported(what);
                 None
             }
             Err(NvmlError::GpuLost) => {
@@ -168,27 +190,58 @@ impl GpuSample<'_> {
         }
     }
 
-    fn labels(&self) -> [(&'static str, &str); 2] {
-        [
-            (self.labels[0].0, &self.labels[0].1),
-            (self.labels[1].0, &self.labels[1].1),
-        ]
+    /// As [`get`](Self::get), for a raw NVML return code.
+    fn get_raw<T>(&mut self, what: &'static str, r: Result<T, u32>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(raw::NOT_SUPPORTED | raw::NOT_FOUND) => {
+                self.unsupported(what);
+                None
+            }
+            Err(raw::GPU_IS_LOST) => {
+                self.lost = true;
+                None
+            }
+            Err(code) => {
+                self.out.error(CollectError::new(
+                    ErrorKind::Library,
+                    format!("GPU {} {what}: NVML error {code}", self.index),
+                ));
+                None
+            }
+        }
+    }
+
+    fn unsupported(&mut self, what: &'static str) {
+        if self.unsupported.insert((self.index, what)) {
+            tracing::info!(
+                gpu = self.index,
+                function = what,
+                "not supported by this GPU or driver; series left out"
+            );
+        }
+    }
+
+    /// Adds a series with `gpu`, `uuid` and the `extra` labels.
+    fn put(
+        &mut self,
+        kind: MetricType,
+        name: &str,
+        help: &str,
+        extra: &[(&'static str, &str)],
+        value: f64,
+    ) {
+        let mut labels: Vec<(&'static str, &str)> = vec![("gpu", &self.gpu), ("uuid", &self.uuid)];
+        labels.extend_from_slice(extra);
+        self.out.family(name, help, kind).add(&labels, value);
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: f64) {
-        let l = self.labels();
-        let l = [(l[0].0, l[0].1.to_owned()), (l[1].0, l[1].1.to_owned())];
-        self.out
-            .gauge(name, help)
-            .add(&[(l[0].0, &l[0].1), (l[1].0, &l[1].1)], value);
+        self.put(MetricType::Gauge, name, help, &[], value);
     }
 
     fn counter(&mut self, name: &str, help: &str, value: f64) {
-        let l = self.labels();
-        let l = [(l[0].0, l[0].1.to_owned()), (l[1].0, l[1].1.to_owned())];
-        self.out
-            .counter(name, help)
-            .add(&[(l[0].0, &l[0].1), (l[1].0, &l[1].1)], value);
+        self.put(MetricType::Counter, name, help, &[], value);
     }
 
     /// A series with one label beyond gpu and uuid.
@@ -201,14 +254,12 @@ impl GpuSample<'_> {
         val: &str,
         value: f64,
     ) {
-        let l = self.labels();
-        let l = [(l[0].0, l[0].1.to_owned()), (l[1].0, l[1].1.to_owned())];
-        let family = if counter {
-            self.out.counter(name, help)
+        let kind = if counter {
+            MetricType::Counter
         } else {
-            self.out.gauge(name, help)
+            MetricType::Gauge
         };
-        family.add(&[(l[0].0, &l[0].1), (l[1].0, &l[1].1), (key, val)], value);
+        self.put(kind, name, help, &[(key, val)], value);
     }
 }
 
@@ -300,16 +351,17 @@ impl Gpu {
         let state = &mut self.gpus[index as usize];
         let mut g = GpuSample {
             index,
-            labels: [("gpu", index.to_string()), ("uuid", state.uuid.clone())],
+            gpu: index.to_string(),
+            uuid: state.uuid.clone(),
             out: Sample::new(),
             lost: false,
             unsupported: &mut self.unsupported,
         };
         if state.info.is_none() {
-            match identity(&mut g, &dev, &self.nvml) {
+            match identity(&mut g, &dev, self.nvml) {
                 Some(info) => {
                     state.uuid = info[1].1.clone();
-                    g.labels[1].1 = state.uuid.clone();
+                    g.uuid = state.uuid.clone();
                     state.info = Some(info);
                 }
                 None => return Outcome::Lost,
@@ -491,13 +543,51 @@ impl Gpu {
         }
         pcie(&mut g, &dev);
 
+        reliability(&mut g, &dev, self.raw.as_ref());
+        if let Some(raw) = &self.raw {
+            if let Some(Ok(t)) = g
+                .get_raw(
+                    "nvmlDeviceGetFieldValues(MEMORY_TEMP)",
+                    raw.field_values(&dev, &[(raw::FI_MEMORY_TEMP, 0)]),
+                )
+                .and_then(|v| v.into_iter().next())
+            {
+                g.with(
+                    "accel_gpu_temperature_celsius",
+                    "GPU temperature by sensor, in degrees Celsius.",
+                    false,
+                    "sensor",
+                    "memory",
+                    t,
+                );
+            }
+        }
+        nvlink(&mut g, &dev, self.raw.as_ref(), &mut state.nvlinks);
+        gpm(&mut g, &dev, self.nvml, &mut state.gpm, &mut state.gpm_prev);
+
         let procs = g.get(
             "nvmlDeviceGetComputeRunningProcesses",
             dev.running_compute_processes(),
         );
         let allocated = procs.as_ref().map(|p| !p.is_empty());
-        if let Some(procs) = &procs {
-            process::export(&mut g, procs, &self.procfs, self.opts.max_processes);
+        if let Some(procs) = procs.as_ref().filter(|p| !p.is_empty()) {
+            let mut sm = std::collections::HashMap::new();
+            if let Some(samples) = g.get(
+                "nvmlDeviceGetProcessUtilization",
+                dev.process_utilization_stats(state.proc_util_seen),
+            ) {
+                for s in samples {
+                    state.proc_util_seen = state.proc_util_seen.max(s.timestamp);
+                    sm.insert(s.pid, f64::from(s.sm_util) / 100.0);
+                }
+            }
+            process::export(&mut g, procs, &sm, &self.procfs, self.opts.max_processes);
+        } else if allocated.is_some() {
+            g.gauge(
+                "accel_gpu_processes",
+                "Compute processes holding the GPU.",
+                0.0,
+            );
         }
         if g.lost {
             return Outcome::Lost;
@@ -608,6 +698,315 @@ fn pcie(g: &mut GpuSample<'_>, dev: &Device<'_>) {
     }
 }
 
+fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&raw::Raw>) {
+    if let Some(m) = g.get("nvmlDeviceGetEccMode", dev.is_ecc_enabled()) {
+        g.gauge(
+            "accel_gpu_ecc_enabled",
+            "1 when ECC is on.",
+            if m.currently_enabled { 1.0 } else { 0.0 },
+        );
+        g.gauge(
+            "accel_gpu_ecc_pending_enabled",
+            "ECC mode after the next reboot (1 on).",
+            if m.pending_enabled { 1.0 } else { 0.0 },
+        );
+        if m.currently_enabled {
+            for (err, e) in [
+                (MemoryError::Corrected, "corrected"),
+                (MemoryError::Uncorrected, "uncorrected"),
+            ] {
+                for (counter, c) in [
+                    (EccCounter::Volatile, "volatile"),
+                    (EccCounter::Aggregate, "aggregate"),
+                ] {
+                    if let Some(n) = g.get(
+                        "nvmlDeviceGetTotalEccErrors",
+                        dev.total_ecc_errors(err, counter),
+                    ) {
+                        g.put(MetricType::Counter, "accel_gpu_ecc_errors_total", "ECC errors by type (corrected, uncorrected) and counter (volatile: since the driver loaded; aggregate: lifetime).", &[("type", e), ("counter", c)], n as f64);
+                    }
+                }
+            }
+        }
+    }
+    for (cause, c) in [
+        (
+            RetirementCause::MultipleSingleBitEccErrors,
+            "multiple_single_bit",
+        ),
+        (RetirementCause::DoubleBitEccError, "double_bit"),
+    ] {
+        if let Some(pages) = g.get("nvmlDeviceGetRetiredPages", dev.retired_pages(cause)) {
+            g.with(
+                "accel_gpu_retired_pages",
+                "Memory pages retired, by cause (pre-Ampere GPUs).",
+                false,
+                "cause",
+                c,
+                pages.len() as f64,
+            );
+        }
+    }
+    if let Some(p) = g.get(
+        "nvmlDeviceGetRetiredPagesPendingStatus",
+        dev.are_pages_pending_retired(),
+    ) {
+        g.gauge(
+            "accel_gpu_retired_pages_pending",
+            "1 when a page retirement waits for the next reboot.",
+            if p { 1.0 } else { 0.0 },
+        );
+    }
+    if let Some(r) =
+        raw.and_then(|raw| g.get_raw("nvmlDeviceGetRemappedRows", raw.remapped_rows(dev)))
+    {
+        let help = "Memory rows remapped, by the kind of error that caused it (Ampere and newer).";
+        g.with(
+            "accel_gpu_remapped_rows",
+            help,
+            false,
+            "kind",
+            "correctable",
+            f64::from(r.correctable),
+        );
+        g.with(
+            "accel_gpu_remapped_rows",
+            help,
+            false,
+            "kind",
+            "uncorrectable",
+            f64::from(r.uncorrectable),
+        );
+        g.gauge(
+            "accel_gpu_remapped_rows_pending",
+            "1 when a row remap waits for the next GPU reset.",
+            if r.pending { 1.0 } else { 0.0 },
+        );
+        g.gauge(
+            "accel_gpu_remapped_rows_failure",
+            "1 when a row remap failed: the GPU needs service.",
+            if r.failure { 1.0 } else { 0.0 },
+        );
+    }
+}
+
+/// Most NVLink links a GPU can have (NVML_NVLINK_MAX_LINKS).
+const MAX_NVLINKS: u32 = 18;
+
+const NVLINK_ERRORS: [(ErrorCounter, &str); 4] = [
+    (ErrorCounter::DlReplay, "replay"),
+    (ErrorCounter::DlRecovery, "recovery"),
+    (ErrorCounter::DlCrcFlit, "crc_flit"),
+    (ErrorCounter::DlCrcData, "crc_data"),
+];
+
+fn nvlink(
+    g: &mut GpuSample<'_>,
+    dev: &Device<'_>,
+    raw: Option<&raw::Raw>,
+    links: &mut Option<Vec<u32>>,
+) {
+    // Which links exist is probed once: a link that does not exist answers
+    // NotSupported or InvalidArg.
+    let links = links.get_or_insert_with(|| {
+        (0..MAX_NVLINKS)
+            .filter(|&l| dev.link_wrapper_for(l).is_active().is_ok())
+            .collect()
+    });
+    if links.is_empty() {
+        return;
+    }
+    let mut fields = Vec::with_capacity(links.len() * 2);
+    for &l in links.iter() {
+        let link = l.to_string();
+        if let Some(up) = g.get(
+            "nvmlDeviceGetNvLinkState",
+            dev.link_wrapper_for(l).is_active(),
+        ) {
+            g.with(
+                "accel_gpu_nvlink_up",
+                "1 while the NVLink link is active.",
+                false,
+                "link",
+                &link,
+                if up { 1.0 } else { 0.0 },
+            );
+        }
+        for (counter, name) in NVLINK_ERRORS {
+            if let Some(n) = g.get(
+                "nvmlDeviceGetNvLinkErrorCounter",
+                dev.link_wrapper_for(l).error_counter(counter),
+            ) {
+                g.put(
+                    MetricType::Counter,
+                    "accel_gpu_nvlink_errors_total",
+                    "NVLink errors by link and type (replay, recovery, crc_flit, crc_data).",
+                    &[("link", &link), ("type", name)],
+                    n as f64,
+                );
+            }
+        }
+        fields.push((raw::FI_NVLINK_THROUGHPUT_DATA_TX, l));
+        fields.push((raw::FI_NVLINK_THROUGHPUT_DATA_RX, l));
+    }
+    let Some(raw) = raw else { return };
+    let Some(values) = g.get_raw(
+        "nvmlDeviceGetFieldValues(NVLINK_THROUGHPUT)",
+        raw.field_values(dev, &fields),
+    ) else {
+        return;
+    };
+    for ((field, l), v) in fields.iter().zip(values) {
+        let Ok(kib) = v else { continue };
+        let name = if *field == raw::FI_NVLINK_THROUGHPUT_DATA_TX {
+            "accel_gpu_nvlink_transmit_bytes_total"
+        } else {
+            "accel_gpu_nvlink_receive_bytes_total"
+        };
+        g.with(
+            name,
+            "NVLink data bytes by link (payload, without protocol overhead).",
+            true,
+            "link",
+            &l.to_string(),
+            kib * 1024.0,
+        );
+    }
+}
+
+/// GPM metrics: (id, family, extra label, scale to the family's unit).
+/// A GPM metric: its id, the family, an extra label, and the scale to the
+/// family's unit.
+type GpmMetric = (
+    GpmMetricId,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    f64,
+);
+
+const GPM_METRICS: [GpmMetric; 11] = [
+    (GpmMetricId::SmUtil, "accel_gpu_sm_active_ratio", None, 0.01),
+    (
+        GpmMetricId::SmOccupancy,
+        "accel_gpu_sm_occupancy_ratio",
+        None,
+        0.01,
+    ),
+    (
+        GpmMetricId::AnyTensorUtil,
+        "accel_gpu_tensor_active_ratio",
+        None,
+        0.01,
+    ),
+    (
+        GpmMetricId::DramBwUtil,
+        "accel_gpu_dram_active_ratio",
+        None,
+        0.01,
+    ),
+    (
+        GpmMetricId::Fp16Util,
+        "accel_gpu_pipe_active_ratio",
+        Some(("pipe", "fp16")),
+        0.01,
+    ),
+    (
+        GpmMetricId::Fp32Util,
+        "accel_gpu_pipe_active_ratio",
+        Some(("pipe", "fp32")),
+        0.01,
+    ),
+    (
+        GpmMetricId::Fp64Util,
+        "accel_gpu_pipe_active_ratio",
+        Some(("pipe", "fp64")),
+        0.01,
+    ),
+    (
+        GpmMetricId::PcieTxPerSec,
+        "accel_gpu_gpm_pcie_transmit_bytes_per_second",
+        None,
+        1048576.0,
+    ),
+    (
+        GpmMetricId::PcieRxPerSec,
+        "accel_gpu_gpm_pcie_receive_bytes_per_second",
+        None,
+        1048576.0,
+    ),
+    (
+        GpmMetricId::NvlinkTotalTxPerSec,
+        "accel_gpu_gpm_nvlink_transmit_bytes_per_second",
+        None,
+        1048576.0,
+    ),
+    (
+        GpmMetricId::NvlinkTotalRxPerSec,
+        "accel_gpu_gpm_nvlink_receive_bytes_per_second",
+        None,
+        1048576.0,
+    ),
+];
+
+fn gpm_help(family: &str) -> &'static str {
+    match family {
+        "accel_gpu_sm_active_ratio" => "Fraction of time at least one warp was resident on an SM, averaged over SMs (GPM, 0-1).",
+        "accel_gpu_sm_occupancy_ratio" => "Resident warps as a fraction of the SMs' maximum (GPM, 0-1).",
+        "accel_gpu_tensor_active_ratio" => "Fraction of cycles any tensor pipe was active (GPM, 0-1).",
+        "accel_gpu_dram_active_ratio" => "Fraction of the peak DRAM bandwidth used (GPM, 0-1).",
+        "accel_gpu_pipe_active_ratio" => "Fraction of cycles each floating-point pipe was active (GPM, 0-1).",
+        "accel_gpu_gpm_pcie_transmit_bytes_per_second" => "PCIe bytes per second transmitted, averaged over the sample interval (GPM).",
+        "accel_gpu_gpm_pcie_receive_bytes_per_second" => "PCIe bytes per second received, averaged over the sample interval (GPM).",
+        "accel_gpu_gpm_nvlink_transmit_bytes_per_second" => "NVLink bytes per second transmitted, all links, averaged over the sample interval (GPM).",
+        _ => "NVLink bytes per second received, all links, averaged over the sample interval (GPM).",
+    }
+}
+
+fn gpm(
+    g: &mut GpuSample<'_>,
+    dev: &Device<'static>,
+    nvml: &'static Nvml,
+    supported: &mut Option<bool>,
+    prev: &mut Option<GpmSample<'static>>,
+) {
+    if supported.is_none() {
+        *supported = Some(
+            g.get("nvmlGpmQueryDeviceSupport", dev.gpm_support())
+                .unwrap_or(false),
+        );
+    }
+    if *supported != Some(true) {
+        return;
+    }
+    let Some(cur) = g.get("nvmlGpmSampleGet", dev.gpm_sample()) else {
+        *prev = None;
+        return;
+    };
+    if let Some(p) = prev.as_ref() {
+        let ids: Vec<GpmMetricId> = GPM_METRICS.iter().map(|m| m.0).collect();
+        if let Some(results) = g.get(
+            "nvmlGpmMetricsGet",
+            nvml_wrapper::gpm::gpm_metrics_get(nvml, p, &cur, &ids),
+        ) {
+            for ((_, family, extra, scale), r) in GPM_METRICS.iter().zip(results) {
+                let Some(m) = g.get("nvmlGpmMetricsGet", r) else {
+                    continue;
+                };
+                let extra: Vec<(&'static str, &str)> =
+                    extra.iter().map(|(k, v)| (*k, *v)).collect();
+                g.put(
+                    MetricType::Gauge,
+                    family,
+                    gpm_help(family),
+                    &extra,
+                    m.value * scale,
+                );
+            }
+        }
+    }
+    *prev = Some(cur);
+}
+
 impl Collector for Gpu {
     fn name(&self) -> &'static str {
         "gpu"
@@ -658,6 +1057,29 @@ impl Collector for Gpu {
                 let l: Vec<(&'static str, &str)> =
                     labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 info.add(&l, 1.0);
+            }
+        }
+        if let Some(xids) = &self.xids {
+            let x = xids.lock().unwrap_or_else(|e| e.into_inner());
+            let total = out.counter("accel_gpu_xid_errors_total", "XID errors reported by the driver, by XID (counted as they happen, from NVML events).");
+            for ((gpu, xid), n) in &x.counts {
+                let uuid = self.gpus.get(*gpu as usize).map_or("", |s| s.uuid.as_str());
+                total.add(
+                    &[
+                        ("gpu", &gpu.to_string()),
+                        ("uuid", uuid),
+                        ("xid", &xid.to_string()),
+                    ],
+                    *n as f64,
+                );
+            }
+            let last = out.gauge(
+                "accel_gpu_last_xid_timestamp_seconds",
+                "Unix time of the GPU's last XID error.",
+            );
+            for (gpu, t) in &x.last {
+                let uuid = self.gpus.get(*gpu as usize).map_or("", |s| s.uuid.as_str());
+                last.add(&[("gpu", &gpu.to_string()), ("uuid", uuid)], *t);
             }
         }
         let upf = out.gauge(

@@ -1,13 +1,81 @@
 //! Per-process GPU series: the compute processes holding each GPU, with
-//! their command name, capped per GPU. Series of a process that exited
-//! disappear with the next sample (every sample is built afresh).
+//! their command name and what /proc/PID/cgroup says they belong to (a
+//! systemd unit, a container, a Slurm job), capped per GPU. Every sample is
+//! built afresh, so the series of a process that exited disappear with the
+//! next sample.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::struct_wrappers::device::ProcessInfo;
 
 use super::GpuSample;
+use crate::MetricType;
+
+/// What a process belongs to, from its cgroup path.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The systemd unit (`trainer.service`), or "".
+    pub unit: String,
+    /// The container id (64 hex digits), or "".
+    pub container: String,
+    /// The Slurm job id, or "".
+    pub job: String,
+}
+
+/// Parses /proc/PID/cgroup (v1 or v2) into the process's owner.
+pub fn parse_cgroup(text: &str) -> Owner {
+    let mut owner = Owner::default();
+    // Prefer the v2 line ("0::/..."), else any v1 hierarchy.
+    let lines = || {
+        text.lines().filter_map(|l| {
+            l.split_once(':')
+                .and_then(|(id, rest)| Some((id, rest.split_once(':')?.1)))
+        })
+    };
+    // The v2 line ("0::/...") if there is one, else the first v1 hierarchy.
+    let paths: Vec<&str> = lines()
+        .filter(|(id, _)| *id == "0")
+        .chain(lines())
+        .map(|(_, p)| p)
+        .collect();
+    if let Some(path) = paths.first() {
+        for part in path.split('/') {
+            if owner.job.is_empty() {
+                if let Some(id) = part
+                    .strip_prefix("job_")
+                    .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    owner.job = id.to_owned();
+                }
+            }
+            if owner.container.is_empty() {
+                if let Some(id) = container_id(part) {
+                    owner.container = id.to_owned();
+                    continue;
+                }
+            }
+            // The deepest unit is the most specific one.
+            if part.ends_with(".service")
+                || (part.ends_with(".scope") && !part.starts_with("session-"))
+            {
+                owner.unit = part.to_owned();
+            }
+        }
+    }
+    owner
+}
+
+/// A 64-hex-digit container id in a cgroup path component, as Docker,
+/// containerd, CRI-O and Podman name them (`docker-<id>.scope`,
+/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`, or
+/// the bare id under cgroup v1).
+fn container_id(part: &str) -> Option<&str> {
+    let part = part.strip_suffix(".scope").unwrap_or(part);
+    let id = part.rsplit('-').next().unwrap_or(part);
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
 
 /// The command name of `pid` from procfs, or "" when it cannot be read (the
 /// process ran in another pid namespace, or just exited).
@@ -17,7 +85,21 @@ fn comm(procfs: &Path, pid: u32) -> String {
         .unwrap_or_default()
 }
 
-pub(super) fn export(g: &mut GpuSample<'_>, procs: &[ProcessInfo], procfs: &Path, cap: usize) {
+fn owner(procfs: &Path, pid: u32) -> Owner {
+    std::fs::read_to_string(procfs.join(pid.to_string()).join("cgroup"))
+        .map(|t| parse_cgroup(&t))
+        .unwrap_or_default()
+}
+
+/// Exports one GPU's processes; `sm_util` maps pid to its SM utilisation
+/// (0-1) where NVML gives it.
+pub(super) fn export(
+    g: &mut GpuSample<'_>,
+    procs: &[ProcessInfo],
+    sm_util: &HashMap<u32, f64>,
+    procfs: &Path,
+    cap: usize,
+) {
     let mut procs: Vec<&ProcessInfo> = procs.iter().collect();
     // Keep the biggest users when over the cap.
     procs.sort_by_key(|p| {
@@ -31,23 +113,95 @@ pub(super) fn export(g: &mut GpuSample<'_>, procs: &[ProcessInfo], procfs: &Path
         "Compute processes holding the GPU.",
         procs.len() as f64,
     );
-    let (gpu, uuid) = (g.labels[0].1.clone(), g.labels[1].1.clone());
     for p in procs.into_iter().take(cap) {
         let pid = p.pid.to_string();
         let comm = comm(procfs, p.pid);
+        let o = owner(procfs, p.pid);
         let labels = [
-            ("gpu", gpu.as_str()),
-            ("uuid", uuid.as_str()),
             ("pid", pid.as_str()),
             ("comm", comm.as_str()),
+            ("unit", o.unit.as_str()),
+            ("container", o.container.as_str()),
+            ("job", o.job.as_str()),
         ];
+        g.put(MetricType::Gauge, "accel_gpu_process_info", "A process holding the GPU, with its command and owner (systemd unit, container, Slurm job); always 1.", &labels, 1.0);
+        let key = [("pid", pid.as_str())];
         if let UsedGpuMemory::Used(bytes) = p.used_gpu_memory {
-            g.out
-                .gauge(
-                    "accel_gpu_process_memory_used_bytes",
-                    "GPU memory used by a process, in bytes.",
-                )
-                .add(&labels, bytes as f64);
+            g.put(
+                MetricType::Gauge,
+                "accel_gpu_process_memory_used_bytes",
+                "GPU memory used by a process, in bytes.",
+                &key,
+                bytes as f64,
+            );
+        }
+        if let Some(u) = sm_util.get(&p.pid) {
+            g.put(
+                MetricType::Gauge,
+                "accel_gpu_process_sm_utilization_ratio",
+                "Fraction of the last sample period in which a kernel of the process ran (0-1).",
+                &key,
+                *u,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_unit_v2() {
+        let o = parse_cgroup("0::/system.slice/trainer.service\n");
+        assert_eq!(
+            o,
+            Owner {
+                unit: "trainer.service".into(),
+                ..Owner::default()
+            }
+        );
+    }
+
+    #[test]
+    fn slurm_v1_and_v2() {
+        let v1 = "12:memory:/slurm/uid_1000/job_4242/step_0/task_0\n11:cpuset:/slurm/uid_1000/job_4242/step_0\n";
+        assert_eq!(parse_cgroup(v1).job, "4242");
+        let v2 = "0::/system.slice/slurmstepd.scope/job_77/step_batch/user/task_0\n";
+        let o = parse_cgroup(v2);
+        assert_eq!(o.job, "77");
+        assert_eq!(o.unit, "slurmstepd.scope");
+    }
+
+    #[test]
+    fn containers() {
+        let id = "3f4e8c1d2b9a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e";
+        let k8s = format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{id}.scope\n");
+        assert_eq!(parse_cgroup(&k8s).container, id);
+        assert_eq!(
+            parse_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")).container,
+            id
+        );
+        assert_eq!(
+            parse_cgroup(&format!("4:devices:/docker/{id}\n")).container,
+            id
+        );
+        assert_eq!(
+            parse_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")).unit,
+            ""
+        );
+    }
+
+    #[test]
+    fn garbage_is_empty() {
+        for t in [
+            "",
+            "x",
+            ":::",
+            "0::/",
+            "0::/user.slice/user-1000.slice/session-3.scope",
+        ] {
+            assert_eq!(parse_cgroup(t), Owner::default(), "{t}");
         }
     }
 }

@@ -1,0 +1,106 @@
+//! XID errors, counted as they happen by a thread blocked in
+//! nvmlEventSetWait: `accel_gpu_xid_errors_total{gpu, uuid, xid}` is a
+//! counter (never dcgm-exporter's last-value gauge), with the time of the
+//! last XID per GPU.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nvml_wrapper::bitmasks::event::EventTypes;
+use nvml_wrapper::enums::event::XidError;
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::{EventSet, Nvml};
+
+/// XID counts shared between the event thread and the sampler.
+#[derive(Debug, Default)]
+pub struct Xids {
+    /// (gpu index, xid) to count.
+    pub counts: BTreeMap<(u32, u64), u64>,
+    /// gpu index to Unix time of its last XID.
+    pub last: BTreeMap<u32, f64>,
+}
+
+/// Starts the event thread; returns the shared counts, or `None` when no
+/// GPU supports XID events.
+pub fn start(nvml: &'static Nvml, count: u32) -> Option<Arc<Mutex<Xids>>> {
+    let mut set = nvml.create_event_set().ok()?;
+    let mut registered = Vec::new();
+    for i in 0..count {
+        let Ok(dev) = nvml.device_by_index(i) else {
+            continue;
+        };
+        let supported = dev
+            .supported_event_types()
+            .map(|t| t.contains(EventTypes::CRITICAL_XID_ERROR));
+        if !matches!(supported, Ok(true)) {
+            continue;
+        }
+        match dev.register_events(EventTypes::CRITICAL_XID_ERROR, set) {
+            Ok(s) => {
+                set = s;
+                registered.push(i);
+            }
+            Err(e) => {
+                // A failed registration frees the set: make a new one and
+                // register again the GPUs that worked.
+                tracing::info!(gpu = i, error = %e.error, "cannot watch XID events on this GPU");
+                set = reregister(nvml, &registered)?;
+            }
+        }
+    }
+    if registered.is_empty() {
+        return None;
+    }
+    let xids = Arc::new(Mutex::new(Xids::default()));
+    let shared = xids.clone();
+    std::thread::Builder::new()
+        .name("gpu-events".into())
+        .spawn(move || wait_loop(set, &shared))
+        .ok()?;
+    Some(xids)
+}
+
+fn reregister(nvml: &'static Nvml, gpus: &[u32]) -> Option<EventSet<'static>> {
+    let mut set = nvml.create_event_set().ok()?;
+    for &i in gpus {
+        let dev = nvml.device_by_index(i).ok()?;
+        set = dev
+            .register_events(EventTypes::CRITICAL_XID_ERROR, set)
+            .ok()?;
+    }
+    Some(set)
+}
+
+fn wait_loop(set: EventSet<'static>, xids: &Mutex<Xids>) {
+    let mut logged = false;
+    loop {
+        match set.wait(1000) {
+            Ok(ev) => {
+                if !ev.event_type.contains(EventTypes::CRITICAL_XID_ERROR) {
+                    continue;
+                }
+                let xid = match ev.event_data {
+                    Some(XidError::Value(x)) => x,
+                    _ => 0,
+                };
+                let gpu = ev.device.index().unwrap_or(u32::MAX);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                tracing::warn!(gpu, xid, "XID error");
+                let mut x = xids.lock().unwrap_or_else(|e| e.into_inner());
+                *x.counts.entry((gpu, xid)).or_default() += 1;
+                x.last.insert(gpu, now);
+            }
+            Err(NvmlError::Timeout) => {}
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(error = %e, "waiting for GPU events failed; retrying");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The few NVML calls nvml-wrapper does not wrap (or wraps without the
+//! argument we need), made through nvml-wrapper-sys on a second handle of
+//! the same library: field values with a scope id (NVLink throughput per
+//! link; `Device::field_values_for` always sends scope 0) and remapped rows.
+
+use std::ffi::OsStr;
+
+use nvml_wrapper::Device;
+use nvml_wrapper_sys::bindings::{
+    nvmlFieldValue_t, nvmlReturn_enum_NVML_SUCCESS, nvmlValueType_enum_NVML_VALUE_TYPE_DOUBLE,
+    nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_INT,
+    nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_LONG_LONG,
+    nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_INT,
+    nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_LONG,
+    nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
+    nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_SHORT, NvmlLib,
+};
+
+/// NVLink data transmitted, KiB, per link (scope id = link).
+pub const FI_NVLINK_THROUGHPUT_DATA_TX: u32 = 138;
+/// NVLink data received, KiB, per link.
+pub const FI_NVLINK_THROUGHPUT_DATA_RX: u32 = 139;
+/// Memory (HBM) temperature, degrees Celsius.
+pub const FI_MEMORY_TEMP: u32 = 82;
+
+/// A second handle on the NVML library, for raw calls.
+pub struct Raw {
+    lib: &'static NvmlLib,
+}
+
+/// Remapped rows of one GPU (Ampere and newer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemappedRows {
+    /// Rows remapped for correctable errors.
+    pub correctable: u32,
+    /// Rows remapped for uncorrectable errors.
+    pub uncorrectable: u32,
+    /// A remap waits for the next GPU reset.
+    pub pending: bool,
+    /// A remap failed: the GPU needs service.
+    pub failure: bool,
+}
+
+impl Raw {
+    /// Opens `path` again (the dynamic loader shares the mapping).
+    pub fn open(path: &OsStr) -> Option<Raw> {
+        // SAFETY: loading NVML runs its initialisers, which is what loading
+        // it through nvml-wrapper already did; the handle is leaked so the
+        // function pointers stay valid for the life of the process.
+        let lib = unsafe { NvmlLib::new(path) }.ok()?;
+        Some(Raw {
+            lib: Box::leak(Box::new(lib)),
+        })
+    }
+
+    /// Reads field values, each `(field id, scope id)`; `Err` carries the
+    /// NVML return code, for the whole call or for one field.
+    pub fn field_values(
+        &self,
+        dev: &Device<'_>,
+        fields: &[(u32, u32)],
+    ) -> Result<Vec<Result<f64, u32>>, u32> {
+        let f = self
+            .lib
+            .nvmlDeviceGetFieldValues
+            .as_ref()
+            .map_err(|_| NOT_FOUND)?;
+        // SAFETY: nvmlFieldValue_t is plain data; all-zero is a valid value.
+        let mut values: Vec<nvmlFieldValue_t> = fields
+            .iter()
+            .map(|&(id, scope)| {
+                let mut v: nvmlFieldValue_t = unsafe { std::mem::zeroed() };
+                v.fieldId = id;
+                v.scopeId = scope;
+                v
+            })
+            .collect();
+        // SAFETY: the device handle comes from the same library and is valid
+        // while `dev` is; `values` has exactly `len` initialised elements.
+        let ret = unsafe { f(dev.handle(), values.len() as i32, values.as_mut_ptr()) };
+        if ret != nvmlReturn_enum_NVML_SUCCESS {
+            return Err(ret);
+        }
+        Ok(values.iter().map(value_of).collect())
+    }
+
+    /// Reads remapped rows.
+    pub fn remapped_rows(&self, dev: &Device<'_>) -> Result<RemappedRows, u32> {
+        let f = self
+            .lib
+            .nvmlDeviceGetRemappedRows
+            .as_ref()
+            .map_err(|_| NOT_FOUND)?;
+        let (mut c, mut u, mut p, mut fail) = (0, 0, 0, 0);
+        // SAFETY: valid device handle (see above) and four valid out-pointers.
+        let ret = unsafe { f(dev.handle(), &mut c, &mut u, &mut p, &mut fail) };
+        if ret != nvmlReturn_enum_NVML_SUCCESS {
+            return Err(ret);
+        }
+        Ok(RemappedRows {
+            correctable: c,
+            uncorrectable: u,
+            pending: p != 0,
+            failure: fail != 0,
+        })
+    }
+}
+
+/// NVML_ERROR_FUNCTION_NOT_FOUND, for a symbol the library lacks.
+pub const NOT_FOUND: u32 = 13;
+/// NVML_ERROR_NOT_SUPPORTED.
+pub const NOT_SUPPORTED: u32 = 3;
+/// NVML_ERROR_GPU_IS_LOST.
+pub const GPU_IS_LOST: u32 = 15;
+
+fn value_of(v: &nvmlFieldValue_t) -> Result<f64, u32> {
+    if v.nvmlReturn != nvmlReturn_enum_NVML_SUCCESS {
+        return Err(v.nvmlReturn);
+    }
+    // SAFETY: the union member read is the one valueType names.
+    let x = unsafe {
+        match v.valueType {
+            t if t == nvmlValueType_enum_NVML_VALUE_TYPE_DOUBLE => v.value.dVal,
+            t if t == nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_INT => f64::from(v.value.uiVal),
+            t if t == nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_LONG => v.value.ulVal as f64,
+            t if t == nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_LONG_LONG => {
+                v.value.ullVal as f64
+            }
+            t if t == nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_LONG_LONG => v.value.sllVal as f64,
+            t if t == nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_INT => f64::from(v.value.siVal),
+            t if t == nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_SHORT => f64::from(v.value.usVal),
+            _ => return Err(NOT_SUPPORTED),
+        }
+    };
+    Ok(x)
+}
