@@ -38,9 +38,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
     );
 
     let agent = sampler::start(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("accel-http")
+    // One thread serves HTTP: a scrape only clones a cached body, and a
+    // single-threaded runtime avoids waking a second thread per connection
+    // (measured: about half the CPU per scrape of a 2-worker runtime; see
+    // docs/benchmarks.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
