@@ -6,6 +6,7 @@ mod util;
 mod cli;
 mod faults;
 mod golden;
+mod gpu;
 mod http;
 mod node_exporter;
 mod prometheus;

@@ -30,6 +30,8 @@ pub struct Agent {
     pub child: Child,
     pub addr: String,
     pub log: mpsc::Receiver<String>,
+    /// Log lines read so far (start-up lines included).
+    pub seen: std::sync::Mutex<Vec<String>>,
 }
 
 impl Agent {
@@ -71,10 +73,12 @@ impl Agent {
                             .find_map(|f| f.strip_prefix("address="))
                             .expect("address in the listening line")
                             .to_owned();
+                        seen.push(line);
                         return Agent {
                             child,
                             addr,
                             log: rx,
+                            seen: std::sync::Mutex::new(seen),
                         };
                     }
                     seen.push(line);
@@ -108,9 +112,11 @@ impl Agent {
         }
     }
 
-    /// Log lines printed so far.
+    /// Log lines printed so far, from the start.
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.try_iter().collect()
+        let mut seen = self.seen.lock().unwrap();
+        seen.extend(self.log.try_iter());
+        seen.clone()
     }
 
     /// Sends SIGTERM and waits for the exit status, at most `within`.

@@ -52,11 +52,17 @@ pub fn start(nvml: &'static Nvml, count: u32) -> Option<Arc<Mutex<Xids>>> {
     if registered.is_empty() {
         return None;
     }
+    // Events name their device by handle; a lost GPU cannot be asked its
+    // index, so map handles to indices now.
+    let handles: Vec<(usize, u32)> = registered
+        .iter()
+        .filter_map(|&i| nvml.device_by_index(i).ok().map(|d| (handle(&d), i)))
+        .collect();
     let xids = Arc::new(Mutex::new(Xids::default()));
     let shared = xids.clone();
     std::thread::Builder::new()
         .name("gpu-events".into())
-        .spawn(move || wait_loop(set, &shared))
+        .spawn(move || wait_loop(set, &handles, &shared))
         .ok()?;
     Some(xids)
 }
@@ -72,7 +78,13 @@ fn reregister(nvml: &'static Nvml, gpus: &[u32]) -> Option<EventSet<'static>> {
     Some(set)
 }
 
-fn wait_loop(set: EventSet<'static>, xids: &Mutex<Xids>) {
+/// A device handle as a number, to compare handles.
+fn handle(dev: &nvml_wrapper::Device<'_>) -> usize {
+    // SAFETY: the handle is only compared, never dereferenced.
+    unsafe { dev.handle() as usize }
+}
+
+fn wait_loop(set: EventSet<'static>, handles: &[(usize, u32)], xids: &Mutex<Xids>) {
     let mut logged = false;
     loop {
         match set.wait(1000) {
@@ -84,7 +96,10 @@ fn wait_loop(set: EventSet<'static>, xids: &Mutex<Xids>) {
                     Some(XidError::Value(x)) => x,
                     _ => 0,
                 };
-                let gpu = ev.device.index().unwrap_or(u32::MAX);
+                let h = handle(&ev.device);
+                let Some(&(_, gpu)) = handles.iter().find(|(x, _)| *x == h) else {
+                    continue;
+                };
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64());

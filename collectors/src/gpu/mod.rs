@@ -572,10 +572,12 @@ impl Gpu {
         let allocated = procs.as_ref().map(|p| !p.is_empty());
         if let Some(procs) = procs.as_ref().filter(|p| !p.is_empty()) {
             let mut sm = std::collections::HashMap::new();
-            if let Some(samples) = g.get(
-                "nvmlDeviceGetProcessUtilization",
-                dev.process_utilization_stats(state.proc_util_seen),
-            ) {
+            // NotFound means no sample since the last one: nothing to report.
+            let stats = match dev.process_utilization_stats(state.proc_util_seen) {
+                Err(NvmlError::NotFound) => Ok(Vec::new()),
+                r => r,
+            };
+            if let Some(samples) = g.get("nvmlDeviceGetProcessUtilization", stats) {
                 for s in samples {
                     state.proc_util_seen = state.proc_util_seen.max(s.timestamp);
                     sm.insert(s.pid, f64::from(s.sm_util) / 100.0);

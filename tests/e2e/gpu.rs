@@ -1,0 +1,351 @@
+//! The GPU collector end to end: the real binary loads the simulated NVML
+//! (tests/nvml-sim) through `--nvml.library`, exactly as it loads the real
+//! one, and answers from a scenario.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::golden::promtool_check;
+use crate::util::{bin, root, value, Agent};
+
+/// The simulated NVML, built next to the agent binary (once per test
+/// process; cargo makes it a no-op when up to date).
+pub fn sim_lib() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = bin().parent().unwrap().to_path_buf();
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.args(["build", "-q", "-p", "nvml-sim"])
+                .current_dir(root());
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let st = cmd.status().expect("run cargo build -p nvml-sim");
+            assert!(st.success(), "cargo build -p nvml-sim failed");
+            let lib = dir.join("libnvml_sim.so");
+            assert!(lib.exists(), "{} not built", lib.display());
+            lib
+        })
+        .clone()
+}
+
+/// The agent on a simulated node running `scenario`, with the GPU collector
+/// sampling every `interval`.
+pub fn sim_agent(scenario: &str, interval: &str, extra: &[&str]) -> Agent {
+    let lib = format!("--nvml.library={}", sim_lib().display());
+    let interval = format!("--collector.gpu.interval={interval}");
+    let mut args = vec![lib.as_str(), interval.as_str()];
+    args.extend_from_slice(extra);
+    Agent::start_env(&args, &[("NVML_SIM_SCENARIO", scenario)])
+}
+
+fn wait_for(agent: &Agent, what: &str, within: Duration, cond: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = agent.get("/metrics").text();
+        if cond(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn gpu(text: &str, family: &str, gpu: u32) -> Option<f64> {
+    let prefix = format!("{family}{{gpu=\"{gpu}\",uuid=\"");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+fn count_series(text: &str, family: &str) -> usize {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .count()
+}
+
+#[test]
+fn simulated_h100_node() {
+    let agent = sim_agent(
+        "8xh100-training",
+        "200ms",
+        &["--collector.disable-defaults", "--collector.gpu"],
+    );
+    agent.wait_ready();
+    // GPM needs two samples.
+    let text = wait_for(&agent, "GPM metrics", Duration::from_secs(10), |t| {
+        t.contains("accel_gpu_sm_active_ratio{")
+    });
+    assert_eq!(count_series(&text, "accel_gpu_up"), 8);
+    for i in 0..8 {
+        assert_eq!(gpu(&text, "accel_gpu_up", i), Some(1.0), "gpu {i}");
+    }
+    assert_eq!(count_series(&text, "accel_gpu_info"), 8);
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("accel_gpu_info{gpu=\"0\""))
+        .unwrap();
+    for want in [
+        "name=\"NVIDIA H100 80GB HBM3\"",
+        "uuid=\"GPU-",
+        "pci_bus_id=\"",
+        "driver_version=\"550.54.15\"",
+        "cuda_driver_version=\"12.4\"",
+    ] {
+        assert!(info.contains(want), "{info} lacks {want}");
+    }
+    // Values in base units, from the scenario.
+    assert_eq!(
+        gpu(&text, "accel_gpu_memory_used_bytes", 0),
+        Some(71680.0 * 1048576.0)
+    );
+    let util = gpu(&text, "accel_gpu_utilization_ratio", 2).unwrap();
+    assert!((0.91..=0.99).contains(&util), "{util}");
+    let power = gpu(&text, "accel_gpu_power_watts", 1).unwrap();
+    assert!((580.0..=700.0).contains(&power), "{power}");
+    let sm = gpu(&text, "accel_gpu_sm_active_ratio", 0).unwrap();
+    assert!((sm - 0.88).abs() < 0.01, "{sm}");
+    assert_eq!(count_series(&text, "accel_gpu_nvlink_up"), 8 * 18);
+    assert!(text.contains("accel_gpu_clock_hertz{gpu=\"0\","));
+    assert!(text.contains("accel_gpu_process_memory_used_bytes{gpu=\"0\","));
+    assert!(text.contains("accel_gpu_process_info{gpu=\"0\",") && text.contains("comm=\""));
+    assert_eq!(gpu(&text, "accel_gpu_allocated", 0), Some(1.0));
+
+    // Counters grow between samples, consistently with their gauges.
+    let e0 = gpu(&text, "accel_gpu_energy_joules_total", 0).unwrap();
+    let b0 = gpu(&text, "accel_gpu_busy_seconds_total", 0).unwrap();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = agent.get("/metrics").text();
+    let dt = t0.elapsed().as_secs_f64();
+    let e1 = gpu(&later, "accel_gpu_energy_joules_total", 0).unwrap();
+    let b1 = gpu(&later, "accel_gpu_busy_seconds_total", 0).unwrap();
+    let watts = (e1 - e0) / dt;
+    assert!((450.0..=800.0).contains(&watts), "energy says {watts} W");
+    let busy = (b1 - b0) / dt;
+    assert!((0.7..=1.05).contains(&busy), "busy ratio {busy}");
+    let tx0 = text
+        .lines()
+        .find(|l| l.starts_with("accel_gpu_nvlink_transmit_bytes_total{gpu=\"0\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap());
+    let tx1 = later
+        .lines()
+        .find(|l| l.starts_with("accel_gpu_nvlink_transmit_bytes_total{gpu=\"0\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap());
+    assert!(tx1.unwrap() > tx0.unwrap(), "NVLink counter did not grow");
+
+    let (ok, msg) = promtool_check(&later);
+    assert!(
+        ok && msg.trim().is_empty(),
+        "promtool check metrics:\n{msg}"
+    );
+}
+
+#[test]
+fn a_lost_gpu_is_data_and_comes_back() {
+    let agent = sim_agent(
+        "gpu-lost",
+        "200ms",
+        &[
+            "--collector.disable-defaults",
+            "--collector.gpu",
+            "--collector.cpu",
+        ],
+    );
+    agent.wait_ready();
+    let lost = wait_for(&agent, "GPU 3 lost", Duration::from_secs(10), |t| {
+        gpu(t, "accel_gpu_up", 3) == Some(0.0)
+    });
+    assert_eq!(
+        value(&lost, "accel_collector_success{collector=\"gpu\"}"),
+        Some(1.0)
+    );
+    for i in [0, 1, 2, 4, 5, 6, 7] {
+        assert_eq!(gpu(&lost, "accel_gpu_up", i), Some(1.0), "gpu {i}");
+        assert!(gpu(&lost, "accel_gpu_power_watts", i).is_some(), "gpu {i}");
+    }
+    assert_eq!(
+        gpu(&lost, "accel_gpu_power_watts", 3),
+        None,
+        "a lost GPU's values are withheld"
+    );
+    assert!(lost.contains("accel_gpu_info{gpu=\"3\""), "identity stays");
+    assert!(
+        value(
+            &lost,
+            "accel_collector_errors_total{collector=\"gpu\",kind=\"gpu_lost\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    // The scenario raises XID 79 when the GPU falls off the bus.
+    let xid = wait_for(&agent, "XID 79", Duration::from_secs(5), |t| {
+        t.contains("accel_gpu_xid_errors_total{gpu=\"3\",")
+    });
+    assert!(xid.contains("xid=\"79\"} 1"), "{xid}");
+    assert!(gpu(&xid, "accel_gpu_last_xid_timestamp_seconds", 3).is_some());
+    // Back at t = 8 s; probed again with backoff (1, 2, 4 s).
+    let back = wait_for(&agent, "GPU 3 back", Duration::from_secs(15), |t| {
+        gpu(t, "accel_gpu_up", 3) == Some(1.0)
+    });
+    assert!(gpu(&back, "accel_gpu_power_watts", 3).is_some());
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_hung_nvml_call_never_stalls_the_endpoint() {
+    let agent = sim_agent(
+        "nvml-hang",
+        "200ms",
+        &[
+            "--collector.disable-defaults",
+            "--collector.gpu",
+            "--collector.cpu",
+        ],
+    );
+    agent.wait_ready();
+    let before = threads(agent.child.id());
+    // The hang starts at t = 2 s; the GPU collector's deadline is 2 s.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut slowest = Duration::ZERO;
+    let text = loop {
+        let t = Instant::now();
+        let text = agent.get("/metrics").text();
+        slowest = slowest.max(t.elapsed());
+        if value(&text, "accel_collector_stale{collector=\"gpu\"}") == Some(1.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "never reported stale:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a scrape took {slowest:?}"
+    );
+    assert!(
+        !text.contains("accel_gpu_power_watts"),
+        "stale GPU values served"
+    );
+    assert_eq!(
+        value(&text, "accel_collector_success{collector=\"gpu\"}"),
+        Some(0.0)
+    );
+    assert!(
+        text.contains("accel_cpu_seconds_total{"),
+        "other collectors keep serving"
+    );
+    // Scrapes stay fast while it hangs, and no thread piles up.
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert_eq!(agent.get("/metrics").status, 200);
+        assert!(t.elapsed() < Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        threads(agent.child.id()) <= before,
+        "threads grew from {before} during the hang"
+    );
+}
+
+#[test]
+fn no_library_means_no_gpu_collector() {
+    let agent = Agent::start(&["--nvml.library=/nonexistent/libnvidia-ml.so.1"]);
+    let text = agent.get_ready("/metrics").text();
+    assert_eq!(
+        value(&text, "accel_collector_enabled{collector=\"gpu\"}"),
+        Some(0.0)
+    );
+    assert!(!text.contains("accel_collector_success{collector=\"gpu\"}"));
+    assert!(text.contains("accel_cpu_seconds_total{"));
+    let log = agent.log_lines().join("\n");
+    assert_eq!(log.matches("collector=gpu").count(), 1, "{log}");
+    assert!(log.contains("no NVML library"), "{log}");
+}
+
+#[test]
+fn a_driver_that_is_not_loaded_is_absent_too() {
+    // nvml-sim without a scenario answers nvmlInit with DRIVER_NOT_LOADED.
+    let lib = format!("--nvml.library={}", sim_lib().display());
+    let agent = Agent::start_env(&[&lib], &[("NVML_SIM_SCENARIO", "")]);
+    let text = agent.get_ready("/metrics").text();
+    assert_eq!(
+        value(&text, "accel_collector_enabled{collector=\"gpu\"}"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn not_supported_leaves_series_out_and_logs_once() {
+    let agent = sim_agent(
+        "no-gpm",
+        "100ms",
+        &["--collector.disable-defaults", "--collector.gpu"],
+    );
+    agent.wait_ready();
+    std::thread::sleep(Duration::from_millis(1200));
+    let text = agent.get("/metrics").text();
+    assert_eq!(count_series(&text, "accel_gpu_up"), 2);
+    for absent in [
+        "accel_gpu_sm_active_ratio",
+        "accel_gpu_nvlink_up",
+        "accel_gpu_fan_speed_ratio",
+    ] {
+        assert!(!text.contains(absent), "{absent} should be left out");
+    }
+    assert!(text.contains("accel_gpu_power_watts{gpu=\"1\""));
+    let log = agent.log_lines();
+    let fan: Vec<_> = log
+        .iter()
+        .filter(|l| l.contains("not supported") && l.contains("nvmlDeviceGetFanSpeed"))
+        .collect();
+    // Once per GPU, not once per sample (more than 10 samples ran).
+    assert_eq!(fan.len(), 2, "{fan:#?}");
+    assert!(value(&text, "accel_collector_samples_total{collector=\"gpu\"}").unwrap() >= 10.0);
+}
+
+#[test]
+fn idle_allocated_gpus_are_counted() {
+    let agent = sim_agent(
+        "idle-allocated",
+        "100ms",
+        &["--collector.disable-defaults", "--collector.gpu"],
+    );
+    agent.wait_ready();
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = agent.get("/metrics").text();
+    for i in 0..6 {
+        assert_eq!(gpu(&text, "accel_gpu_allocated", i), Some(1.0), "gpu {i}");
+        let idle = gpu(&text, "accel_gpu_idle_allocated_seconds_total", i).unwrap();
+        let alloc = gpu(&text, "accel_gpu_allocated_seconds_total", i).unwrap();
+        assert!(
+            idle > 0.5 && (idle - alloc).abs() < 1e-9,
+            "gpu {i}: idle {idle}, allocated {alloc}"
+        );
+    }
+    for i in 6..8 {
+        assert_eq!(gpu(&text, "accel_gpu_allocated", i), Some(0.0), "gpu {i}");
+        assert_eq!(
+            gpu(&text, "accel_gpu_idle_allocated_seconds_total", i),
+            Some(0.0),
+            "gpu {i}"
+        );
+    }
+    // The holding process is the agent itself: its command name is found.
+    assert!(text.contains("comm=\"accel-agent\""), "{text}");
+}
