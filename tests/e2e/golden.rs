@@ -24,12 +24,14 @@ pub fn fixture_agent(extra: &[&str]) -> Agent {
 }
 
 /// Replaces what differs from run to run: sample durations, timestamps and
-/// the git revision.
-fn normalize(text: &str) -> String {
+/// the git revision, and the values of `volatile` families.
+pub fn normalize(text: &str, volatile: &[&str]) -> String {
     let mut out = String::new();
     for line in text.lines() {
+        let family = line.split(['{', ' ']).next().unwrap_or_default();
         let line = if line.starts_with("accel_collector_duration_seconds{")
             || line.starts_with("accel_collector_last_success_timestamp_seconds{")
+            || volatile.contains(&family)
         {
             let (series, _) = line.rsplit_once(' ').unwrap();
             format!("{series} <volatile>")
@@ -48,17 +50,24 @@ fn normalize(text: &str) -> String {
 fn scrape_matches_golden() {
     let agent = fixture_agent(&[]);
     let text = agent.get_ready("/metrics").text();
-    let got = normalize(&text);
-    let path = root().join("tests/golden/e2e.prom");
+    let got = normalize(&text, &[]);
+    check_golden("e2e", &got);
+}
+
+/// Compares `got` with tests/golden/<name>.prom, or writes it there when
+/// UPDATE_GOLDEN is set; on a difference the actual output is written
+/// beside the golden as .prom.actual.
+pub fn check_golden(name: &str, got: &str) {
+    let path = root().join(format!("tests/golden/{name}.prom"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &got).unwrap();
+        std::fs::write(&path, got).unwrap();
         return;
     }
-    let want =
-        std::fs::read_to_string(&path).expect("tests/golden/e2e.prom (UPDATE_GOLDEN=1 makes it)");
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 makes it)", path.display()));
     if want != got {
         let actual = path.with_extension("prom.actual");
-        std::fs::write(&actual, &got).unwrap();
+        std::fs::write(&actual, got).unwrap();
         panic!(
             "scrape differs from {}; actual output in {} (diff them; UPDATE_GOLDEN=1 accepts it)",
             path.display(),

@@ -349,3 +349,67 @@ fn idle_allocated_gpus_are_counted() {
     // The holding process is the agent itself: its command name is found.
     assert!(text.contains("comm=\"accel-agent\""), "{text}");
 }
+
+/// One golden per scenario: the clock of the simulated NVML stands still
+/// (NVML_SIM_TIME), processes are looked up in the fixture procfs, and what
+/// the agent integrates over real time is masked.
+#[test]
+fn every_scenario_matches_its_golden() {
+    let procfs = format!(
+        "--path.procfs={}",
+        crate::util::fixtures().join("proc").display()
+    );
+    // (scenario, frozen time, what to wait for before the golden scrape)
+    let cases: [(&str, &str, &str); 7] = [
+        ("8xh100-training", "12.5", "accel_gpu_sm_active_ratio{"),
+        ("4xa100", "30", "accel_gpu_nvlink_up{"),
+        ("idle-allocated", "5", "accel_gpu_allocated{"),
+        ("input-bound", "1", "accel_gpu_sm_active_ratio{"),
+        // Lost from the start: no identity, no XID (it fell off before the
+        // agent watched for events).
+        ("gpu-lost", "5", "accel_gpu_up{gpu=\"3\",uuid=\"\"} 0"),
+        ("nvml-hang", "1", "accel_gpu_sm_active_ratio{"),
+        ("no-gpm", "2", "accel_gpu_up{"),
+    ];
+    let mut failures = Vec::new();
+    for (scenario, t, ready) in cases {
+        let lib = format!("--nvml.library={}", sim_lib().display());
+        let agent = Agent::start_env(
+            &[
+                &lib,
+                &procfs,
+                "--collector.disable-defaults",
+                "--collector.gpu",
+                "--collector.gpu.interval=100ms",
+            ],
+            &[("NVML_SIM_SCENARIO", scenario), ("NVML_SIM_TIME", t)],
+        );
+        let text = wait_for(&agent, ready, Duration::from_secs(10), |text| {
+            text.contains(ready)
+                && value(text, "accel_collector_samples_total{collector=\"gpu\"}").unwrap_or(0.0)
+                    >= 3.0
+        });
+        let me = format!("pid=\"{}\"", agent.child.id());
+        let text = text.replace(&me, "pid=\"<agent>\"");
+        let got = crate::golden::normalize(
+            &text,
+            &[
+                "accel_collector_samples_total",
+                "accel_gpu_busy_seconds_total",
+                "accel_gpu_allocated_seconds_total",
+                "accel_gpu_idle_allocated_seconds_total",
+                "accel_gpu_last_xid_timestamp_seconds",
+            ],
+        );
+        let (ok, msg) = promtool_check(&text);
+        if !(ok && msg.trim().is_empty()) {
+            failures.push(format!("{scenario}: promtool check metrics:\n{msg}"));
+        }
+        if let Err(e) = std::panic::catch_unwind(|| {
+            crate::golden::check_golden(&format!("gpu-{scenario}"), &got)
+        }) {
+            failures.push(format!("{scenario}: {:?}", e.downcast_ref::<String>()));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

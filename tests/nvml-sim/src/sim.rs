@@ -135,19 +135,28 @@ pub fn current() -> Result<Arc<Sim>, nvmlReturn_t> {
 pub struct Sim {
     pub scenario: Scenario,
     t0: Instant,
+    /// `NVML_SIM_TIME`: the scenario clock stands still at this t (golden
+    /// tests: every value is then the same on every run).
+    frozen: Option<f64>,
 }
 
 impl Sim {
     fn new(scenario: Scenario) -> Sim {
+        let frozen = std::env::var("NVML_SIM_TIME")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|t| t.is_finite() && *t >= 0.0);
         Sim {
             scenario,
             t0: Instant::now(),
+            frozen,
         }
     }
 
     /// Seconds since the scenario started (its first nvmlInit).
     pub fn now(&self) -> f64 {
-        self.t0.elapsed().as_secs_f64()
+        self.frozen
+            .unwrap_or_else(|| self.t0.elapsed().as_secs_f64())
     }
 
     /// Wall clock in microseconds since the epoch (NVML timestamps).
