@@ -413,3 +413,75 @@ fn every_scenario_matches_its_golden() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn a_driver_that_loads_late_is_picked_up() {
+    // An NVIDIA GPU is on PCI (fixture sysfs) but NVML cannot start yet: the
+    // scenario file does not exist. The collector runs, says why it fails,
+    // and starts reporting once NVML can start, without a restart.
+    let dir = crate::util::TempDir::new("late");
+    let scenario = dir.0.join("late.toml");
+    let lib = format!("--nvml.library={}", sim_lib().display());
+    let sysfs = format!(
+        "--path.sysfs={}",
+        crate::util::fixtures().join("sys").display()
+    );
+    let agent = Agent::start_env(
+        &[
+            &lib,
+            &sysfs,
+            "--collector.disable-defaults",
+            "--collector.gpu",
+            "--collector.gpu.interval=100ms",
+        ],
+        &[("NVML_SIM_SCENARIO", scenario.to_str().unwrap())],
+    );
+    let text = agent.get_ready("/metrics").text();
+    assert_eq!(
+        value(&text, "accel_collector_enabled{collector=\"gpu\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "accel_collector_success{collector=\"gpu\"}"),
+        Some(0.0)
+    );
+    assert!(
+        value(
+            &text,
+            "accel_collector_errors_total{collector=\"gpu\",kind=\"library\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    std::fs::copy(
+        root().join("tests/nvml-sim/scenarios/8xh100-training.toml"),
+        &scenario,
+    )
+    .unwrap();
+    let text = wait_for(&agent, "NVML to start", Duration::from_secs(10), |t| {
+        value(t, "accel_collector_success{collector=\"gpu\"}") == Some(1.0)
+    });
+    assert_eq!(count_series(&text, "accel_gpu_up"), 8);
+}
+
+#[test]
+fn no_nvidia_gpu_and_no_driver_is_absent() {
+    // The library is there but NVML cannot start, and there is no NVIDIA
+    // device on PCI (this machine's sysfs, or none): absent, not failing.
+    let lib = format!("--nvml.library={}", sim_lib().display());
+    let dir = crate::util::TempDir::new("nopci");
+    let sysfs = format!("--path.sysfs={}", dir.0.display());
+    let agent = Agent::start_env(
+        &[&lib, &sysfs],
+        &[("NVML_SIM_SCENARIO", "/nonexistent.toml")],
+    );
+    let text = agent.get_ready("/metrics").text();
+    assert_eq!(
+        value(&text, "accel_collector_enabled{collector=\"gpu\"}"),
+        Some(0.0)
+    );
+    assert!(agent
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("no NVIDIA GPU on PCI")));
+}

@@ -4,6 +4,7 @@
 //! last XID per GPU.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,9 +22,9 @@ pub struct Xids {
     pub last: BTreeMap<u32, f64>,
 }
 
-/// Starts the event thread; returns the shared counts, or `None` when no
-/// GPU supports XID events.
-pub fn start(nvml: &'static Nvml, count: u32) -> Option<Arc<Mutex<Xids>>> {
+/// Starts the event thread, counting into `xids`; returns the flag that
+/// stops it, or `None` when no GPU supports XID events.
+pub fn start(nvml: &'static Nvml, count: u32, xids: Arc<Mutex<Xids>>) -> Option<Arc<AtomicBool>> {
     let mut set = nvml.create_event_set().ok()?;
     let mut registered = Vec::new();
     for i in 0..count {
@@ -58,13 +59,13 @@ pub fn start(nvml: &'static Nvml, count: u32) -> Option<Arc<Mutex<Xids>>> {
         .iter()
         .filter_map(|&i| nvml.device_by_index(i).ok().map(|d| (handle(&d), i)))
         .collect();
-    let xids = Arc::new(Mutex::new(Xids::default()));
-    let shared = xids.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
     std::thread::Builder::new()
         .name("gpu-events".into())
-        .spawn(move || wait_loop(set, &handles, &shared))
+        .spawn(move || wait_loop(set, &handles, &xids, &stopped))
         .ok()?;
-    Some(xids)
+    Some(stop)
 }
 
 fn reregister(nvml: &'static Nvml, gpus: &[u32]) -> Option<EventSet<'static>> {
@@ -84,9 +85,14 @@ fn handle(dev: &nvml_wrapper::Device<'_>) -> usize {
     unsafe { dev.handle() as usize }
 }
 
-fn wait_loop(set: EventSet<'static>, handles: &[(usize, u32)], xids: &Mutex<Xids>) {
+fn wait_loop(
+    set: EventSet<'static>,
+    handles: &[(usize, u32)],
+    xids: &Mutex<Xids>,
+    stop: &AtomicBool,
+) {
     let mut logged = false;
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         match set.wait(1000) {
             Ok(ev) => {
                 if !ev.event_type.contains(EventTypes::CRITICAL_XID_ERROR) {
@@ -118,4 +124,7 @@ fn wait_loop(set: EventSet<'static>, handles: &[(usize, u32)], xids: &Mutex<Xids
             }
         }
     }
+    // Dropping the set calls nvmlEventSetFree through `expect`, which panics
+    // if the driver went away: leave it to the process's end.
+    std::mem::forget(set);
 }

@@ -9,22 +9,23 @@
 //! then reports the collector stale and keeps serving the others.
 
 mod events;
+mod gpm;
+mod nvlink;
 mod process;
 mod raw;
+mod reliability;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::enum_wrappers::device::{
-    Clock, EccCounter, MemoryError, PcieUtilCounter, PerformancePolicy, RetirementCause,
-    TemperatureSensor,
+    Clock, PcieUtilCounter, PerformancePolicy, TemperatureSensor,
 };
-use nvml_wrapper::enum_wrappers::nv_link::ErrorCounter;
-use nvml_wrapper::enums::gpm::GpmMetricId;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, GpmSample, Nvml};
 
@@ -82,9 +83,15 @@ struct GpuState {
 
 /// The GPU collector.
 pub struct Gpu {
-    nvml: &'static Nvml,
-    raw: Option<raw::Raw>,
-    xids: Option<Arc<Mutex<events::Xids>>>,
+    library: PathBuf,
+    /// The initialised NVML, or `None` until NVML starts (a driver that
+    /// loads after the agent) or after it was lost (a driver reload).
+    session: Option<Session>,
+    /// While uninitialised: when to try again, and the current backoff.
+    init_retry_at: Option<Instant>,
+    init_backoff: Duration,
+    /// XID counts, kept across re-initialisations.
+    xids: Arc<Mutex<events::Xids>>,
     opts: GpuOptions,
     procfs: PathBuf,
     gpus: Vec<GpuState>,
@@ -92,57 +99,160 @@ pub struct Gpu {
     unsupported: HashSet<(u32, &'static str)>,
 }
 
-/// Builds the collector; absent when no NVML library can be loaded, the
-/// driver is not loaded, or NVML sees no GPU.
+/// One initialisation of NVML.
+struct Session {
+    nvml: &'static Nvml,
+    raw: Option<raw::Raw>,
+    /// Whether the event thread watches XIDs; set to stop it.
+    events: Option<Arc<AtomicBool>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.events {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Initialises NVML from `lib`. The handle is leaked: NVML stays loaded for
+/// the life of the process, which gives devices, event sets and GPM samples
+/// a 'static lifetime (kept between samples, moved to the event thread), and
+/// a thread stuck inside a call can never see the library unloaded.
+fn init(
+    lib: &std::path::Path,
+    xids: &Arc<Mutex<events::Xids>>,
+) -> Result<(Session, u32), NvmlError> {
+    let nvml = Nvml::builder().lib_path(OsStr::new(lib)).init()?;
+    let count = nvml.device_count()?;
+    let nvml: &'static Nvml = Box::leak(Box::new(nvml));
+    let raw = raw::Raw::open(OsStr::new(lib));
+    let events = events::start(nvml, count, xids.clone());
+    if events.is_none() {
+        tracing::info!("no GPU supports XID events; accel_gpu_xid_errors_total is left out");
+    }
+    Ok((Session { nvml, raw, events }, count))
+}
+
+/// Whether the machine has an NVIDIA display or 3D controller on PCI (vendor
+/// 0x10de, class 0x03xxxx), read from sysfs.
+fn nvidia_on_pci(sysfs: &std::path::Path) -> bool {
+    let Ok(devices) = std::fs::read_dir(sysfs.join("bus/pci/devices")) else {
+        return false;
+    };
+    devices.filter_map(|d| d.ok()).any(|d| {
+        let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap_or_default();
+        read("vendor").trim() == "0x10de" && read("class").trim().starts_with("0x03")
+    })
+}
+
+/// Builds the collector. Absent when no NVML library can be loaded, when
+/// NVML sees no GPU, or when NVML cannot start and there is no NVIDIA GPU on
+/// PCI. When NVML cannot start but an NVIDIA GPU is there (the driver loads
+/// after the agent, or is broken), the collector runs, reports the failure,
+/// and keeps trying with backoff.
 pub fn build(opts: &Options) -> Result<Built, CollectError> {
     let lib = &opts.gpu.library;
-    let nvml = match Nvml::builder().lib_path(OsStr::new(lib)).init() {
-        Ok(n) => n,
+    let xids = Arc::new(Mutex::new(events::Xids::default()));
+    let (session, count) = match init(lib, &xids) {
+        Ok((_, 0)) => return Ok(Built::Absent("NVML reports no GPU".into())),
+        Ok((s, n)) => (Some(s), n),
         Err(NvmlError::LibloadingError(e)) => {
             return Ok(Built::Absent(format!(
                 "no NVML library ({}: {e})",
                 lib.display()
             )))
         }
-        Err(
-            e @ (NvmlError::DriverNotLoaded | NvmlError::LibraryNotFound | NvmlError::NoPermission),
-        ) => {
+        Err(e) if !nvidia_on_pci(&opts.sysfs) => {
             return Ok(Built::Absent(format!(
-                "NVML ({}) could not start: {e}",
+                "NVML ({}) could not start ({e}) and there is no NVIDIA GPU on PCI",
                 lib.display()
             )))
         }
         Err(e) => {
-            return Err(CollectError::new(
-                ErrorKind::Library,
-                format!("NVML init: {e}"),
-            ))
+            tracing::warn!(error = %e, "NVML could not start although an NVIDIA GPU is on PCI; retrying with backoff");
+            (None, 0)
         }
     };
-    let count = nvml
-        .device_count()
-        .map_err(|e| CollectError::new(ErrorKind::Library, format!("NVML device count: {e}")))?;
-    if count == 0 {
-        return Ok(Built::Absent("NVML reports no GPU".into()));
-    }
-    // NVML stays loaded for the life of the process: leaking the handle gives
-    // devices, event sets and GPM samples a 'static lifetime, so they can be
-    // kept between samples and moved to the event thread.
-    let nvml: &'static Nvml = Box::leak(Box::new(nvml));
-    let raw = raw::Raw::open(OsStr::new(lib));
-    let xids = events::start(nvml, count);
-    if xids.is_none() {
-        tracing::info!("no GPU supports XID events; accel_gpu_xid_errors_total is left out");
-    }
     Ok(Built::Ready(Box::new(Gpu {
-        nvml,
-        raw,
+        library: lib.clone(),
+        session,
+        init_retry_at: None,
+        init_backoff: Duration::ZERO,
         xids,
         opts: opts.gpu.clone(),
         procfs: opts.procfs.clone(),
         gpus: (0..count).map(|_| GpuState::default()).collect(),
         unsupported: HashSet::new(),
     })))
+}
+
+impl Gpu {
+    /// The NVML session, initialising (again) if needed and due; `Err` while
+    /// NVML cannot start.
+    fn session(&mut self, now: Instant) -> Result<&'static Nvml, CollectError> {
+        if self.session.is_none() {
+            if self.init_retry_at.is_some_and(|t| now < t) {
+                return Err(CollectError::new(
+                    ErrorKind::Library,
+                    "NVML is not initialised (waiting to retry)",
+                ));
+            }
+            match init(&self.library, &self.xids) {
+                Ok((s, count)) => {
+                    tracing::info!(gpus = count, "NVML initialised");
+                    self.session = Some(s);
+                    self.init_retry_at = None;
+                    self.init_backoff = Duration::ZERO;
+                    self.gpus.resize_with(count as usize, GpuState::default);
+                    for g in &mut self.gpus {
+                        // Handles, GPM samples and link lists of the old
+                        // session are void; identities are read again.
+                        *g = GpuState {
+                            busy_seconds: g.busy_seconds,
+                            allocated_seconds: g.allocated_seconds,
+                            idle_allocated_seconds: g.idle_allocated_seconds,
+                            ..GpuState::default()
+                        };
+                    }
+                }
+                Err(e) => {
+                    self.init_backoff =
+                        (self.init_backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                    self.init_retry_at = Some(now + self.init_backoff);
+                    return Err(CollectError::new(
+                        ErrorKind::Library,
+                        format!("NVML init: {e}"),
+                    ));
+                }
+            }
+        }
+        let nvml = self.session.as_ref().expect("just set").nvml;
+        // A driver that was unloaded or restarted invalidates the session.
+        match nvml.device_count() {
+            Ok(n) if n as usize == self.gpus.len() => Ok(nvml),
+            Ok(n) => {
+                tracing::warn!(
+                    was = self.gpus.len(),
+                    now = n,
+                    "the number of GPUs changed; re-initialising NVML"
+                );
+                self.session = None;
+                Err(CollectError::new(
+                    ErrorKind::Library,
+                    "the number of GPUs changed",
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "NVML stopped answering (driver unloaded or restarted?); re-initialising");
+                self.session = None;
+                Err(CollectError::new(
+                    ErrorKind::Library,
+                    format!("NVML device count: {e}"),
+                ))
+            }
+        }
+    }
 }
 
 /// What became of one GPU in one sample.
@@ -336,8 +446,15 @@ fn identity(
 }
 
 impl Gpu {
-    fn sample_gpu(&mut self, index: u32, out: &mut Sample, now: Instant) -> Outcome {
-        let dev = match self.nvml.device_by_index(index) {
+    fn sample_gpu(
+        &mut self,
+        nvml: &'static Nvml,
+        index: u32,
+        out: &mut Sample,
+        now: Instant,
+    ) -> Outcome {
+        let raw = self.session.as_ref().and_then(|s| s.raw);
+        let dev = match nvml.device_by_index(index) {
             Ok(d) => d,
             Err(NvmlError::GpuLost) => return Outcome::Lost,
             Err(e) => {
@@ -358,7 +475,7 @@ impl Gpu {
             unsupported: &mut self.unsupported,
         };
         if state.info.is_none() {
-            match identity(&mut g, &dev, self.nvml) {
+            match identity(&mut g, &dev, nvml) {
                 Some(info) => {
                     state.uuid = info[1].1.clone();
                     g.uuid = state.uuid.clone();
@@ -543,8 +660,8 @@ impl Gpu {
         }
         pcie(&mut g, &dev);
 
-        reliability(&mut g, &dev, self.raw.as_ref());
-        if let Some(raw) = &self.raw {
+        reliability::reliability(&mut g, &dev, raw.as_ref());
+        if let Some(raw) = &raw {
             if let Some(Ok(t)) = g
                 .get_raw(
                     "nvmlDeviceGetFieldValues(MEMORY_TEMP)",
@@ -562,8 +679,8 @@ impl Gpu {
                 );
             }
         }
-        nvlink(&mut g, &dev, self.raw.as_ref(), &mut state.nvlinks);
-        gpm(&mut g, &dev, self.nvml, &mut state.gpm, &mut state.gpm_prev);
+        nvlink::nvlink(&mut g, &dev, raw.as_ref(), &mut state.nvlinks);
+        gpm::gpm(&mut g, &dev, nvml, &mut state.gpm, &mut state.gpm_prev);
 
         let procs = g.get(
             "nvmlDeviceGetComputeRunningProcesses",
@@ -700,315 +817,6 @@ fn pcie(g: &mut GpuSample<'_>, dev: &Device<'_>) {
     }
 }
 
-fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&raw::Raw>) {
-    if let Some(m) = g.get("nvmlDeviceGetEccMode", dev.is_ecc_enabled()) {
-        g.gauge(
-            "accel_gpu_ecc_enabled",
-            "1 when ECC is on.",
-            if m.currently_enabled { 1.0 } else { 0.0 },
-        );
-        g.gauge(
-            "accel_gpu_ecc_pending_enabled",
-            "ECC mode after the next reboot (1 on).",
-            if m.pending_enabled { 1.0 } else { 0.0 },
-        );
-        if m.currently_enabled {
-            for (err, e) in [
-                (MemoryError::Corrected, "corrected"),
-                (MemoryError::Uncorrected, "uncorrected"),
-            ] {
-                for (counter, c) in [
-                    (EccCounter::Volatile, "volatile"),
-                    (EccCounter::Aggregate, "aggregate"),
-                ] {
-                    if let Some(n) = g.get(
-                        "nvmlDeviceGetTotalEccErrors",
-                        dev.total_ecc_errors(err, counter),
-                    ) {
-                        g.put(MetricType::Counter, "accel_gpu_ecc_errors_total", "ECC errors by type (corrected, uncorrected) and counter (volatile: since the driver loaded; aggregate: lifetime).", &[("type", e), ("counter", c)], n as f64);
-                    }
-                }
-            }
-        }
-    }
-    for (cause, c) in [
-        (
-            RetirementCause::MultipleSingleBitEccErrors,
-            "multiple_single_bit",
-        ),
-        (RetirementCause::DoubleBitEccError, "double_bit"),
-    ] {
-        if let Some(pages) = g.get("nvmlDeviceGetRetiredPages", dev.retired_pages(cause)) {
-            g.with(
-                "accel_gpu_retired_pages",
-                "Memory pages retired, by cause (pre-Ampere GPUs).",
-                false,
-                "cause",
-                c,
-                pages.len() as f64,
-            );
-        }
-    }
-    if let Some(p) = g.get(
-        "nvmlDeviceGetRetiredPagesPendingStatus",
-        dev.are_pages_pending_retired(),
-    ) {
-        g.gauge(
-            "accel_gpu_retired_pages_pending",
-            "1 when a page retirement waits for the next reboot.",
-            if p { 1.0 } else { 0.0 },
-        );
-    }
-    if let Some(r) =
-        raw.and_then(|raw| g.get_raw("nvmlDeviceGetRemappedRows", raw.remapped_rows(dev)))
-    {
-        let help = "Memory rows remapped, by the kind of error that caused it (Ampere and newer).";
-        g.with(
-            "accel_gpu_remapped_rows",
-            help,
-            false,
-            "kind",
-            "correctable",
-            f64::from(r.correctable),
-        );
-        g.with(
-            "accel_gpu_remapped_rows",
-            help,
-            false,
-            "kind",
-            "uncorrectable",
-            f64::from(r.uncorrectable),
-        );
-        g.gauge(
-            "accel_gpu_remapped_rows_pending",
-            "1 when a row remap waits for the next GPU reset.",
-            if r.pending { 1.0 } else { 0.0 },
-        );
-        g.gauge(
-            "accel_gpu_remapped_rows_failure",
-            "1 when a row remap failed: the GPU needs service.",
-            if r.failure { 1.0 } else { 0.0 },
-        );
-    }
-}
-
-/// Most NVLink links a GPU can have (NVML_NVLINK_MAX_LINKS).
-const MAX_NVLINKS: u32 = 18;
-
-const NVLINK_ERRORS: [(ErrorCounter, &str); 4] = [
-    (ErrorCounter::DlReplay, "replay"),
-    (ErrorCounter::DlRecovery, "recovery"),
-    (ErrorCounter::DlCrcFlit, "crc_flit"),
-    (ErrorCounter::DlCrcData, "crc_data"),
-];
-
-fn nvlink(
-    g: &mut GpuSample<'_>,
-    dev: &Device<'_>,
-    raw: Option<&raw::Raw>,
-    links: &mut Option<Vec<u32>>,
-) {
-    // Which links exist is probed once: a link that does not exist answers
-    // NotSupported or InvalidArg.
-    let links = links.get_or_insert_with(|| {
-        (0..MAX_NVLINKS)
-            .filter(|&l| dev.link_wrapper_for(l).is_active().is_ok())
-            .collect()
-    });
-    if links.is_empty() {
-        return;
-    }
-    let mut fields = Vec::with_capacity(links.len() * 2);
-    for &l in links.iter() {
-        let link = l.to_string();
-        if let Some(up) = g.get(
-            "nvmlDeviceGetNvLinkState",
-            dev.link_wrapper_for(l).is_active(),
-        ) {
-            g.with(
-                "accel_gpu_nvlink_up",
-                "1 while the NVLink link is active.",
-                false,
-                "link",
-                &link,
-                if up { 1.0 } else { 0.0 },
-            );
-        }
-        for (counter, name) in NVLINK_ERRORS {
-            if let Some(n) = g.get(
-                "nvmlDeviceGetNvLinkErrorCounter",
-                dev.link_wrapper_for(l).error_counter(counter),
-            ) {
-                g.put(
-                    MetricType::Counter,
-                    "accel_gpu_nvlink_errors_total",
-                    "NVLink errors by link and type (replay, recovery, crc_flit, crc_data).",
-                    &[("link", &link), ("type", name)],
-                    n as f64,
-                );
-            }
-        }
-        fields.push((raw::FI_NVLINK_THROUGHPUT_DATA_TX, l));
-        fields.push((raw::FI_NVLINK_THROUGHPUT_DATA_RX, l));
-    }
-    let Some(raw) = raw else { return };
-    let Some(values) = g.get_raw(
-        "nvmlDeviceGetFieldValues(NVLINK_THROUGHPUT)",
-        raw.field_values(dev, &fields),
-    ) else {
-        return;
-    };
-    for ((field, l), v) in fields.iter().zip(values) {
-        let Ok(kib) = v else { continue };
-        let name = if *field == raw::FI_NVLINK_THROUGHPUT_DATA_TX {
-            "accel_gpu_nvlink_transmit_bytes_total"
-        } else {
-            "accel_gpu_nvlink_receive_bytes_total"
-        };
-        g.with(
-            name,
-            "NVLink data bytes by link (payload, without protocol overhead).",
-            true,
-            "link",
-            &l.to_string(),
-            kib * 1024.0,
-        );
-    }
-}
-
-/// GPM metrics: (id, family, extra label, scale to the family's unit).
-/// A GPM metric: its id, the family, an extra label, and the scale to the
-/// family's unit.
-type GpmMetric = (
-    GpmMetricId,
-    &'static str,
-    Option<(&'static str, &'static str)>,
-    f64,
-);
-
-const GPM_METRICS: [GpmMetric; 11] = [
-    (GpmMetricId::SmUtil, "accel_gpu_sm_active_ratio", None, 0.01),
-    (
-        GpmMetricId::SmOccupancy,
-        "accel_gpu_sm_occupancy_ratio",
-        None,
-        0.01,
-    ),
-    (
-        GpmMetricId::AnyTensorUtil,
-        "accel_gpu_tensor_active_ratio",
-        None,
-        0.01,
-    ),
-    (
-        GpmMetricId::DramBwUtil,
-        "accel_gpu_dram_active_ratio",
-        None,
-        0.01,
-    ),
-    (
-        GpmMetricId::Fp16Util,
-        "accel_gpu_pipe_active_ratio",
-        Some(("pipe", "fp16")),
-        0.01,
-    ),
-    (
-        GpmMetricId::Fp32Util,
-        "accel_gpu_pipe_active_ratio",
-        Some(("pipe", "fp32")),
-        0.01,
-    ),
-    (
-        GpmMetricId::Fp64Util,
-        "accel_gpu_pipe_active_ratio",
-        Some(("pipe", "fp64")),
-        0.01,
-    ),
-    (
-        GpmMetricId::PcieTxPerSec,
-        "accel_gpu_gpm_pcie_transmit_bytes_per_second",
-        None,
-        1048576.0,
-    ),
-    (
-        GpmMetricId::PcieRxPerSec,
-        "accel_gpu_gpm_pcie_receive_bytes_per_second",
-        None,
-        1048576.0,
-    ),
-    (
-        GpmMetricId::NvlinkTotalTxPerSec,
-        "accel_gpu_gpm_nvlink_transmit_bytes_per_second",
-        None,
-        1048576.0,
-    ),
-    (
-        GpmMetricId::NvlinkTotalRxPerSec,
-        "accel_gpu_gpm_nvlink_receive_bytes_per_second",
-        None,
-        1048576.0,
-    ),
-];
-
-fn gpm_help(family: &str) -> &'static str {
-    match family {
-        "accel_gpu_sm_active_ratio" => "Fraction of time at least one warp was resident on an SM, averaged over SMs (GPM, 0-1).",
-        "accel_gpu_sm_occupancy_ratio" => "Resident warps as a fraction of the SMs' maximum (GPM, 0-1).",
-        "accel_gpu_tensor_active_ratio" => "Fraction of cycles any tensor pipe was active (GPM, 0-1).",
-        "accel_gpu_dram_active_ratio" => "Fraction of the peak DRAM bandwidth used (GPM, 0-1).",
-        "accel_gpu_pipe_active_ratio" => "Fraction of cycles each floating-point pipe was active (GPM, 0-1).",
-        "accel_gpu_gpm_pcie_transmit_bytes_per_second" => "PCIe bytes per second transmitted, averaged over the sample interval (GPM).",
-        "accel_gpu_gpm_pcie_receive_bytes_per_second" => "PCIe bytes per second received, averaged over the sample interval (GPM).",
-        "accel_gpu_gpm_nvlink_transmit_bytes_per_second" => "NVLink bytes per second transmitted, all links, averaged over the sample interval (GPM).",
-        _ => "NVLink bytes per second received, all links, averaged over the sample interval (GPM).",
-    }
-}
-
-fn gpm(
-    g: &mut GpuSample<'_>,
-    dev: &Device<'static>,
-    nvml: &'static Nvml,
-    supported: &mut Option<bool>,
-    prev: &mut Option<GpmSample<'static>>,
-) {
-    if supported.is_none() {
-        *supported = Some(
-            g.get("nvmlGpmQueryDeviceSupport", dev.gpm_support())
-                .unwrap_or(false),
-        );
-    }
-    if *supported != Some(true) {
-        return;
-    }
-    let Some(cur) = g.get("nvmlGpmSampleGet", dev.gpm_sample()) else {
-        *prev = None;
-        return;
-    };
-    if let Some(p) = prev.as_ref() {
-        let ids: Vec<GpmMetricId> = GPM_METRICS.iter().map(|m| m.0).collect();
-        if let Some(results) = g.get(
-            "nvmlGpmMetricsGet",
-            nvml_wrapper::gpm::gpm_metrics_get(nvml, p, &cur, &ids),
-        ) {
-            for ((_, family, extra, scale), r) in GPM_METRICS.iter().zip(results) {
-                let Some(m) = g.get("nvmlGpmMetricsGet", r) else {
-                    continue;
-                };
-                let extra: Vec<(&'static str, &str)> =
-                    extra.iter().map(|(k, v)| (*k, *v)).collect();
-                g.put(
-                    MetricType::Gauge,
-                    family,
-                    gpm_help(family),
-                    &extra,
-                    m.value * scale,
-                );
-            }
-        }
-    }
-    *prev = Some(cur);
-}
-
 impl Collector for Gpu {
     fn name(&self) -> &'static str {
         "gpu"
@@ -1016,6 +824,7 @@ impl Collector for Gpu {
 
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
         let now = Instant::now();
+        let nvml = self.session(now)?;
         let count = self.gpus.len() as u32;
         let mut up = Vec::with_capacity(self.gpus.len());
         for index in 0..count {
@@ -1024,7 +833,7 @@ impl Collector for Gpu {
                 up.push(false);
                 continue;
             }
-            let outcome = self.sample_gpu(index, out, now);
+            let outcome = self.sample_gpu(nvml, index, out, now);
             let state = &mut self.gpus[index as usize];
             match outcome {
                 Outcome::Up => {
@@ -1061,8 +870,8 @@ impl Collector for Gpu {
                 info.add(&l, 1.0);
             }
         }
-        if let Some(xids) = &self.xids {
-            let x = xids.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let x = self.xids.lock().unwrap_or_else(|e| e.into_inner());
             let total = out.counter("accel_gpu_xid_errors_total", "XID errors reported by the driver, by XID (counted as they happen, from NVML events).");
             for ((gpu, xid), n) in &x.counts {
                 let uuid = self.gpus.get(*gpu as usize).map_or("", |s| s.uuid.as_str());

@@ -24,6 +24,7 @@ pub const FI_NVLINK_THROUGHPUT_DATA_RX: u32 = 139;
 pub const FI_MEMORY_TEMP: u32 = 82;
 
 /// A second handle on the NVML library, for raw calls.
+#[derive(Clone, Copy)]
 pub struct Raw {
     lib: &'static NvmlLib,
 }

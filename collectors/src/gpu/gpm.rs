@@ -1,0 +1,143 @@
+//! GPM profiling metrics (Hopper and newer): SM activity and occupancy,
+//! tensor, DRAM and floating-point pipe activity, PCIe and NVLink rates.
+//! Each comes from two GPM samples a period apart; the previous one is kept
+//! per GPU.
+
+use nvml_wrapper::enums::gpm::GpmMetricId;
+use nvml_wrapper::{Device, GpmSample, Nvml};
+
+use super::GpuSample;
+use crate::MetricType;
+
+/// GPM metrics: (id, family, extra label, scale to the family's unit).
+/// A GPM metric: its id, the family, an extra label, and the scale to the
+/// family's unit.
+type GpmMetric = (
+    GpmMetricId,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    f64,
+);
+
+const GPM_METRICS: [GpmMetric; 11] = [
+    (GpmMetricId::SmUtil, "accel_gpu_sm_active_ratio", None, 0.01),
+    (
+        GpmMetricId::SmOccupancy,
+        "accel_gpu_sm_occupancy_ratio",
+        None,
+        0.01,
+    ),
+    (
+        GpmMetricId::AnyTensorUtil,
+        "accel_gpu_tensor_active_ratio",
+        None,
+        0.01,
+    ),
+    (
+        GpmMetricId::DramBwUtil,
+        "accel_gpu_dram_active_ratio",
+        None,
+        0.01,
+    ),
+    (
+        GpmMetricId::Fp16Util,
+        "accel_gpu_pipe_active_ratio",
+        Some(("pipe", "fp16")),
+        0.01,
+    ),
+    (
+        GpmMetricId::Fp32Util,
+        "accel_gpu_pipe_active_ratio",
+        Some(("pipe", "fp32")),
+        0.01,
+    ),
+    (
+        GpmMetricId::Fp64Util,
+        "accel_gpu_pipe_active_ratio",
+        Some(("pipe", "fp64")),
+        0.01,
+    ),
+    (
+        GpmMetricId::PcieTxPerSec,
+        "accel_gpu_gpm_pcie_transmit_bytes_per_second",
+        None,
+        1048576.0,
+    ),
+    (
+        GpmMetricId::PcieRxPerSec,
+        "accel_gpu_gpm_pcie_receive_bytes_per_second",
+        None,
+        1048576.0,
+    ),
+    (
+        GpmMetricId::NvlinkTotalTxPerSec,
+        "accel_gpu_gpm_nvlink_transmit_bytes_per_second",
+        None,
+        1048576.0,
+    ),
+    (
+        GpmMetricId::NvlinkTotalRxPerSec,
+        "accel_gpu_gpm_nvlink_receive_bytes_per_second",
+        None,
+        1048576.0,
+    ),
+];
+
+fn gpm_help(family: &str) -> &'static str {
+    match family {
+        "accel_gpu_sm_active_ratio" => "Fraction of time at least one warp was resident on an SM, averaged over SMs (GPM, 0-1).",
+        "accel_gpu_sm_occupancy_ratio" => "Resident warps as a fraction of the SMs' maximum (GPM, 0-1).",
+        "accel_gpu_tensor_active_ratio" => "Fraction of cycles any tensor pipe was active (GPM, 0-1).",
+        "accel_gpu_dram_active_ratio" => "Fraction of the peak DRAM bandwidth used (GPM, 0-1).",
+        "accel_gpu_pipe_active_ratio" => "Fraction of cycles each floating-point pipe was active (GPM, 0-1).",
+        "accel_gpu_gpm_pcie_transmit_bytes_per_second" => "PCIe bytes per second transmitted, averaged over the sample interval (GPM).",
+        "accel_gpu_gpm_pcie_receive_bytes_per_second" => "PCIe bytes per second received, averaged over the sample interval (GPM).",
+        "accel_gpu_gpm_nvlink_transmit_bytes_per_second" => "NVLink bytes per second transmitted, all links, averaged over the sample interval (GPM).",
+        _ => "NVLink bytes per second received, all links, averaged over the sample interval (GPM).",
+    }
+}
+
+pub(super) fn gpm(
+    g: &mut GpuSample<'_>,
+    dev: &Device<'static>,
+    nvml: &'static Nvml,
+    supported: &mut Option<bool>,
+    prev: &mut Option<GpmSample<'static>>,
+) {
+    if supported.is_none() {
+        *supported = Some(
+            g.get("nvmlGpmQueryDeviceSupport", dev.gpm_support())
+                .unwrap_or(false),
+        );
+    }
+    if *supported != Some(true) {
+        return;
+    }
+    let Some(cur) = g.get("nvmlGpmSampleGet", dev.gpm_sample()) else {
+        *prev = None;
+        return;
+    };
+    if let Some(p) = prev.as_ref() {
+        let ids: Vec<GpmMetricId> = GPM_METRICS.iter().map(|m| m.0).collect();
+        if let Some(results) = g.get(
+            "nvmlGpmMetricsGet",
+            nvml_wrapper::gpm::gpm_metrics_get(nvml, p, &cur, &ids),
+        ) {
+            for ((_, family, extra, scale), r) in GPM_METRICS.iter().zip(results) {
+                let Some(m) = g.get("nvmlGpmMetricsGet", r) else {
+                    continue;
+                };
+                let extra: Vec<(&'static str, &str)> =
+                    extra.iter().map(|(k, v)| (*k, *v)).collect();
+                g.put(
+                    MetricType::Gauge,
+                    family,
+                    gpm_help(family),
+                    &extra,
+                    m.value * scale,
+                );
+            }
+        }
+    }
+    *prev = Some(cur);
+}
