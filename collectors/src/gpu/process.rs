@@ -122,9 +122,10 @@ pub(super) fn export(
             ("comm", comm.as_str()),
             ("unit", o.unit.as_str()),
             ("container", o.container.as_str()),
-            ("job", o.job.as_str()),
+            // Not `job`: Prometheus would rename it, as the target label `job` wins.
+            ("slurm_job", o.job.as_str()),
         ];
-        g.put(MetricType::Gauge, "accel_gpu_process_info", "A process holding the GPU, with its command and owner (systemd unit, container, Slurm job); always 1.", &labels, 1.0);
+        g.put(MetricType::Gauge, "accel_gpu_process_info", "A process holding the GPU, with its command and owner (systemd unit, container id, Slurm job id); always 1.", &labels, 1.0);
         let key = [("pid", pid.as_str())];
         if let UsedGpuMemory::Used(bytes) = p.used_gpu_memory {
             g.put(
