@@ -360,7 +360,8 @@ fn every_scenario_matches_its_golden() {
         crate::util::fixtures().join("proc").display()
     );
     // (scenario, frozen time, what to wait for before the golden scrape)
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 8] = [
+        ("mig-h100", "4", "accel_gpu_mig_sm_active_ratio{"),
         ("8xh100-training", "12.5", "accel_gpu_sm_active_ratio{"),
         ("4xa100", "30", "accel_gpu_nvlink_up{"),
         ("idle-allocated", "5", "accel_gpu_allocated{"),
@@ -484,4 +485,57 @@ fn no_nvidia_gpu_and_no_driver_is_absent() {
         .log_lines()
         .iter()
         .any(|l| l.contains("no NVIDIA GPU on PCI")));
+}
+
+#[test]
+fn mig_instances_are_reported() {
+    let agent = sim_agent(
+        "mig-h100",
+        "200ms",
+        &["--collector.disable-defaults", "--collector.gpu"],
+    );
+    agent.wait_ready();
+    let text = wait_for(&agent, "MIG GPM metrics", Duration::from_secs(10), |t| {
+        t.contains("accel_gpu_mig_sm_active_ratio{")
+    });
+    assert_eq!(gpu(&text, "accel_gpu_mig_mode", 0), Some(1.0));
+    assert_eq!(gpu(&text, "accel_gpu_mig_mode", 1), Some(0.0));
+    let info: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("accel_gpu_mig_info{gpu=\"0\""))
+        .collect();
+    assert_eq!(info.len(), 3, "{info:#?}");
+    assert!(
+        info.iter().all(|l| l.contains("mig_uuid=\"MIG-")),
+        "{info:#?}"
+    );
+    assert!(
+        info.iter()
+            .any(|l| l.contains("gpu_instance=\"2\"") && l.contains("MIG 3g.40gb")),
+        "{info:#?}"
+    );
+    let series = |family: &str, gi: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!("{family}{{gpu=\"0\""))
+                    && l.contains(&format!("gpu_instance=\"{gi}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+    };
+    assert_eq!(
+        series("accel_gpu_mig_memory_used_bytes", "2"),
+        Some(20000.0 * 1048576.0)
+    );
+    assert_eq!(series("accel_gpu_mig_allocated", "2"), Some(1.0));
+    assert_eq!(
+        series("accel_gpu_mig_allocated", "3"),
+        Some(0.0),
+        "the idle instance"
+    );
+    let sm = series("accel_gpu_mig_sm_active_ratio", "2").unwrap();
+    assert!((sm - 0.70).abs() < 0.01, "{sm}");
+    // In MIG mode the parent has no utilisation; the other GPU does.
+    assert_eq!(gpu(&text, "accel_gpu_utilization_ratio", 0), None);
+    assert!(gpu(&text, "accel_gpu_utilization_ratio", 1).is_some());
+    assert!(text.contains("pid=\"7100\"") && text.contains("gpu_instance=\"2\"} 1"));
 }

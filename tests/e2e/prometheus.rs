@@ -9,30 +9,46 @@ use serde_json::Value;
 
 use crate::util::{free_port, request, require, value, wait_http, Agent, Proc, TempDir};
 
-/// A Prometheus server scraping one target, killed when dropped.
-struct Prometheus {
-    proc: Proc,
-    addr: String,
+/// A Prometheus server, killed when dropped.
+pub struct Prometheus {
+    pub proc: Proc,
+    pub addr: String,
     log: std::path::PathBuf,
+    /// Its directory (config, rule files, storage), removed on drop.
     _dir: TempDir,
 }
 
 impl Prometheus {
     /// Starts Prometheus scraping `target` every second, with its storage in
-    /// a fresh directory, and waits until it is ready. Retries on another
-    /// port if it loses the race for the one picked.
-    fn start(target: &str) -> Prometheus {
+    /// a fresh directory, and waits until it is ready.
+    pub fn start(target: &str) -> Prometheus {
+        Self::start_with(&[target], &[])
+    }
+
+    /// Starts Prometheus scraping `targets` (job `accel`) every second and
+    /// evaluating `rules` (file name, contents) every second. Retries on
+    /// another port if it loses the race for the one picked.
+    pub fn start_with(targets: &[&str], rules: &[(&str, String)]) -> Prometheus {
         let bin = require("prometheus");
         let dir = TempDir::new("prometheus");
         let config = dir.0.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: accel\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
+        let mut yaml = String::from(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n",
+        );
+        if !rules.is_empty() {
+            yaml.push_str("rule_files:\n");
+            for (name, text) in rules {
+                std::fs::write(dir.0.join(name), text).unwrap();
+                yaml.push_str(&format!("  - {name}\n"));
+            }
+        }
+        yaml.push_str(
+            "scrape_configs:\n  - job_name: accel\n    static_configs:\n      - targets:\n",
+        );
+        for t in targets {
+            yaml.push_str(&format!("          - '{t}'\n"));
+        }
+        std::fs::write(&config, yaml).unwrap();
         let log = dir.0.join("prometheus.log");
         let mut why = Vec::new();
         for _ in 0..3 {
@@ -70,7 +86,7 @@ impl Prometheus {
     }
 
     /// An instant query; the `data.result` vector as (labels, value).
-    fn query(&self, q: &str) -> Vec<(serde_json::Map<String, Value>, f64)> {
+    pub fn query(&self, q: &str) -> Vec<(serde_json::Map<String, Value>, f64)> {
         let r = request(
             &self.addr,
             "GET",
@@ -98,13 +114,13 @@ impl Prometheus {
             .collect()
     }
 
-    fn log_text(&self) -> String {
+    pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -141,3 +141,27 @@ pub(super) fn gpm(
     }
     *prev = Some(cur);
 }
+
+/// GPM metrics per MIG instance: (id, family, help); values are percentages.
+pub(super) const MIG_METRICS: [(GpmMetricId, &str, &str); 4] = [
+    (
+        GpmMetricId::SmUtil,
+        "accel_gpu_mig_sm_active_ratio",
+        "Fraction of time a warp was resident on the MIG instance's SMs (GPM, 0-1).",
+    ),
+    (
+        GpmMetricId::SmOccupancy,
+        "accel_gpu_mig_sm_occupancy_ratio",
+        "Resident warps as a fraction of the MIG instance's maximum (GPM, 0-1).",
+    ),
+    (
+        GpmMetricId::AnyTensorUtil,
+        "accel_gpu_mig_tensor_active_ratio",
+        "Fraction of cycles a tensor pipe of the MIG instance was active (GPM, 0-1).",
+    ),
+    (
+        GpmMetricId::DramBwUtil,
+        "accel_gpu_mig_dram_active_ratio",
+        "Fraction of the MIG instance's peak DRAM bandwidth used (GPM, 0-1).",
+    ),
+];

@@ -10,6 +10,7 @@
 
 mod events;
 mod gpm;
+mod mig;
 mod nvlink;
 mod process;
 mod raw;
@@ -79,6 +80,8 @@ struct GpuState {
     nvlinks: Option<Vec<u32>>,
     /// Timestamp of the newest per-process utilisation sample seen.
     proc_util_seen: u64,
+    /// Previous GPM samples of the MIG instances.
+    mig_gpm: mig::MigGpm,
 }
 
 /// The GPU collector.
@@ -681,6 +684,14 @@ impl Gpu {
         }
         nvlink::nvlink(&mut g, &dev, raw.as_ref(), &mut state.nvlinks);
         gpm::gpm(&mut g, &dev, nvml, &mut state.gpm, &mut state.gpm_prev);
+        mig::sample(
+            &mut g,
+            nvml,
+            &dev,
+            raw.as_ref(),
+            state.gpm == Some(true),
+            &mut state.mig_gpm,
+        );
 
         let procs = g.get(
             "nvmlDeviceGetComputeRunningProcesses",

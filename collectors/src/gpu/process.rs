@@ -117,6 +117,8 @@ pub(super) fn export(
         let pid = p.pid.to_string();
         let comm = comm(procfs, p.pid);
         let o = owner(procfs, p.pid);
+        // Under MIG, the instance the process runs in.
+        let gi = p.gpu_instance_id.map(|i| i.to_string()).unwrap_or_default();
         let labels = [
             ("pid", pid.as_str()),
             ("comm", comm.as_str()),
@@ -124,6 +126,7 @@ pub(super) fn export(
             ("container", o.container.as_str()),
             // Not `job`: Prometheus would rename it, as the target label `job` wins.
             ("slurm_job", o.job.as_str()),
+            ("gpu_instance", gi.as_str()),
         ];
         g.put(MetricType::Gauge, "accel_gpu_process_info", "A process holding the GPU, with its command and owner (systemd unit, container id, Slurm job id); always 1.", &labels, 1.0);
         let key = [("pid", pid.as_str())];

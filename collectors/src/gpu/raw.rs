@@ -107,6 +107,38 @@ impl Raw {
     }
 }
 
+impl Raw {
+    /// The GPU instance id of a MIG device handle.
+    pub fn gpu_instance_id(&self, dev: &Device<'_>) -> Result<u32, u32> {
+        let f = self
+            .lib
+            .nvmlDeviceGetGpuInstanceId
+            .as_ref()
+            .map_err(|_| NOT_FOUND)?;
+        let mut id = 0;
+        // SAFETY: valid device handle (see above) and a valid out-pointer.
+        match unsafe { f(dev.handle(), &mut id) } {
+            r if r == nvmlReturn_enum_NVML_SUCCESS => Ok(id),
+            r => Err(r),
+        }
+    }
+
+    /// The compute instance id of a MIG device handle.
+    pub fn compute_instance_id(&self, dev: &Device<'_>) -> Result<u32, u32> {
+        let f = self
+            .lib
+            .nvmlDeviceGetComputeInstanceId
+            .as_ref()
+            .map_err(|_| NOT_FOUND)?;
+        let mut id = 0;
+        // SAFETY: valid device handle (see above) and a valid out-pointer.
+        match unsafe { f(dev.handle(), &mut id) } {
+            r if r == nvmlReturn_enum_NVML_SUCCESS => Ok(id),
+            r => Err(r),
+        }
+    }
+}
+
 /// NVML_ERROR_FUNCTION_NOT_FOUND, for a symbol the library lacks.
 pub const NOT_FOUND: u32 = 13;
 /// NVML_ERROR_NOT_SUPPORTED.

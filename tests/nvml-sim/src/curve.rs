@@ -42,6 +42,8 @@ pub enum Curve {
         mul: f64,
         add: f64,
     },
+    /// `Σ weight · curve` (a MIG parent's activity from its instances).
+    Sum(Vec<(f64, Curve)>),
 }
 
 impl Curve {
@@ -104,6 +106,7 @@ impl Curve {
                 v
             }
             Curve::Affine { base, mul, add } => mul * base.at(t) + add,
+            Curve::Sum(parts) => parts.iter().map(|(w, c)| w * c.at(t)).sum(),
         }
     }
 
@@ -179,6 +182,7 @@ impl Curve {
                 sum + value * (t - cursor)
             }
             Curve::Affine { base, mul, add } => mul * base.integral(t) + add * t,
+            Curve::Sum(parts) => parts.iter().map(|(w, c)| w * c.integral(t)).sum(),
         }
     }
 
@@ -357,6 +361,10 @@ mod tests {
                 5.0,
                 70.0,
             ),
+            Curve::Sum(vec![
+                (3.0 / 7.0, Curve::Const(70.0)),
+                (2.0 / 7.0, Curve::Steps(vec![(1.0, 4.0), (2.5, 9.0)])),
+            ]),
         ];
         for c in &curves {
             for t in [0.0, 0.3, 1.7, 4.2, 9.9] {

@@ -21,7 +21,7 @@ use nvml_wrapper_sys::bindings::field_id::*;
 use nvml_wrapper_sys::bindings::*;
 
 use crate::gpu::{count, pct, Gpu};
-use crate::sim::{self, lock, Registration, Sim, EVENT_SETS, GPM_SAMPLES};
+use crate::sim::{self, lock, Dev, Registration, Sim, EVENT_SETS, GPM_SAMPLES};
 
 type R = Result<(), nvmlReturn_t>;
 
@@ -29,6 +29,7 @@ const SUCCESS: nvmlReturn_t = nvmlReturn_enum_NVML_SUCCESS;
 const INVALID: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_INVALID_ARGUMENT;
 const NOT_SUPPORTED: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_NOT_SUPPORTED;
 const NOT_FOUND: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_NOT_FOUND;
+const NO_PERMISSION: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_NO_PERMISSION;
 const INSUFFICIENT_SIZE: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_INSUFFICIENT_SIZE;
 const VERSION_MISMATCH: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
 const UNKNOWN: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_UNKNOWN;
@@ -84,6 +85,11 @@ pub const EXPORTED: &[&str] = &[
     "nvmlDeviceGetMigMode",
     "nvmlDeviceIsMigDeviceHandle",
     "nvmlDeviceGetMaxMigDeviceCount",
+    "nvmlDeviceGetMigDeviceHandleByIndex",
+    "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
+    "nvmlDeviceGetGpuInstanceId",
+    "nvmlDeviceGetComputeInstanceId",
+    "nvmlDeviceGetAttributes_v2",
     "nvmlDeviceGetMemoryInfo",
     "nvmlDeviceGetMemoryInfo_v2",
     "nvmlDeviceGetBAR1MemoryInfo",
@@ -143,6 +149,7 @@ pub const EXPORTED: &[&str] = &[
     "nvmlGpmSampleAlloc",
     "nvmlGpmSampleFree",
     "nvmlGpmSampleGet",
+    "nvmlGpmMigSampleGet",
     "nvmlGpmMetricsGet",
     "nvmlSimGetLastError",
     "nvmlSimGetTime",
@@ -160,18 +167,34 @@ fn guard(f: impl FnOnce() -> R) -> nvmlReturn_t {
     }
 }
 
-/// A call on a device: init, handle, hang / lost / NOT_SUPPORTED checks, then the body.
+/// A call on a GPU: init, handle, hang / lost / NOT_SUPPORTED checks, then
+/// the body. A MIG device handle gets NOT_SUPPORTED (after its parent's
+/// checks): everything but the calls written with [`any_device_call`] is
+/// parent-only, as with the real library.
 fn device_call(
     name: &str,
     dev: nvmlDevice_t,
     f: impl FnOnce(&Sim, &Gpu, f64) -> R,
 ) -> nvmlReturn_t {
+    any_device_call(name, dev, |sim, d, t| match d {
+        Dev::Gpu(g) => f(sim, g, t),
+        Dev::Mig(..) => Err(NOT_SUPPORTED),
+    })
+}
+
+/// A call on a GPU or a MIG device; a MIG device gets its parent GPU's
+/// faults (a lost parent loses its MIG devices too).
+fn any_device_call(
+    name: &str,
+    dev: nvmlDevice_t,
+    f: impl FnOnce(&Sim, Dev<'_>, f64) -> R,
+) -> nvmlReturn_t {
     guard(|| {
         let sim = sim::current()?;
-        let gpu = sim.gpu(dev)?;
-        sim.enter(name, Some(gpu))?;
+        let d = sim.device(dev)?;
+        sim.enter(name, Some(d.gpu()))?;
         let t = sim.now();
-        f(&sim, gpu, t)
+        f(&sim, d, t)
     })
 }
 
@@ -426,7 +449,7 @@ pub unsafe extern "C" fn nvmlSystemGetProcessName(
             .scenario
             .gpus
             .iter()
-            .flat_map(|g| g.processes.iter())
+            .flat_map(|g| g.all_processes())
             .find(|p| p.pid == pid)
             .and_then(|p| p.name.clone());
         let n = match from_scenario {
@@ -450,18 +473,22 @@ pub unsafe extern "C" fn nvmlDeviceGetCount_v2(deviceCount: *mut c_uint) -> nvml
 }
 
 /// Handle lookups: the matching GPU's own faults apply (a lost GPU's
-/// handle lookup returns GPU_IS_LOST, as NVML documents).
+/// handle lookup returns GPU_IS_LOST, as NVML documents). `find` returns
+/// the GPU's index, or its index and a MIG device index.
 fn lookup(
     name: &str,
     device: Out<'_, nvmlDevice_t>,
-    find: impl FnOnce(&Sim) -> Result<usize, nvmlReturn_t>,
+    find: impl FnOnce(&Sim) -> Result<(usize, Option<usize>), nvmlReturn_t>,
 ) -> nvmlReturn_t {
     guard(|| {
         let sim = sim::current()?;
         let device = device.ok_or(INVALID)?;
-        let index = find(&sim)?;
+        let (index, mig) = find(&sim)?;
         sim.enter(name, Some(&sim.scenario.gpus[index]))?;
-        device.write(sim::handle(index));
+        device.write(match mig {
+            Some(m) => sim::mig_handle(index, m),
+            None => sim::handle(index),
+        });
         Ok(())
     })
 }
@@ -476,7 +503,7 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(
     lookup("nvmlDeviceGetHandleByIndex_v2", o, |sim| {
         let i = index as usize;
         if i < sim.scenario.gpus.len() {
-            Ok(i)
+            Ok((i, None))
         } else {
             Err(INVALID)
         }
@@ -492,11 +519,16 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByUUID(
     let (uuid, o) = unsafe { (cstr(uuid), out(device)) };
     lookup("nvmlDeviceGetHandleByUUID", o, |sim| {
         let uuid = uuid.ok_or(INVALID)?.to_str().map_err(|_| NOT_FOUND)?;
-        sim.scenario
-            .gpus
-            .iter()
-            .position(|g| g.uuid.eq_ignore_ascii_case(uuid))
-            .ok_or(NOT_FOUND)
+        // A GPU's UUID, or a MIG device's ("MIG-..."): NVML takes both.
+        for (i, g) in sim.scenario.gpus.iter().enumerate() {
+            if g.uuid.eq_ignore_ascii_case(uuid) {
+                return Ok((i, None));
+            }
+            if let Some(m) = g.mig.iter().position(|m| m.uuid.eq_ignore_ascii_case(uuid)) {
+                return Ok((i, Some(m)));
+            }
+        }
+        Err(NOT_FOUND)
     })
 }
 
@@ -513,6 +545,7 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleBySerial(
             .gpus
             .iter()
             .position(|g| g.serial == serial)
+            .map(|i| (i, None))
             .ok_or(NOT_FOUND)
     })
 }
@@ -532,6 +565,7 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByPciBusId_v2(
             .position(|g| {
                 g.bus_id.eq_ignore_ascii_case(bus) || g.bus_id_legacy.eq_ignore_ascii_case(bus)
             })
+            .map(|i| (i, None))
             .ok_or(NOT_FOUND)
     })
 }
@@ -554,8 +588,36 @@ macro_rules! string_getter {
     };
 }
 
-string_getter!(nvmlDeviceGetName, |g| g.spec.name);
-string_getter!(nvmlDeviceGetUUID, |g| g.uuid);
+/// A GPU's name, or a MIG device's ("NVIDIA H100 80GB HBM3 MIG 3g.40gb").
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetName(
+    device: nvmlDevice_t,
+    name: *mut c_char,
+    length: c_uint,
+) -> nvmlReturn_t {
+    // SAFETY: C contract: `name` holds `length` bytes.
+    let buf = unsafe { text(name, length) };
+    any_device_call("nvmlDeviceGetName", device, |_, d, _| match d {
+        Dev::Gpu(g) => set_str(buf, &g.spec.name),
+        Dev::Mig(_, m) => set_str(buf, &m.name),
+    })
+}
+
+/// A GPU's UUID ("GPU-..."), or a MIG device's ("MIG-...").
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetUUID(
+    device: nvmlDevice_t,
+    uuid: *mut c_char,
+    length: c_uint,
+) -> nvmlReturn_t {
+    // SAFETY: C contract: `uuid` holds `length` bytes.
+    let buf = unsafe { text(uuid, length) };
+    any_device_call("nvmlDeviceGetUUID", device, |_, d, _| match d {
+        Dev::Gpu(g) => set_str(buf, &g.uuid),
+        Dev::Mig(_, m) => set_str(buf, &m.uuid),
+    })
+}
+
 string_getter!(nvmlDeviceGetSerial, |g| g.serial);
 string_getter!(nvmlDeviceGetVbiosVersion, |g| g.spec.vbios_version);
 string_getter!(nvmlDeviceGetBoardPartNumber, |g| g.spec.board_part_number);
@@ -630,10 +692,137 @@ value_getter!(
 value_getter!(nvmlDeviceGetComputeMode, nvmlComputeMode_t, |_g, _t| {
     Ok(nvmlComputeMode_enum_NVML_COMPUTEMODE_DEFAULT)
 });
-value_getter!(nvmlDeviceIsMigDeviceHandle, c_uint, |_g, _t| Ok(0));
+/// 0 for a GPU, 1 for a MIG device.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceIsMigDeviceHandle(
+    device: nvmlDevice_t,
+    isMigDevice: *mut c_uint,
+) -> nvmlReturn_t {
+    // SAFETY: C contract: the out-pointer is writable.
+    let o = unsafe { out(isMigDevice) };
+    any_device_call("nvmlDeviceIsMigDeviceHandle", device, |_, d, _| {
+        set(o, c_uint::from(matches!(d, Dev::Mig(..))))
+    })
+}
+
+// The most MIG devices the GPU can hold (7 on A100/H100: one per compute
+// slice), not how many exist; 0 while MIG is disabled or unsupported.
 value_getter!(nvmlDeviceGetMaxMigDeviceCount, c_uint, |g, _t| {
-    Ok(if g.spec.mig_capable { 7 } else { 0 })
+    Ok(if g.mig_enabled() {
+        crate::mig::COMPUTE_SLICES
+    } else {
+        0
+    })
 });
+
+/// MIG device `index` of a MIG-enabled GPU: NOT_SUPPORTED while MIG is
+/// disabled, INVALID_ARGUMENT past the max count, NOT_FOUND for an index
+/// that holds no MIG device. Indices follow GPU instance ids.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
+    device: nvmlDevice_t,
+    index: c_uint,
+    migDevice: *mut nvmlDevice_t,
+) -> nvmlReturn_t {
+    // SAFETY: C contract: the out-pointer is writable.
+    let o = unsafe { out(migDevice) };
+    device_call("nvmlDeviceGetMigDeviceHandleByIndex", device, |_, g, _| {
+        if !g.mig_enabled() {
+            return Err(NOT_SUPPORTED);
+        }
+        let o = o.ok_or(INVALID)?;
+        if index >= crate::mig::COMPUTE_SLICES {
+            return Err(INVALID);
+        }
+        if index as usize >= g.mig.len() {
+            return Err(NOT_FOUND);
+        }
+        o.write(sim::mig_handle(g.index, index as usize));
+        Ok(())
+    })
+}
+
+/// The parent GPU of a MIG device; NOT_SUPPORTED for a GPU handle.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetDeviceHandleFromMigDeviceHandle(
+    migDevice: nvmlDevice_t,
+    device: *mut nvmlDevice_t,
+) -> nvmlReturn_t {
+    // SAFETY: C contract: the out-pointer is writable.
+    let o = unsafe { out(device) };
+    any_device_call(
+        "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
+        migDevice,
+        |_, d, _| match d {
+            Dev::Mig(g, _) => set(o, sim::handle(g.index)),
+            Dev::Gpu(_) => Err(NOT_SUPPORTED),
+        },
+    )
+}
+
+/// A MIG device's GPU instance id; NOT_SUPPORTED for a GPU handle.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceId(
+    device: nvmlDevice_t,
+    id: *mut c_uint,
+) -> nvmlReturn_t {
+    // SAFETY: C contract: the out-pointer is writable.
+    let o = unsafe { out(id) };
+    any_device_call("nvmlDeviceGetGpuInstanceId", device, |_, d, _| match d {
+        Dev::Mig(_, m) => set(o, m.gpu_instance_id),
+        Dev::Gpu(_) => Err(NOT_SUPPORTED),
+    })
+}
+
+/// A MIG device's compute instance id (unique within its GPU instance);
+/// NOT_SUPPORTED for a GPU handle.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetComputeInstanceId(
+    device: nvmlDevice_t,
+    id: *mut c_uint,
+) -> nvmlReturn_t {
+    // SAFETY: C contract: the out-pointer is writable.
+    let o = unsafe { out(id) };
+    any_device_call(
+        "nvmlDeviceGetComputeInstanceId",
+        device,
+        |_, d, _| match d {
+            Dev::Mig(_, m) => set(o, m.compute_instance_id),
+            Dev::Gpu(_) => Err(NOT_SUPPORTED),
+        },
+    )
+}
+
+/// A MIG device's resources (SMs, engines, slices, memory in MiB); the sim
+/// answers MIG devices only (NOT_SUPPORTED for a GPU handle).
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetAttributes_v2(
+    device: nvmlDevice_t,
+    attributes: *mut nvmlDeviceAttributes_t,
+) -> nvmlReturn_t {
+    // SAFETY: C contract: the out-pointer is writable.
+    let o = unsafe { out(attributes) };
+    any_device_call("nvmlDeviceGetAttributes_v2", device, |_, d, _| {
+        let Dev::Mig(g, m) = d else {
+            return Err(NOT_SUPPORTED);
+        };
+        let (sms, ce, dec, enc, jpeg, ofa) = crate::mig::attributes(&g.spec.architecture, m);
+        set(
+            o,
+            nvmlDeviceAttributes_t {
+                multiprocessorCount: sms,
+                sharedCopyEngineCount: ce,
+                sharedDecoderCount: dec,
+                sharedEncoderCount: enc,
+                sharedJpegCount: jpeg,
+                sharedOfaCount: ofa,
+                gpuInstanceSliceCount: m.compute_slices,
+                computeInstanceSliceCount: m.compute_slices,
+                memorySizeMB: m.memory_total_bytes >> 20,
+            },
+        )
+    })
+}
 
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetCudaComputeCapability(
@@ -650,7 +839,8 @@ pub unsafe extern "C" fn nvmlDeviceGetCudaComputeCapability(
     })
 }
 
-/// MIG is always off; GPUs without MIG answer NOT_SUPPORTED.
+/// Enabled (current and pending) when the scenario sets `mig`; GPUs
+/// without MIG answer NOT_SUPPORTED.
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetMigMode(
     device: nvmlDevice_t,
@@ -663,13 +853,29 @@ pub unsafe extern "C" fn nvmlDeviceGetMigMode(
         if !g.spec.mig_capable {
             return Err(NOT_SUPPORTED);
         }
-        set(cur, NVML_DEVICE_MIG_DISABLE)?;
-        set(pending, NVML_DEVICE_MIG_DISABLE)
+        let mode = if g.mig_enabled() {
+            NVML_DEVICE_MIG_ENABLE
+        } else {
+            NVML_DEVICE_MIG_DISABLE
+        };
+        set(cur, mode)?;
+        set(pending, mode)
     })
 }
 
 // ---------------------------------------------------------------------------
 // Memory and utilisation
+
+/// (total, reserved, used, free) bytes of a GPU or a MIG device. A
+/// MIG-enabled parent answers the sum over its instances to a privileged
+/// caller, NO_PERMISSION to others (the real library's rule).
+fn memory_of(sim: &Sim, d: Dev<'_>, t: f64) -> Result<(u64, u64, u64, u64), nvmlReturn_t> {
+    match d {
+        Dev::Mig(_, m) => Ok(m.memory(t)),
+        Dev::Gpu(g) if g.mig_enabled() && !sim.scenario.privileged => Err(NO_PERMISSION),
+        Dev::Gpu(g) => Ok(g.memory(t)),
+    }
+}
 
 /// v1: `used` includes the reserved memory (total = used + free).
 #[no_mangle]
@@ -679,8 +885,8 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(
 ) -> nvmlReturn_t {
     // SAFETY: C contract: the out-pointer is writable.
     let o = unsafe { out(memory) };
-    device_call("nvmlDeviceGetMemoryInfo", device, |_, g, t| {
-        let (total, _reserved, _used, free) = g.memory(t);
+    any_device_call("nvmlDeviceGetMemoryInfo", device, |sim, d, t| {
+        let (total, _reserved, _used, free) = memory_of(sim, d, t)?;
         set(
             o,
             nvmlMemory_t {
@@ -701,12 +907,12 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
 ) -> nvmlReturn_t {
     // SAFETY: C contract: the struct is readable (version) and writable.
     let m = unsafe { inout(memory) };
-    device_call("nvmlDeviceGetMemoryInfo_v2", device, |_, g, t| {
+    any_device_call("nvmlDeviceGetMemoryInfo_v2", device, |sim, d, t| {
         let m = m.ok_or(INVALID)?;
         if m.version != MEMORY_V2_VERSION {
             return Err(VERSION_MISMATCH);
         }
-        let (total, reserved, used, free) = g.memory(t);
+        let (total, reserved, used, free) = memory_of(sim, d, t)?;
         m.total = total;
         m.reserved = reserved;
         m.used = used;
@@ -744,6 +950,11 @@ pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
     // SAFETY: C contract: the out-pointer is writable.
     let o = unsafe { out(utilization) };
     device_call("nvmlDeviceGetUtilizationRates", device, |_, g, t| {
+        // "On MIG-enabled GPUs, querying device utilization rates is not
+        // currently supported" (nvml.h); MIG devices answer the same.
+        if g.mig_enabled() {
+            return Err(NOT_SUPPORTED);
+        }
         set(
             o,
             nvmlUtilization_t {
@@ -1038,19 +1249,45 @@ pub unsafe extern "C" fn nvmlDeviceGetPcieThroughput(
 // ---------------------------------------------------------------------------
 // Processes
 
-fn compute_processes(g: &Gpu, t: f64) -> Vec<nvmlProcessInfo_t> {
-    g.active_processes(t)
-        .map(|p| nvmlProcessInfo_t {
-            pid: p.pid,
-            usedGpuMemory: p.used_memory_bytes.unwrap_or(NOT_AVAILABLE_U64),
-            gpuInstanceId: NO_INSTANCE,
-            computeInstanceId: NO_INSTANCE,
-        })
-        .collect()
+fn process_info(p: &crate::gpu::Process, gi: c_uint, ci: c_uint) -> nvmlProcessInfo_t {
+    nvmlProcessInfo_t {
+        pid: p.pid,
+        usedGpuMemory: p.used_memory_bytes.unwrap_or(NOT_AVAILABLE_U64),
+        gpuInstanceId: gi,
+        computeInstanceId: ci,
+    }
+}
+
+/// A GPU's compute processes; a MIG device's are its own, with their
+/// instance ids. A MIG-enabled parent lists every instance's processes
+/// (instance ids set) to a privileged caller, NO_PERMISSION to others.
+fn compute_processes(
+    sim: &Sim,
+    d: Dev<'_>,
+    t: f64,
+) -> Result<Vec<nvmlProcessInfo_t>, nvmlReturn_t> {
+    let mig = |m: &crate::mig::MigDevice| -> Vec<nvmlProcessInfo_t> {
+        m.active_processes(t)
+            .map(|p| process_info(p, m.gpu_instance_id, m.compute_instance_id))
+            .collect()
+    };
+    Ok(match d {
+        Dev::Mig(_, m) => mig(m),
+        Dev::Gpu(g) if g.mig_enabled() => {
+            if !sim.scenario.privileged {
+                return Err(NO_PERMISSION);
+            }
+            g.mig.iter().flat_map(mig).collect()
+        }
+        Dev::Gpu(g) => g
+            .active_processes(t)
+            .map(|p| process_info(p, NO_INSTANCE, NO_INSTANCE))
+            .collect(),
+    })
 }
 
 macro_rules! process_getter {
-    ($name:ident, |$g:ident, $t:ident| $items:expr) => {
+    ($name:ident, |$sim:ident, $d:ident, $t:ident| $items:expr) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(
             device: nvmlDevice_t,
@@ -1059,7 +1296,7 @@ macro_rules! process_getter {
         ) -> nvmlReturn_t {
             // SAFETY: C contract: `infoCount` is readable and writable.
             let n = unsafe { inout(infoCount) };
-            device_call(stringify!($name), device, |_, $g, $t| {
+            any_device_call(stringify!($name), device, |$sim, $d, $t| {
                 let items: Vec<nvmlProcessInfo_t> = $items;
                 // SAFETY: C contract: `infos` holds the caller's `*infoCount` entries.
                 unsafe { fill_counted(n, infos, &items) }
@@ -1068,14 +1305,16 @@ macro_rules! process_getter {
     };
 }
 
-process_getter!(nvmlDeviceGetComputeRunningProcesses_v3, |g, t| {
-    compute_processes(g, t)
+process_getter!(nvmlDeviceGetComputeRunningProcesses_v3, |sim, d, t| {
+    compute_processes(sim, d, t)?
 });
-process_getter!(nvmlDeviceGetGraphicsRunningProcesses_v3, |_g, _t| Vec::new(
-));
-process_getter!(nvmlDeviceGetMPSComputeRunningProcesses_v3, |_g, _t| {
+process_getter!(nvmlDeviceGetGraphicsRunningProcesses_v3, |_sim, _d, _t| {
     Vec::new()
 });
+process_getter!(
+    nvmlDeviceGetMPSComputeRunningProcesses_v3,
+    |_sim, _d, _t| { Vec::new() }
+);
 
 /// One sample per active process, stamped now; samples not newer than
 /// `lastSeenTimeStamp` are left out, and none at all is NOT_FOUND.
@@ -1089,6 +1328,10 @@ pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
     // SAFETY: C contract: the count is readable and writable.
     let n = unsafe { inout(processSamplesCount) };
     device_call("nvmlDeviceGetProcessUtilization", device, |sim, g, t| {
+        // Not available in MIG mode (on the parent; MIG devices: parent-only call).
+        if g.mig_enabled() {
+            return Err(NOT_SUPPORTED);
+        }
         let now = sim.wall_us();
         let items: Vec<nvmlProcessUtilizationSample_t> = if now > lastSeenTimeStamp {
             let count = g.active_processes(t).count().max(1) as f64;
@@ -1742,7 +1985,28 @@ pub extern "C" fn nvmlGpmSampleGet(
         }
         let mut samples = lock(&GPM_SAMPLES);
         let s = samples.get_mut(&(gpmSample as usize)).ok_or(INVALID)?;
-        s.taken = Some((g.index, t));
+        s.taken = Some((g.index, None, t));
+        Ok(())
+    })
+}
+
+/// A sample of one GPU instance of a MIG-enabled parent (the parent's
+/// handle, not a MIG device's): NOT_SUPPORTED without GPM or with MIG
+/// disabled, INVALID_ARGUMENT for a GPU instance id that does not exist.
+#[no_mangle]
+pub extern "C" fn nvmlGpmMigSampleGet(
+    device: nvmlDevice_t,
+    gpuInstanceId: c_uint,
+    gpmSample: nvmlGpmSample_t,
+) -> nvmlReturn_t {
+    device_call("nvmlGpmMigSampleGet", device, |_, g, t| {
+        if !g.spec.gpm || !g.mig_enabled() {
+            return Err(NOT_SUPPORTED);
+        }
+        g.mig_by_instance(gpuInstanceId).ok_or(INVALID)?;
+        let mut samples = lock(&GPM_SAMPLES);
+        let s = samples.get_mut(&(gpmSample as usize)).ok_or(INVALID)?;
+        s.taken = Some((g.index, Some(gpuInstanceId), t));
         Ok(())
     })
 }
@@ -1858,13 +2122,21 @@ pub unsafe extern "C" fn nvmlGpmMetricsGet(metricsGet: *mut nvmlGpmMetricsGet_t)
             let taken = |h: nvmlGpmSample_t| samples.get(&(h as usize)).and_then(|s| s.taken);
             (taken(req.sample1), taken(req.sample2))
         };
-        let ((g1, t1), (g2, t2)) = (s1.ok_or(INVALID)?, s2.ok_or(INVALID)?);
-        if g1 != g2 || t2 < t1 {
+        let ((g1, gi1, t1), (g2, gi2, t2)) = (s1.ok_or(INVALID)?, s2.ok_or(INVALID)?);
+        if g1 != g2 || gi1 != gi2 || t2 < t1 {
             return Err(INVALID);
         }
         let g = &sim.scenario.gpus[g1];
+        let instance = match gi1 {
+            Some(id) => Some(g.mig_by_instance(id).ok_or(INVALID)?),
+            None => None,
+        };
         for m in &mut req.metrics[..n] {
-            match gpm_metric(g, m.metricId, t1, t2) {
+            let value = match instance {
+                Some(mig) => mig.gpm_metric(m.metricId, t1, t2),
+                None => gpm_metric(g, m.metricId, t1, t2),
+            };
+            match value {
                 Some(v) => {
                     let (short, long, unit) = metric_info(m.metricId);
                     m.nvmlReturn = SUCCESS;

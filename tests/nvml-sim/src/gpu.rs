@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use nvml_wrapper_sys::bindings::*;
 
 use crate::curve::Curve;
+use crate::mig::{self, MigDevice};
 use crate::scenario::{Faults, GpuSpec, ProcessSpec};
 
 const MIB: u64 = 1024 * 1024;
@@ -31,6 +32,8 @@ pub struct Gpu {
     pub energy_offset_mj: f64,
     pub curves: Curves,
     pub processes: Vec<Process>,
+    /// MIG devices in NVML index order (empty unless MIG is enabled).
+    pub mig: Vec<MigDevice>,
     pub faults: Faults,
     violation: Mutex<Violation>,
 }
@@ -138,7 +141,7 @@ struct Violation {
     thermal_ns: f64,
 }
 
-fn splitmix64(mut x: u64) -> u64 {
+pub fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -155,6 +158,7 @@ impl Gpu {
         seed: u64,
         spec: GpuSpec,
         processes: Vec<Process>,
+        mig: Vec<MigDevice>,
         faults: Faults,
     ) -> Gpu {
         let h1 = splitmix64(seed ^ (index as u64).wrapping_mul(0x1000_0001));
@@ -186,11 +190,24 @@ impl Gpu {
             .map_or(1e9 * (index as f64 + 1.0), |e| e as f64);
 
         let s = &spec;
-        let util = or(&s.utilization, Curve::Const(0.0));
+        // With MIG enabled, the GPU-wide activity defaults to the instances'
+        // activity weighted by their compute (DRAM: memory) slices.
+        let mig_on = s.mig.is_some();
+        let act = |key: &Option<Curve>, pick: fn(&mig::Activity) -> &Curve, dram: bool| {
+            key.clone()
+                .or_else(|| mig_on.then(|| mig::parent_curve(&mig, pick, dram)))
+        };
+        let util = act(&s.utilization, |a| &a.util, false).unwrap_or(Curve::Const(0.0));
         let per_util = |lo: f64, hi: f64| Curve::affine(&util, (hi - lo) / 100.0, lo);
         let temp_c = or(&s.temperature_c, per_util(s.idle_temp_c, s.busy_temp_c));
         // Default NVLink traffic: 30 % of the line rate at full utilisation.
+        // MIG mode has no NVLink peer traffic (no P2P between instances).
         let link_kibps = f64::from(s.nvlink_speed_mbps) * 1e6 / 1024.0 * 0.3;
+        let link_default = if mig_on {
+            Curve::Const(0.0)
+        } else {
+            per_util(0.0, link_kibps)
+        };
         let curves = Curves {
             mem_util: or(&s.memory_utilization, per_util(0.0, 60.0)),
             mem_used_mib: s.memory_used_mib.clone(),
@@ -208,15 +225,36 @@ impl Gpu {
             dec_util: or(&s.decoder_utilization, Curve::Const(0.0)),
             pcie_tx_kbps: or(&s.pcie_tx_kbps, per_util(20_000.0, 500_000.0)),
             pcie_rx_kbps: or(&s.pcie_rx_kbps, per_util(50_000.0, 2_000_000.0)),
-            nvlink_tx_kibps: or(&s.nvlink_tx_kibps, per_util(0.0, link_kibps)),
-            nvlink_rx_kibps: or(&s.nvlink_rx_kibps, per_util(0.0, link_kibps)),
-            sm_active: or(&s.sm_active, per_util(0.0, 90.0)),
-            sm_occupancy: or(&s.sm_occupancy, per_util(0.0, 45.0)),
-            tensor_active: or(&s.tensor_active, per_util(0.0, 55.0)),
-            dram_active: or(&s.dram_active, per_util(0.0, 50.0)),
-            fp16_active: or(&s.fp16_active, per_util(0.0, 35.0)),
-            fp32_active: or(&s.fp32_active, per_util(0.0, 12.0)),
-            fp64_active: or(&s.fp64_active, Curve::Const(0.0)),
+            nvlink_tx_kibps: or(&s.nvlink_tx_kibps, link_default.clone()),
+            nvlink_rx_kibps: or(&s.nvlink_rx_kibps, link_default),
+            sm_active: or(
+                &act(&s.sm_active, |a| &a.sm_active, false),
+                per_util(0.0, 90.0),
+            ),
+            sm_occupancy: or(
+                &act(&s.sm_occupancy, |a| &a.sm_occupancy, false),
+                per_util(0.0, 45.0),
+            ),
+            tensor_active: or(
+                &act(&s.tensor_active, |a| &a.tensor_active, false),
+                per_util(0.0, 55.0),
+            ),
+            dram_active: or(
+                &act(&s.dram_active, |a| &a.dram_active, true),
+                per_util(0.0, 50.0),
+            ),
+            fp16_active: or(
+                &act(&s.fp16_active, |a| &a.fp16_active, false),
+                per_util(0.0, 35.0),
+            ),
+            fp32_active: or(
+                &act(&s.fp32_active, |a| &a.fp32_active, false),
+                per_util(0.0, 12.0),
+            ),
+            fp64_active: or(
+                &act(&s.fp64_active, |a| &a.fp64_active, false),
+                Curve::Const(0.0),
+            ),
             pcie_replay: or(&s.pcie_replay_errors, Curve::Const(0.0)),
             ecc_sbe: or(&s.ecc_corrected, Curve::Const(0.0)),
             ecc_dbe: or(&s.ecc_uncorrected, Curve::Const(0.0)),
@@ -251,6 +289,7 @@ impl Gpu {
             energy_offset_mj,
             curves,
             processes,
+            mig,
             faults,
             violation: Mutex::new(Violation::default()),
         }
@@ -273,6 +312,24 @@ impl Gpu {
         self.processes.iter().filter(move |p| p.active(t))
     }
 
+    /// MIG mode (current and pending): on when the scenario sets `mig`.
+    pub fn mig_enabled(&self) -> bool {
+        self.spec.mig.is_some()
+    }
+
+    /// Every process on the GPU, its own and its MIG instances'.
+    pub fn all_processes(&self) -> impl Iterator<Item = &Process> {
+        self.processes
+            .iter()
+            .chain(self.mig.iter().flat_map(|m| m.processes.iter()))
+    }
+
+    pub fn mig_by_instance(&self, gpu_instance_id: u32) -> Option<&MigDevice> {
+        self.mig
+            .iter()
+            .find(|m| m.gpu_instance_id == gpu_instance_id)
+    }
+
     /// Total, reserved, used and free framebuffer memory in bytes, where
     /// used excludes reserved (nvmlMemory_v2_t semantics).
     pub fn memory(&self, t: f64) -> (u64, u64, u64, u64) {
@@ -280,6 +337,7 @@ impl Gpu {
         let reserved = self.spec.memory_reserved_mib * MIB;
         let used = match &self.curves.mem_used_mib {
             Some(c) => (c.at(t).max(0.0) * MIB as f64) as u64,
+            None if self.mig_enabled() => self.mig.iter().map(|m| m.memory(t).2).sum(),
             None => self
                 .active_processes(t)
                 .filter_map(|p| p.used_memory_bytes)
@@ -420,7 +478,7 @@ impl Gpu {
         if let Some(c) = &self.curves.pstate {
             return (c.at(t).max(0.0) as u32).min(15);
         }
-        if self.curves.util.at(t) >= 0.5 || self.active_processes(t).next().is_some() {
+        if self.curves.util.at(t) >= 0.5 || self.all_processes().any(|p| p.active(t)) {
             0
         } else {
             self.spec.idle_pstate

@@ -14,5 +14,6 @@
 pub mod curve;
 pub mod ffi;
 pub mod gpu;
+pub mod mig;
 pub mod scenario;
 pub mod sim;

@@ -208,6 +208,9 @@ pub struct Scenario {
     pub nvml_version: String,
     pub cuda_driver_version: i32,
     pub init_error: Option<nvmlReturn_t>,
+    /// Whether the caller counts as privileged (root): otherwise the
+    /// aggregate queries on a MIG-enabled parent answer NO_PERMISSION.
+    pub privileged: bool,
     pub gpus: Vec<Gpu>,
     /// Faults without a `gpu`: they also apply to calls that name no device.
     pub global: Faults,
@@ -254,6 +257,8 @@ struct RawScenario {
     #[serde(default)]
     seed: u64,
     init_error: Option<String>,
+    #[serde(default = "yes")]
+    privileged: bool,
     #[serde(default)]
     gpus: Vec<toml::Table>,
     #[serde(default)]
@@ -266,6 +271,10 @@ fn default_driver() -> String {
 
 fn default_cuda() -> i32 {
     12040
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -457,13 +466,17 @@ pub struct GpuSpec {
 
     #[serde(default)]
     pub processes: Vec<ProcessSpec>,
+
+    /// MIG instances; present (even empty): MIG mode enabled.
+    #[serde(default)]
+    pub mig: Option<Vec<crate::mig::MigSpec>>,
 }
 
 fn default_power_cap_fraction() -> f64 {
     0.97
 }
 
-fn curve<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Curve>, D::Error> {
+pub(crate) fn curve<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Curve>, D::Error> {
     let v = toml::Value::deserialize(d)?;
     Curve::from_toml(&v)
         .map(Some)
@@ -557,9 +570,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, String> {
                 .trim();
             format!("gpus[{group}]: {msg} (the README lists the keys)")
         })?;
-        if count > 1 && (spec.uuid.is_some() || spec.serial.is_some() || spec.pci_bus.is_some()) {
+        let mig_uuids = spec.mig.iter().flatten().any(|m| m.uuid.is_some());
+        if count > 1
+            && (spec.uuid.is_some() || spec.serial.is_some() || spec.pci_bus.is_some() || mig_uuids)
+        {
             return Err(format!(
-                "gpus[{group}]: uuid, serial and pci_bus need a group of one GPU (count = 1)"
+                "gpus[{group}]: uuid, serial, pci_bus and mig uuids need a group of one GPU \
+                 (count = 1)"
             ));
         }
         check_spec(&spec).map_err(|e| format!("gpus[{group}]: {e}"))?;
@@ -571,7 +588,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, String> {
                 .map(|p| Process::resolve(p, index))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("gpus[{group}].processes: {e}"))?;
-            gpus.push((spec.clone(), processes));
+            let mig = crate::mig::resolve(&spec, index, raw.seed)
+                .map_err(|e| format!("gpus[{group}].{e}"))?;
+            gpus.push((spec.clone(), processes, mig));
         }
     }
     if gpus.len() > crate::sim::MAX_GPUS {
@@ -603,8 +622,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, String> {
         .into_iter()
         .zip(per_gpu)
         .enumerate()
-        .map(|(index, ((spec, processes), faults))| {
-            Gpu::new(index, raw.seed, spec, processes, faults)
+        .map(|(index, ((spec, processes, mig), faults))| {
+            Gpu::new(index, raw.seed, spec, processes, mig, faults)
         })
         .collect();
 
@@ -618,6 +637,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, String> {
         nvml_version,
         cuda_driver_version: raw.cuda_driver_version,
         init_error,
+        privileged: raw.privileged,
         gpus,
         global,
     })
@@ -648,6 +668,15 @@ fn check_spec(spec: &GpuSpec) -> Result<(), String> {
     }
     if let Some(l) = spec.nvlink_down.iter().find(|l| **l >= spec.nvlink_links) {
         return Err(format!("nvlink_down: link {l} does not exist"));
+    }
+    if spec.mig.is_some() && !spec.mig_capable {
+        return Err(format!("mig: {} does not support MIG", spec.name));
+    }
+    if spec.mig.is_some() && !spec.processes.is_empty() {
+        return Err(
+            "processes: with MIG enabled, processes run inside the instances (mig[].processes)"
+                .into(),
+        );
     }
     for (what, s, max) in [
         ("name", &spec.name, NVML_DEVICE_NAME_V2_BUFFER_SIZE),
@@ -877,10 +906,60 @@ mod tests {
             "[[gpus]]\nname = \"x\"\n",
             "init_error = \"NOPE\"\n",
             "[[gpus]]\nmodel = \"h100\"\n[[faults]]\nthrottle = [{ from = 1, reasons = [\"hot\"] }]\n",
+            "[[gpus]]\nmodel = \"l4\"\nmig = []\n",
+            "[[gpus]]\nmodel = \"h100\"\nmig = [{ profile = \"3g.20gb\" }]\n",
+            "[[gpus]]\nmodel = \"h100\"\nmig = [{ profile = \"3g.40gb\", sm = 3 }]\n",
+            "[[gpus]]\nmodel = \"h100\"\nmig = [{ profile = \"7g.80gb\" }, { profile = \"1g.10gb\" }]\n",
+            "[[gpus]]\nmodel = \"h100\"\nmig = [{ profile = \"2g.20gb\", gpu_instance_id = 6 }]\n",
+            "[[gpus]]\nmodel = \"h100\"\nmig = [{ profile = \"3g.40gb\", memory_mib = 90000 }]\n",
+            "[[gpus]]\nmodel = \"h100\"\ncount = 2\nmig = [{ profile = \"3g.40gb\", uuid = \"MIG-1\" }]\n",
+            "[[gpus]]\nmodel = \"h100\"\nprocesses = [{ pid = 1 }]\nmig = []\n",
         ];
         for text in bad {
             assert!(parse(text, Path::new("x")).is_err(), "accepted:\n{text}");
         }
+    }
+
+    #[test]
+    fn mig_instances_get_driver_like_ids() {
+        let ids = |mig: &str| -> Result<Vec<(String, u32)>, String> {
+            let text = format!("[[gpus]]\nmodel = \"h100\"\nmig = [{mig}]\n");
+            let s = parse(&text, Path::new("x"))?;
+            Ok(s.gpus[0]
+                .mig
+                .iter()
+                .map(|m| (m.profile.clone(), m.gpu_instance_id))
+                .collect())
+        };
+        let p = |s: &str| format!("{{ profile = \"{s}\" }}");
+        let seven = vec![p("1g.10gb"); 7].join(", ");
+        let got = ids(&seven).unwrap();
+        assert_eq!(
+            got.iter().map(|g| g.1).collect::<Vec<_>>(),
+            vec![7, 8, 9, 10, 11, 12, 13]
+        );
+        assert!(ids(&vec![p("1g.10gb"); 8].join(", ")).is_err(), "7 at most");
+        let got = ids(&[p("3g.40gb"), p("4g.40gb")].join(", ")).unwrap();
+        assert_eq!(got, vec![("4g.40gb".into(), 1), ("3g.40gb".into(), 2)]);
+        let got = ids(&[p("3g.40gb"), p("2g.20gb"), p("2g.20gb")].join(", ")).unwrap();
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![2, 3, 4]);
+        let got = ids(&[p("7g.80gb")].join(", ")).unwrap();
+        assert_eq!(got, vec![("7g.80gb".into(), 0)]);
+        let got = ids(&[p("1g.20gb"), p("2g.20gb"), p("2g.20gb"), p("2g.20gb")].join(", "));
+        assert_eq!(
+            got.unwrap().iter().map(|g| g.1).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6]
+        );
+        // 3 + 2 + 2 + 1 compute slices > 7.
+        assert!(ids(&[p("3g.40gb"), p("2g.20gb"), p("2g.20gb"), p("1g.10gb")].join(", ")).is_err());
+        assert!(
+            ids("{ profile = \"3g.40gb\", gpu_instance_id = 1 }, { profile = \"4g.40gb\" }")
+                .is_err()
+        );
+        let s = parse("[[gpus]]\nmodel = \"h100\"\nmig = []\n", Path::new("x")).unwrap();
+        assert!(s.gpus[0].mig_enabled() && s.gpus[0].mig.is_empty());
+        let s = parse("[[gpus]]\nmodel = \"h100\"\n", Path::new("x")).unwrap();
+        assert!(!s.gpus[0].mig_enabled());
     }
 
     #[test]

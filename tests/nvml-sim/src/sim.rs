@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nvml_wrapper_sys::bindings::*;
 
 use crate::gpu::Gpu;
+use crate::mig::MigDevice;
 use crate::scenario::{self, Scenario};
 
 /// The environment variable naming the scenario (a path or a bare name).
@@ -17,6 +18,9 @@ pub const SCENARIO_ENV: &str = "NVML_SIM_SCENARIO";
 
 /// Most GPUs a scenario may have.
 pub const MAX_GPUS: usize = 64;
+
+/// MIG device handle slots per GPU (at most 7 MIG devices exist).
+pub const MIG_SLOTS_PER_GPU: usize = 8;
 
 /// Device handles are addresses inside this array: valid pointers that are
 /// never dereferenced, and that map back to an index by subtraction.
@@ -33,6 +37,40 @@ pub fn handle(index: usize) -> nvmlDevice_t {
 fn handle_index(dev: nvmlDevice_t) -> Option<usize> {
     let offset = (dev as usize).wrapping_sub(DEVICE_SLOTS.as_ptr() as usize);
     (offset < MAX_GPUS).then_some(offset)
+}
+
+/// MIG device handles, likewise: GPU `g`'s MIG device `i` (NVML index) is
+/// slot `g * MIG_SLOTS_PER_GPU + i`.
+static MIG_SLOTS: [u8; MAX_GPUS * MIG_SLOTS_PER_GPU] = [0; MAX_GPUS * MIG_SLOTS_PER_GPU];
+
+pub fn mig_handle(gpu: usize, index: usize) -> nvmlDevice_t {
+    MIG_SLOTS
+        .as_ptr()
+        .wrapping_add(gpu * MIG_SLOTS_PER_GPU + index)
+        .cast_mut()
+        .cast::<nvmlDevice_st>()
+}
+
+fn mig_handle_index(dev: nvmlDevice_t) -> Option<(usize, usize)> {
+    let offset = (dev as usize).wrapping_sub(MIG_SLOTS.as_ptr() as usize);
+    (offset < MAX_GPUS * MIG_SLOTS_PER_GPU)
+        .then_some((offset / MIG_SLOTS_PER_GPU, offset % MIG_SLOTS_PER_GPU))
+}
+
+/// What a device handle names: a GPU, or a MIG device on its parent GPU.
+#[derive(Clone, Copy)]
+pub enum Dev<'a> {
+    Gpu(&'a Gpu),
+    Mig(&'a Gpu, &'a MigDevice),
+}
+
+impl<'a> Dev<'a> {
+    /// The physical GPU (the parent of a MIG device).
+    pub fn gpu(&self) -> &'a Gpu {
+        match self {
+            Dev::Gpu(g) | Dev::Mig(g, _) => g,
+        }
+    }
 }
 
 struct Global {
@@ -166,10 +204,15 @@ impl Sim {
             .map_or(0, |d| d.as_micros() as u64)
     }
 
-    pub fn gpu(&self, dev: nvmlDevice_t) -> Result<&Gpu, nvmlReturn_t> {
-        handle_index(dev)
-            .and_then(|i| self.scenario.gpus.get(i))
-            .ok_or(nvmlReturn_enum_NVML_ERROR_INVALID_ARGUMENT)
+    /// The GPU or MIG device a handle names; INVALID_ARGUMENT for anything else.
+    pub fn device(&self, dev: nvmlDevice_t) -> Result<Dev<'_>, nvmlReturn_t> {
+        let invalid = nvmlReturn_enum_NVML_ERROR_INVALID_ARGUMENT;
+        if let Some(i) = handle_index(dev) {
+            return self.scenario.gpus.get(i).map(Dev::Gpu).ok_or(invalid);
+        }
+        let (g, m) = mig_handle_index(dev).ok_or(invalid)?;
+        let gpu = self.scenario.gpus.get(g).ok_or(invalid)?;
+        gpu.mig.get(m).map(|d| Dev::Mig(gpu, d)).ok_or(invalid)
     }
 
     /// The checks at the start of every call: a scheduled hang (sleeps until
@@ -215,10 +258,11 @@ pub struct Registration {
     pub since: f64,
 }
 
-/// A GPM sample: the GPU and time it was taken at, once taken.
+/// A GPM sample, once taken: the GPU, the GPU instance id for a MIG
+/// sample (`nvmlGpmMigSampleGet`), and the time.
 pub struct GpmSample {
     _token: Box<u8>,
-    pub taken: Option<(usize, f64)>,
+    pub taken: Option<(usize, Option<u32>, f64)>,
 }
 
 /// Live event sets and GPM samples, keyed by their handle's address. The

@@ -961,3 +961,303 @@ fn t4_retires_pages_instead_of_remapping_rows() {
     // Idle T4s sit in P8.
     assert_eq!(d.performance_state().unwrap(), PerformanceState::Eight);
 }
+
+/// GPU and compute instance ids of a MIG device: not wrapped by
+/// nvml-wrapper 0.13, so through the raw symbols.
+fn instance_ids(nvml: &Nvml, d: &Device) -> (nvmlReturn_t, c_uint, nvmlReturn_t, c_uint) {
+    let (mut gi, mut ci) = (c_uint::MAX, c_uint::MAX);
+    // SAFETY: a valid handle and writable c_uints.
+    unsafe {
+        let lib = nvml.lib();
+        let r1 = lib.nvmlDeviceGetGpuInstanceId(d.handle(), &mut gi);
+        let r2 = lib.nvmlDeviceGetComputeInstanceId(d.handle(), &mut ci);
+        (r1, gi, r2, ci)
+    }
+}
+
+#[test]
+fn mig_h100_instances_answer_through_nvml_wrapper() {
+    let _g = setup("mig-h100");
+    let nvml = init();
+    assert_eq!(
+        nvml.device_count().unwrap(),
+        2,
+        "MIG devices are not counted"
+    );
+    let parent = nvml.device_by_index(0).unwrap();
+    let parent_uuid = parent.uuid().unwrap();
+
+    // The parent: MIG on, room for 7 MIG devices, no utilisation.
+    let mode = parent.mig_mode().unwrap();
+    assert_eq!(
+        (mode.current, mode.pending),
+        (NVML_DEVICE_MIG_ENABLE, NVML_DEVICE_MIG_ENABLE)
+    );
+    assert_eq!(parent.mig_device_count().unwrap(), 7);
+    assert!(!parent.mig_is_mig_device_handle().unwrap());
+    assert!(matches!(
+        parent.utilization_rates(),
+        Err(NvmlError::NotSupported)
+    ));
+    assert!(matches!(
+        parent.process_utilization_stats(None),
+        Err(NvmlError::NotSupported)
+    ));
+    assert!(matches!(
+        parent.mig_parent_device(),
+        Err(NvmlError::NotSupported)
+    ));
+    assert_eq!(
+        instance_ids(&nvml, &parent),
+        (
+            nvmlReturn_enum_NVML_ERROR_NOT_SUPPORTED,
+            c_uint::MAX,
+            nvmlReturn_enum_NVML_ERROR_NOT_SUPPORTED,
+            c_uint::MAX
+        )
+    );
+    // Parent-only readings still work on the parent.
+    assert!(parent.power_usage().unwrap() > 100_000);
+    assert!(parent.temperature(TemperatureSensor::Gpu).is_ok());
+
+    // Walk every index up to the max count; empty ones are NOT_FOUND.
+    let mut migs = Vec::new();
+    for i in 0..parent.mig_device_count().unwrap() {
+        match parent.mig_device_by_index(i) {
+            Ok(d) => migs.push(d),
+            Err(NvmlError::NotFound) => assert!(i >= 3, "index {i}"),
+            Err(e) => panic!("index {i}: {e:?}"),
+        }
+    }
+    assert!(matches!(
+        parent.mig_device_by_index(7),
+        Err(NvmlError::InvalidArg)
+    ));
+    assert_eq!(migs.len(), 3);
+
+    // (profile, GI, memory MiB, used MiB, pids), in NVML index order.
+    let want: [(&str, u32, u64, u64, &[u32]); 3] = [
+        ("3g.40gb", 2, 40192, 20000, &[7100]),
+        ("2g.20gb", 3, 20096, 0, &[]),
+        ("2g.20gb", 4, 20096, 9000, &[7200]),
+    ];
+    let mut uuids = Vec::new();
+    for (d, (profile, gi, total, used, pids)) in migs.iter().zip(want) {
+        assert!(d.mig_is_mig_device_handle().unwrap());
+        assert_eq!(
+            d.name().unwrap(),
+            format!("NVIDIA H100 80GB HBM3 MIG {profile}")
+        );
+        let uuid = d.uuid().unwrap();
+        assert!(uuid.starts_with("MIG-") && uuid.len() == 40, "{uuid}");
+        assert_eq!(
+            nvml.device_by_uuid(uuid.as_str()).unwrap().uuid().unwrap(),
+            uuid,
+            "nvmlDeviceGetHandleByUUID takes MIG UUIDs"
+        );
+        uuids.push(uuid);
+        assert_eq!(d.mig_parent_device().unwrap().uuid().unwrap(), parent_uuid);
+        assert_eq!(instance_ids(&nvml, d), (0, gi, 0, 0));
+
+        let m = d.memory_info().unwrap();
+        assert_eq!(
+            (m.total, m.reserved, m.used, m.free),
+            (total * MIB, 0, used * MIB, (total - used) * MIB),
+            "{profile}"
+        );
+        let procs = d.running_compute_processes().unwrap();
+        let got: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+        assert_eq!(got, pids);
+        for p in &procs {
+            assert_eq!(
+                (p.gpu_instance_id, p.compute_instance_id),
+                (Some(gi), Some(0))
+            );
+        }
+        let attrs = d.attributes().unwrap();
+        let slices = profile[..1].parse::<u32>().unwrap();
+        assert_eq!(attrs.gpu_instance_slice_count, slices);
+        assert_eq!(attrs.memory_size_mb, total);
+
+        // Whole-GPU readings are the parent's: NOT_SUPPORTED on a MIG device.
+        assert!(matches!(
+            d.utilization_rates(),
+            Err(NvmlError::NotSupported)
+        ));
+        assert!(matches!(d.power_usage(), Err(NvmlError::NotSupported)));
+        assert!(matches!(
+            d.temperature(TemperatureSensor::Gpu),
+            Err(NvmlError::NotSupported)
+        ));
+        assert!(matches!(
+            d.clock_info(Clock::SM),
+            Err(NvmlError::NotSupported)
+        ));
+        assert!(matches!(d.pci_info(), Err(NvmlError::NotSupported)));
+        assert!(matches!(
+            d.link_wrapper_for(0).is_active(),
+            Err(NvmlError::NotSupported)
+        ));
+        assert!(matches!(d.mig_mode(), Err(NvmlError::NotSupported)));
+        assert!(matches!(d.gpm_sample(), Err(NvmlError::NotSupported)));
+        assert!(matches!(
+            d.mig_device_by_index(0),
+            Err(NvmlError::NotSupported)
+        ));
+    }
+    assert_eq!(attrs_sms(&migs[0]), 60, "3g.40gb on H100");
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), 3);
+    assert_eq!(nvml.sys_process_name(7200, 64).unwrap(), "tritonserver");
+
+    // The parent aggregates its instances (the caller is privileged).
+    let m = parent.memory_info().unwrap();
+    assert_eq!((m.total, m.reserved), (81559 * MIB, 545 * MIB));
+    assert_eq!(m.used, 29000 * MIB);
+    let procs = parent.running_compute_processes().unwrap();
+    let got: Vec<(u32, Option<u32>)> = procs.iter().map(|p| (p.pid, p.gpu_instance_id)).collect();
+    assert_eq!(got, vec![(7100, Some(2)), (7200, Some(4))]);
+
+    // GPM per GPU instance: samples of the parent for one instance id.
+    assert!(parent.gpm_support().unwrap());
+    let ids = [
+        GpmMetricId::GraphicsUtil,
+        GpmMetricId::SmUtil,
+        GpmMetricId::SmOccupancy,
+        GpmMetricId::AnyTensorUtil,
+        GpmMetricId::DramBwUtil,
+        GpmMetricId::Fp16Util,
+        GpmMetricId::Fp32Util,
+        GpmMetricId::Fp64Util,
+    ];
+    let metrics = |a, b| -> Vec<f64> {
+        gpm_metrics_get(&nvml, a, b, &ids)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap().value)
+            .collect()
+    };
+    let a1 = parent.gpm_mig_sample(2).unwrap();
+    let i1 = parent.gpm_mig_sample(3).unwrap();
+    let p1 = parent.gpm_sample().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let a2 = parent.gpm_mig_sample(2).unwrap();
+    let i2 = parent.gpm_mig_sample(3).unwrap();
+    let p2 = parent.gpm_sample().unwrap();
+    let got = metrics(&a1, &a2);
+    let want = [70.0, 70.0, 35.0, 40.0, 30.0, 25.0, 8.0, 0.0];
+    for ((id, g), w) in ids.iter().zip(&got).zip(want) {
+        assert!(near(*g, w, 1e-9), "{id:?}: {g} != {w}");
+    }
+    assert_eq!(metrics(&i1, &i2), vec![0.0; 8], "the idle instance");
+    // GPU-wide metrics are not per instance.
+    let pcie = gpm_metrics_get(&nvml, &a1, &a2, &[GpmMetricId::PcieTxPerSec]).unwrap();
+    assert!(matches!(pcie[0], Err(NvmlError::NotSupported)));
+    // Samples of two instances, or of an instance and the GPU, do not mix.
+    assert!(matches!(
+        gpm_metrics_get(&nvml, &a1, &i2, &ids),
+        Err(NvmlError::InvalidArg)
+    ));
+    assert!(matches!(
+        gpm_metrics_get(&nvml, &p1, &a2, &ids),
+        Err(NvmlError::InvalidArg)
+    ));
+    // The parent's own samples: the instances weighted by compute slices
+    // (3/7 of 70 % plus 2/7 of ~55 %), DRAM by memory slices (4/8 of 30 %
+    // plus 2/8 of 20 %).
+    let whole = metrics(&p1, &p2);
+    assert!(
+        (whole[1] - (30.0 + 2.0 / 7.0 * 55.0)).abs() < 2.0,
+        "{whole:?}"
+    );
+    assert!(near(whole[4], 20.0, 1e-9), "{whole:?}");
+    assert!(matches!(
+        parent.gpm_mig_sample(5),
+        Err(NvmlError::InvalidArg)
+    ));
+    drop((a1, a2, i1, i2, p1, p2));
+
+    // GPU 1 runs without MIG.
+    let d1 = nvml.device_by_index(1).unwrap();
+    let mode = d1.mig_mode().unwrap();
+    assert_eq!((mode.current, mode.pending), (0, 0));
+    assert_eq!(d1.mig_device_count().unwrap(), 0);
+    assert!(matches!(
+        d1.mig_device_by_index(0),
+        Err(NvmlError::NotSupported)
+    ));
+    assert!(matches!(d1.gpm_mig_sample(0), Err(NvmlError::NotSupported)));
+    assert!((86..=94).contains(&d1.utilization_rates().unwrap().gpu));
+    let procs = d1.running_compute_processes().unwrap();
+    assert_eq!(procs.len(), 1);
+    assert_eq!((procs[0].pid, procs[0].gpu_instance_id), (7301, None));
+
+    nvml.shutdown().unwrap();
+}
+
+fn attrs_sms(d: &Device) -> u32 {
+    d.attributes().unwrap().multiprocessor_count
+}
+
+#[test]
+fn mig_parent_aggregates_need_privileges_and_faults_reach_instances() {
+    let scenario = r#"
+privileged = false
+
+[[gpus]]
+model = "h100"
+mig = [
+  { profile = "1g.10gb", processes = [{ pid = 900, used_memory_mib = 1000 }] },
+  { profile = "1g.10gb" },
+  { profile = "4g.40gb", gpu_instance_id = 1 },
+]
+
+[[gpus]]
+model = "a100"
+mig = []
+
+[[faults]]
+gpu = 0
+lost_at = 0.5
+"#;
+    let tmp = temp_scenario("mig-unprivileged", scenario);
+    let _g = setup(tmp.path());
+    let nvml = init();
+    let parent = nvml.device_by_index(0).unwrap();
+    assert!(matches!(parent.memory_info(), Err(NvmlError::NoPermission)));
+    assert!(matches!(
+        parent.running_compute_processes(),
+        Err(NvmlError::NoPermission)
+    ));
+    // Per instance needs no privilege. 1g.10gb placed top-down: GI 13, 12.
+    let gis: Vec<u32> = (0..3)
+        .map(|i| instance_ids(&nvml, &parent.mig_device_by_index(i).unwrap()).1)
+        .collect();
+    assert_eq!(gis, vec![1, 12, 13]);
+    let small = parent.mig_device_by_index(2).unwrap();
+    assert_eq!(small.running_compute_processes().unwrap()[0].pid, 900);
+    assert_eq!(small.memory_info().unwrap().used, 1000 * MIB);
+    let big = parent.mig_device_by_index(0).unwrap();
+    assert_eq!(big.name().unwrap(), "NVIDIA H100 80GB HBM3 MIG 4g.40gb");
+    assert_eq!(big.memory_info().unwrap().total, (81559 - 545) / 2 * MIB);
+    assert!(matches!(
+        parent.mig_device_by_index(3),
+        Err(NvmlError::NotFound)
+    ));
+
+    // MIG enabled with no instance created yet (A100: no GPM).
+    let a100 = nvml.device_by_index(1).unwrap();
+    assert_eq!(a100.mig_mode().unwrap().current, NVML_DEVICE_MIG_ENABLE);
+    assert_eq!(a100.mig_device_count().unwrap(), 7);
+    assert!((0..7).all(|i| matches!(a100.mig_device_by_index(i), Err(NvmlError::NotFound))));
+    assert!(matches!(
+        a100.gpm_mig_sample(0),
+        Err(NvmlError::NotSupported)
+    ));
+
+    // A lost parent loses its MIG devices too.
+    wait_until(&nvml, 0.6);
+    assert!(matches!(small.memory_info(), Err(NvmlError::GpuLost)));
+    assert!(matches!(small.uuid(), Err(NvmlError::GpuLost)));
+}
