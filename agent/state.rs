@@ -328,6 +328,13 @@ impl Agent {
                 },
             );
         }
+        let iv = s.gauge(
+            "accel_collector_interval_seconds",
+            "The collector's sampling interval.",
+        );
+        for (_, (c, _)) in running() {
+            iv.add(&[("collector", c.name)], c.interval.as_secs_f64());
+        }
         let d = s.gauge(
             "accel_collector_duration_seconds",
             "How long the collector's last sample took.",

@@ -13,6 +13,7 @@ pub mod infiniband;
 pub mod memory;
 pub mod network;
 pub mod pressure;
+pub mod process;
 mod sample;
 pub mod util;
 
@@ -253,6 +254,13 @@ pub fn registry() -> &'static [Spec] {
             default_enabled: true,
             default_interval: HOST_INTERVAL,
             build: network::build,
+        },
+        Spec {
+            name: "process",
+            help: "the agent's own CPU time, memory, file descriptors and threads (process_*)",
+            default_enabled: true,
+            default_interval: HOST_INTERVAL,
+            build: process::build,
         },
         Spec {
             name: "infiniband",

@@ -15,7 +15,15 @@ pub fn fixture_agent(extra: &[&str]) -> Agent {
         format!("--path.udev.data={}", fx.join("run/udev/data").display()),
         "--collector.network.device-exclude=^$".to_owned(),
     ];
-    for c in ["cpu", "memory", "pressure", "disk", "network", "infiniband"] {
+    for c in [
+        "cpu",
+        "memory",
+        "pressure",
+        "disk",
+        "network",
+        "infiniband",
+        "process",
+    ] {
         args.push(format!("--collector.{c}.interval=1h"));
     }
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -32,6 +40,7 @@ pub fn normalize(text: &str, volatile: &[&str]) -> String {
         let line = if line.starts_with("accel_collector_duration_seconds{")
             || line.starts_with("accel_collector_last_success_timestamp_seconds{")
             || volatile.contains(&family)
+            || family.starts_with("process_")
         {
             let (series, _) = line.rsplit_once(' ').unwrap();
             format!("{series} <volatile>")

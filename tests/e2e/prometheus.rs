@@ -114,6 +114,25 @@ impl Prometheus {
             .collect()
     }
 
+    /// An instant query of any result type; its series or samples (a
+    /// scalar or string result counts as one).
+    pub fn query_any(&self, q: &str) -> Vec<Value> {
+        let r = request(
+            &self.addr,
+            "GET",
+            &format!("/api/v1/query?query={}", percent_encode(q)),
+            &[],
+        );
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+            panic!("{q}: bad JSON ({e}): {}", String::from_utf8_lossy(&r.body))
+        });
+        assert_eq!(body["status"], "success", "{q}: {body}");
+        match &body["data"]["result"] {
+            Value::Array(v) => v.clone(),
+            other => vec![other.clone()],
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

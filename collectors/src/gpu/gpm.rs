@@ -9,77 +9,98 @@ use nvml_wrapper::{Device, GpmSample, Nvml};
 use super::GpuSample;
 use crate::MetricType;
 
-/// GPM metrics: (id, family, extra label, scale to the family's unit).
-/// A GPM metric: its id, the family, an extra label, and the scale to the
-/// family's unit.
+/// How a GPM value becomes the family's unit.
+#[derive(Clone, Copy)]
+enum Scale {
+    /// A percentage, to a ratio 0-1 (divided, so 47 gives exactly 0.47).
+    Percent,
+    /// MiB/s to bytes/s.
+    MiB,
+}
+
+impl Scale {
+    fn apply(self, v: f64) -> f64 {
+        match self {
+            Scale::Percent => v / 100.0,
+            Scale::MiB => v * 1048576.0,
+        }
+    }
+}
+
+/// A GPM metric: its id, the family, an extra label, and its scale.
 type GpmMetric = (
     GpmMetricId,
     &'static str,
     Option<(&'static str, &'static str)>,
-    f64,
+    Scale,
 );
 
 const GPM_METRICS: [GpmMetric; 11] = [
-    (GpmMetricId::SmUtil, "accel_gpu_sm_active_ratio", None, 0.01),
+    (
+        GpmMetricId::SmUtil,
+        "accel_gpu_sm_active_ratio",
+        None,
+        Scale::Percent,
+    ),
     (
         GpmMetricId::SmOccupancy,
         "accel_gpu_sm_occupancy_ratio",
         None,
-        0.01,
+        Scale::Percent,
     ),
     (
         GpmMetricId::AnyTensorUtil,
         "accel_gpu_tensor_active_ratio",
         None,
-        0.01,
+        Scale::Percent,
     ),
     (
         GpmMetricId::DramBwUtil,
         "accel_gpu_dram_active_ratio",
         None,
-        0.01,
+        Scale::Percent,
     ),
     (
         GpmMetricId::Fp16Util,
         "accel_gpu_pipe_active_ratio",
         Some(("pipe", "fp16")),
-        0.01,
+        Scale::Percent,
     ),
     (
         GpmMetricId::Fp32Util,
         "accel_gpu_pipe_active_ratio",
         Some(("pipe", "fp32")),
-        0.01,
+        Scale::Percent,
     ),
     (
         GpmMetricId::Fp64Util,
         "accel_gpu_pipe_active_ratio",
         Some(("pipe", "fp64")),
-        0.01,
+        Scale::Percent,
     ),
     (
         GpmMetricId::PcieTxPerSec,
         "accel_gpu_gpm_pcie_transmit_bytes_per_second",
         None,
-        1048576.0,
+        Scale::MiB,
     ),
     (
         GpmMetricId::PcieRxPerSec,
         "accel_gpu_gpm_pcie_receive_bytes_per_second",
         None,
-        1048576.0,
+        Scale::MiB,
     ),
     (
         GpmMetricId::NvlinkTotalTxPerSec,
         "accel_gpu_gpm_nvlink_transmit_bytes_per_second",
         None,
-        1048576.0,
+        Scale::MiB,
     ),
     (
         GpmMetricId::NvlinkTotalRxPerSec,
         "accel_gpu_gpm_nvlink_receive_bytes_per_second",
         None,
-        1048576.0,
+        Scale::MiB,
     ),
 ];
 
@@ -134,7 +155,7 @@ pub(super) fn gpm(
                     family,
                     gpm_help(family),
                     &extra,
-                    m.value * scale,
+                    scale.apply(m.value),
                 );
             }
         }

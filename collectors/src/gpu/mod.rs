@@ -56,6 +56,13 @@ impl Default for GpuOptions {
     }
 }
 
+/// XIDs exported at 0 before they first happen: the ones operators alert
+/// on (application faults 13, 31, 43, 45; memory 48, 63, 64, 92, 94, 95;
+/// engine and firmware 61, 62, 119, 120; NVLink 74; off the bus 79).
+const KNOWN_XIDS: [u64; 16] = [
+    13, 31, 43, 45, 48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120,
+];
+
 /// Longest wait between probes of a lost GPU.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -260,8 +267,13 @@ impl Gpu {
 
 /// What became of one GPU in one sample.
 enum Outcome {
+    /// Sampled.
     Up,
+    /// Fallen off the bus: probed again with backoff.
     Lost,
+    /// Unreachable for another reason (already counted as an error): shown
+    /// as down this sample, tried again at the next.
+    Failed,
 }
 
 /// Accumulates one GPU's series; they reach the sample only if the GPU
@@ -465,7 +477,7 @@ impl Gpu {
                     ErrorKind::Library,
                     format!("GPU {index}: {e}"),
                 ));
-                return Outcome::Lost;
+                return Outcome::Failed;
             }
         };
         let state = &mut self.gpus[index as usize];
@@ -484,7 +496,12 @@ impl Gpu {
                     g.uuid = state.uuid.clone();
                     state.info = Some(info);
                 }
-                None => return Outcome::Lost,
+                None if g.lost => return Outcome::Lost,
+                None => {
+                    let GpuSample { out: gpu_out, .. } = g;
+                    out.merge(gpu_out); // the errors that explain it
+                    return Outcome::Failed;
+                }
             }
         }
 
@@ -868,6 +885,10 @@ impl Collector for Gpu {
                     ));
                     up.push(false);
                 }
+                Outcome::Failed => {
+                    state.last = None;
+                    up.push(false);
+                }
             }
         }
         let info = out.gauge(
@@ -883,8 +904,24 @@ impl Collector for Gpu {
         }
         {
             let x = self.xids.lock().unwrap_or_else(|e| e.into_inner());
-            let total = out.counter("accel_gpu_xid_errors_total", "XID errors reported by the driver, by XID (counted as they happen, from NVML events).");
-            for ((gpu, xid), n) in &x.counts {
+            // The XIDs the alert rules name start at 0 on every GPU whose
+            // events are watched, so `increase()` sees their first error.
+            let watched = self.session.as_ref().is_some_and(|s| s.events.is_some());
+            let mut counts = x.counts.clone();
+            if watched {
+                for (gpu, state) in self.gpus.iter().enumerate() {
+                    if state.info.is_some() {
+                        for xid in KNOWN_XIDS {
+                            counts.entry((gpu as u32, xid)).or_insert(0);
+                        }
+                    }
+                }
+            }
+            let total = out.counter(
+                "accel_gpu_xid_errors_total",
+                "XID errors reported by the driver, by XID (counted as they happen, from NVML events).",
+            );
+            for ((gpu, xid), n) in &counts {
                 let uuid = self.gpus.get(*gpu as usize).map_or("", |s| s.uuid.as_str());
                 total.add(
                     &[

@@ -1,0 +1,147 @@
+//! `process_*`: the agent's own CPU time, memory, file descriptors and
+//! threads, under the names every Prometheus client library uses, so the
+//! agent's cost is on the Agent dashboard beside what it measures. Always
+//! read from the real /proc/self, whatever `--path.procfs` says.
+
+use std::path::PathBuf;
+
+use crate::util::{parse_u64, read_to_string};
+use crate::{Built, CollectError, Collector, Options, Sample};
+
+/// The process collector.
+pub struct Process {
+    proc: PathBuf,
+    ticks_per_second: f64,
+    page_size: f64,
+}
+
+/// Builds the collector.
+pub fn build(_opts: &Options) -> Result<Built, CollectError> {
+    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
+    let (hz, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    Ok(Built::Ready(Box::new(Process {
+        proc: PathBuf::from("/proc"),
+        ticks_per_second: if hz > 0 { hz as f64 } else { 100.0 },
+        page_size: if page > 0 { page as f64 } else { 4096.0 },
+    })))
+}
+
+/// The fields of /proc/PID/stat after the command name: utime, stime,
+/// num_threads, starttime, vsize and rss (fields 14, 15, 20, 22, 23, 24).
+pub fn parse_stat(text: &str) -> Result<[u64; 6], CollectError> {
+    // The command name is in parentheses and may hold spaces or ')'.
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| CollectError::parse("stat: no command name"))?;
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // `rest` starts at field 3 (state).
+    let at = |n: usize| {
+        f.get(n - 3)
+            .ok_or_else(|| CollectError::parse(format!("stat: no field {n}")))
+            .and_then(|v| parse_u64(v, &format_args!("stat field {n}")))
+    };
+    Ok([at(14)?, at(15)?, at(20)?, at(22)?, at(23)?, at(24)?])
+}
+
+impl Collector for Process {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        let me = self.proc.join("self");
+        let [utime, stime, threads, start, vsize, rss] =
+            parse_stat(&read_to_string(&me.join("stat"))?)?;
+        let hz = self.ticks_per_second;
+        out.counter(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+        )
+        .add(&[], (utime + stime) as f64 / hz);
+        out.gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+        )
+        .add(&[], rss as f64 * self.page_size);
+        out.gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+        )
+        .add(&[], vsize as f64);
+        out.gauge("process_threads", "Number of OS threads in the process.")
+            .add(&[], threads as f64);
+        let btime = read_to_string(&self.proc.join("stat"))?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .map(|v| parse_u64(v.trim(), &"btime"))
+            .transpose()?;
+        if let Some(btime) = btime {
+            out.gauge(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+            )
+            .add(&[], btime as f64 + start as f64 / hz);
+        }
+        if let Ok(fds) = std::fs::read_dir(me.join("fd")) {
+            out.gauge("process_open_fds", "Number of open file descriptors.")
+                .add(&[], fds.count() as f64);
+        }
+        let limits = read_to_string(&me.join("limits"))?;
+        if let Some(max) = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_ascii_whitespace().nth(3))
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            out.gauge(
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+            )
+            .add(&[], max);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 7 0 123456 987654321 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n";
+        assert_eq!(
+            parse_stat(line).unwrap(),
+            [250, 75, 7, 123456, 987654321, 2048]
+        );
+        assert!(parse_stat("4242 (x) S 1 2").is_err());
+        assert!(parse_stat("no parens").is_err());
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let Built::Ready(mut c) = build(&Options::default()).unwrap() else {
+            panic!()
+        };
+        let mut s = Sample::new();
+        c.sample(&mut s).unwrap();
+        let mut text = String::new();
+        s.encode_text(&mut text);
+        for f in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+            "process_threads ",
+        ] {
+            assert!(text.contains(f), "{f} missing:\n{text}");
+        }
+    }
+}
