@@ -728,7 +728,14 @@ impl Gpu {
                     sm.insert(s.pid, f64::from(s.sm_util) / 100.0);
                 }
             }
-            process::export(&mut g, procs, &sm, &self.procfs, self.opts.max_processes);
+            process::export(
+                &mut g,
+                nvml,
+                procs,
+                &sm,
+                &self.procfs,
+                self.opts.max_processes,
+            );
         } else if allocated.is_some() {
             g.gauge(
                 "accel_gpu_processes",

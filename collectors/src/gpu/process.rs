@@ -9,6 +9,7 @@ use std::path::Path;
 
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::struct_wrappers::device::ProcessInfo;
+use nvml_wrapper::Nvml;
 
 use super::GpuSample;
 use crate::MetricType;
@@ -95,6 +96,7 @@ fn owner(procfs: &Path, pid: u32) -> Owner {
 /// (0-1) where NVML gives it.
 pub(super) fn export(
     g: &mut GpuSample<'_>,
+    nvml: &Nvml,
     procs: &[ProcessInfo],
     sm_util: &HashMap<u32, f64>,
     procfs: &Path,
@@ -115,7 +117,15 @@ pub(super) fn export(
     );
     for p in procs.into_iter().take(cap) {
         let pid = p.pid.to_string();
-        let comm = comm(procfs, p.pid);
+        let mut comm = comm(procfs, p.pid);
+        if comm.is_empty() {
+            // Not in our /proc (another pid namespace): NVML knows its name.
+            comm = nvml
+                .sys_process_name(p.pid, 256)
+                .ok()
+                .and_then(|n| n.rsplit('/').next().map(str::to_owned))
+                .unwrap_or_default();
+        }
         let o = owner(procfs, p.pid);
         // Under MIG, the instance the process runs in.
         let gi = p.gpu_instance_id.map(|i| i.to_string()).unwrap_or_default();
