@@ -22,18 +22,7 @@ fn replace(path: &Path, text: &str) {
 }
 
 fn wait_for(agent: &Agent, what: &str, cond: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = agent.get("/metrics").text();
-        if cond(&text) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_for(what, Duration::from_secs(10), cond)
 }
 
 #[test]

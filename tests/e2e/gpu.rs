@@ -43,18 +43,7 @@ pub fn sim_agent(scenario: &str, interval: &str, extra: &[&str]) -> Agent {
 }
 
 fn wait_for(agent: &Agent, what: &str, within: Duration, cond: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = agent.get("/metrics").text();
-        if cond(&text) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_for(what, within, cond)
 }
 
 fn gpu(text: &str, family: &str, gpu: u32) -> Option<f64> {

@@ -87,17 +87,7 @@ impl Prometheus {
 
     /// An instant query; the `data.result` vector as (labels, value).
     pub fn query(&self, q: &str) -> Vec<(serde_json::Map<String, Value>, f64)> {
-        let r = request(
-            &self.addr,
-            "GET",
-            &format!("/api/v1/query?query={}", percent_encode(q)),
-            &[],
-        );
-        let body: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
-            panic!("{q}: bad JSON ({e}): {}", String::from_utf8_lossy(&r.body))
-        });
-        assert_eq!(r.status, 200, "{q}: {body}");
-        assert_eq!(body["status"], "success", "{q}: {body}");
+        let body = self.get_query(q);
         assert_eq!(body["data"]["resultType"], "vector", "{q}: {body}");
         body["data"]["result"]
             .as_array()
@@ -117,6 +107,14 @@ impl Prometheus {
     /// An instant query of any result type; its series or samples (a
     /// scalar or string result counts as one).
     pub fn query_any(&self, q: &str) -> Vec<Value> {
+        match &self.get_query(q)["data"]["result"] {
+            Value::Array(v) => v.clone(),
+            other => vec![other.clone()],
+        }
+    }
+
+    /// Runs an instant query; the whole successful answer.
+    fn get_query(&self, q: &str) -> Value {
         let r = request(
             &self.addr,
             "GET",
@@ -126,11 +124,9 @@ impl Prometheus {
         let body: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
             panic!("{q}: bad JSON ({e}): {}", String::from_utf8_lossy(&r.body))
         });
+        assert_eq!(r.status, 200, "{q}: {body}");
         assert_eq!(body["status"], "success", "{q}: {body}");
-        match &body["data"]["result"] {
-            Value::Array(v) => v.clone(),
-            other => vec![other.clone()],
-        }
+        body
     }
 
     pub fn log_text(&self) -> String {

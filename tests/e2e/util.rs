@@ -103,6 +103,23 @@ impl Agent {
         self.get(path)
     }
 
+    /// Scrapes /metrics until `cond` holds on the text, at most `within`;
+    /// returns that text.
+    pub fn wait_for(&self, what: &str, within: Duration, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.get("/metrics").text();
+            if cond(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for /-/ready to answer 200.
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -107,35 +107,28 @@ impl Raw {
     }
 }
 
+/// The type of nvmlDeviceGetGpuInstanceId and nvmlDeviceGetComputeInstanceId.
+type InstanceIdFn = unsafe extern "C" fn(nvml_wrapper_sys::bindings::nvmlDevice_t, *mut u32) -> u32;
+
 impl Raw {
     /// The GPU instance id of a MIG device handle.
     pub fn gpu_instance_id(&self, dev: &Device<'_>) -> Result<u32, u32> {
-        let f = self
-            .lib
-            .nvmlDeviceGetGpuInstanceId
-            .as_ref()
-            .map_err(|_| NOT_FOUND)?;
-        let mut id = 0;
-        // SAFETY: valid device handle (see above) and a valid out-pointer.
-        match unsafe { f(dev.handle(), &mut id) } {
-            r if r == nvmlReturn_enum_NVML_SUCCESS => Ok(id),
-            r => Err(r),
-        }
+        instance_id(self.lib.nvmlDeviceGetGpuInstanceId.as_ref().ok(), dev)
     }
 
     /// The compute instance id of a MIG device handle.
     pub fn compute_instance_id(&self, dev: &Device<'_>) -> Result<u32, u32> {
-        let f = self
-            .lib
-            .nvmlDeviceGetComputeInstanceId
-            .as_ref()
-            .map_err(|_| NOT_FOUND)?;
-        let mut id = 0;
-        // SAFETY: valid device handle (see above) and a valid out-pointer.
-        match unsafe { f(dev.handle(), &mut id) } {
-            r if r == nvmlReturn_enum_NVML_SUCCESS => Ok(id),
-            r => Err(r),
-        }
+        instance_id(self.lib.nvmlDeviceGetComputeInstanceId.as_ref().ok(), dev)
+    }
+}
+
+fn instance_id(f: Option<&InstanceIdFn>, dev: &Device<'_>) -> Result<u32, u32> {
+    let f = f.ok_or(NOT_FOUND)?;
+    let mut id = 0;
+    // SAFETY: valid device handle (see above) and a valid out-pointer.
+    match unsafe { f(dev.handle(), &mut id) } {
+        r if r == nvmlReturn_enum_NVML_SUCCESS => Ok(id),
+        r => Err(r),
     }
 }
 
