@@ -404,10 +404,10 @@ fn sim_agent_on_fixtures(scenario: &str, listen: &str) -> Agent {
 
 #[test]
 fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
-    // Three simulated nodes: a busy training node on the host fixtures, one
-    // whose GPUs are held but idle, one that loses GPU 3 at t = 3 s (back at
-    // t = 8 s, with XID 79).
-    let ports: Vec<String> = (0..3)
+    // Four simulated nodes: a busy training node on the host fixtures, one
+    // whose GPUs are held but idle, one that loses GPU 3 (with XID 79), and
+    // a MIG node whose free instance gets an idle process.
+    let ports: Vec<String> = (0..4)
         .map(|_| format!("127.0.0.1:{}", crate::util::free_port()))
         .collect();
     let targets: Vec<&str> = ports.iter().map(String::as_str).collect();
@@ -433,10 +433,21 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
     let scenario = scenario.replace("lost_at = 3", "lost_at = 8").replace("back_at = 8", "back_at = 14")
         + "\n[[faults]]\ngpu = 1\nthrottle = [{ from = 0, until = 1000, reasons = [\"sw_power_cap\"] }]\n";
     std::fs::write(&late, scenario).unwrap();
+    let mig = dir.0.join("mig-idle.toml");
+    let scenario =
+        std::fs::read_to_string(root().join("tests/nvml-sim/scenarios/mig-h100.toml")).unwrap();
+    let free = "[[gpus.mig]]\nprofile = \"2g.20gb\"\nmemory_mib = 20096\n\n";
+    assert!(
+        scenario.contains(free),
+        "mig-h100.toml changed: update this test"
+    );
+    let held = "[[gpus.mig]]\nprofile = \"2g.20gb\"\nmemory_mib = 20096\nprocesses = [{ pid = 7250, name = \"python3\", used_memory_mib = 500 }]\n\n";
+    std::fs::write(&mig, scenario.replace(free, held)).unwrap();
     let agents = [
         sim_agent_on_fixtures("8xh100-training", &listen(0)),
         sim_agent_on_fixtures("idle-allocated", &listen(1)),
         sim_agent_on_fixtures(late.to_str().unwrap(), &listen(2)),
+        sim_agent_on_fixtures(mig.to_str().unwrap(), &listen(3)),
     ];
     for a in &agents {
         a.wait_ready();
@@ -449,6 +460,7 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
         ("AccelGPUAllocatedIdle", ports[1].as_str()),
         ("AccelGPULost", ports[2].as_str()),
         ("AccelGPUXidCritical", ports[2].as_str()),
+        ("AccelGPUMIGInstanceIdle", ports[3].as_str()),
     ];
     while Instant::now() < deadline {
         for (labels, _) in prom.query("ALERTS{alertstate=\"firing\"}") {
