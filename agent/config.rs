@@ -8,7 +8,8 @@
 //! the file. Any bad flag or value gives one line naming it and exit code 2.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use accel_collectors::{registry, DeviceFilter, Options, Spec};
@@ -16,6 +17,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::logging::LogFormat;
+use crate::web_config::WebSecurity;
 
 /// The shortest sampling interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -29,8 +31,11 @@ pub struct WebConfig {
     pub telemetry_path: String,
     /// Requests served at once; beyond it, 503. 0: no limit.
     pub max_requests: usize,
-    /// How long a client may take to send its request headers.
+    /// How long a client may take to send its request headers (and, with
+    /// TLS, to finish the handshake).
     pub header_timeout: Duration,
+    /// `--web.config.file`: TLS and basic authentication, loaded and checked.
+    pub security: Option<Arc<WebSecurity>>,
 }
 
 /// One collector's settings.
@@ -178,7 +183,8 @@ pub fn command() -> Command {
         .arg(opt("web.listen-address", "ADDR", "Address to listen on: host:port, or :port for every address.".into()).default_value(":9445"))
         .arg(opt("web.telemetry-path", "PATH", "Path under which to expose metrics.".into()).default_value("/metrics").value_parser(parse_path))
         .arg(opt("web.max-requests", "N", "Maximum number of connections served at once; more get 503. 0 means no limit.".into()).default_value("40").value_parser(clap::value_parser!(usize)))
-        .arg(opt("web.header-timeout", "DURATION", "How long a client may take to send its request headers.".into()).default_value("10s").value_parser(parse_duration))
+        .arg(opt("web.header-timeout", "DURATION", "How long a client may take to send its request headers (and to finish the TLS handshake).".into()).default_value("10s").value_parser(parse_duration))
+        .arg(opt("web.config.file", "FILE", "Web config file for TLS and basic authentication, in the Prometheus exporter-toolkit format (tls_server_config, basic_auth_users); re-read on SIGHUP.".into()))
         .arg(opt("log.level", "LEVEL", "Only log messages with this severity or above: debug, info, warn, error.".into()).default_value("info").value_parser(parse_level))
         .arg(opt("log.format", "FORMAT", "Log line format: logfmt or json.".into()).default_value("logfmt").value_parser(parse_format))
         .arg(opt("path.procfs", "PATH", "procfs mountpoint.".into()).default_value("/proc"))
@@ -362,6 +368,41 @@ impl Config {
         Self::from_matches(&matches).map(|c| Parsed::Run(Box::new(c)))
     }
 
+    /// The settings that differ in `new` but only take effect after a
+    /// restart (a reload applies the log level and the web config file).
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let (a, b) = (&self.web, &new.web);
+        if a.listen_address != b.listen_address {
+            out.push("web.listen-address");
+        }
+        if a.telemetry_path != b.telemetry_path {
+            out.push("web.telemetry-path");
+        }
+        if a.max_requests != b.max_requests {
+            out.push("web.max-requests");
+        }
+        if a.header_timeout != b.header_timeout {
+            out.push("web.header-timeout");
+        }
+        if self.log_format != new.log_format {
+            out.push("log.format");
+        }
+        if format!("{:?}", self.options) != format!("{:?}", new.options) {
+            out.push("collector options and paths");
+        }
+        let switches = |c: &Config| {
+            c.collectors
+                .iter()
+                .map(|c| (c.spec.name, c.enabled, c.interval))
+                .collect::<Vec<_>>()
+        };
+        if switches(self) != switches(new) {
+            out.push("collectors and their intervals");
+        }
+        out
+    }
+
     fn from_matches(m: &ArgMatches) -> Result<Self, String> {
         let s = |k: &str| m.get_one::<String>(k).cloned();
         let filter = |what: &str| {
@@ -412,6 +453,13 @@ impl Config {
                 }
             })
             .collect();
+        let security = match s("web.config.file").filter(|f| !f.is_empty()) {
+            None => None,
+            Some(file) => Some(Arc::new(
+                crate::web_config::load(Path::new(&file))
+                    .map_err(|e| format!("web config file {file}: {e}"))?,
+            )),
+        };
         Ok(Config {
             web: WebConfig {
                 listen_address: s("web.listen-address").unwrap_or_default(),
@@ -422,6 +470,7 @@ impl Config {
                 header_timeout: *m
                     .get_one::<Duration>("web.header-timeout")
                     .expect("has a default"),
+                security,
             },
             log_level: *m
                 .get_one::<tracing::Level>("log.level")

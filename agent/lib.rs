@@ -3,13 +3,16 @@
 //!
 //! The collectors themselves live in the `accel-collectors` crate; this
 //! crate schedules them ([`sampler`]), keeps their snapshots and builds the
-//! scrape body ([`state`]), and serves it ([`server`]).
+//! scrape body ([`state`]), serves it ([`server`]), and reports to systemd
+//! ([`systemd`]).
 
 pub mod config;
 pub mod logging;
 pub mod sampler;
 pub mod server;
 pub mod state;
+pub mod systemd;
+pub mod web_config;
 
 use std::ffi::OsString;
 
@@ -22,7 +25,7 @@ pub const REVISION: &str = env!("ACCEL_REVISION");
 /// code: 0 after a clean shutdown, 1 when it cannot start (port in use), 2
 /// for a bad flag or config value.
 pub fn run(args: Vec<OsString>) -> i32 {
-    let config = match config::Config::from_args(args) {
+    let config = match config::Config::from_args(args.clone()) {
         Ok(config::Parsed::Run(c)) => *c,
         Ok(config::Parsed::Exit(code)) => return code,
         Err(msg) => {
@@ -37,7 +40,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
         "starting accel-agent"
     );
 
-    let agent = sampler::start(&config);
+    let (agent, samplers) = sampler::spawn(&config);
     // One thread serves HTTP: a scrape only clones a cached body, and a
     // single-threaded runtime avoids waking a second thread per connection
     // (measured: about half the CPU per scrape of a 2-worker runtime; see
@@ -52,7 +55,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(server::serve(agent, config.web.clone())) {
+    // Under systemd (Type=notify): READY=1 after the first samples, the
+    // watchdog pings, STATUS= and STOPPING=1; nothing otherwise.
+    let _systemd = systemd::Supervisor::start(&runtime, agent.clone(), samplers);
+    match runtime.block_on(server::serve(agent, config, args)) {
         Ok(()) => {
             tracing::info!("stopped");
             0

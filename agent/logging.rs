@@ -1,13 +1,18 @@
 //! Log output: logfmt (the Prometheus exporters' default) or JSON, on stderr.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{reload, Registry};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,17 +23,42 @@ pub enum LogFormat {
     Json,
 }
 
+/// The level filter's reload handle, set by [`init`].
+static LEVEL: OnceLock<reload::Handle<LevelFilter, Registry>> = OnceLock::new();
+
 /// Installs the global logger. Safe to call more than once (later calls are
 /// ignored), which keeps tests that start the agent in-process simple.
 pub fn init(level: tracing::Level, format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    let _ = match format {
-        LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    let (filter, handle) = reload::Layer::new(LevelFilter::from_level(level));
+    let logfmt = (format == LogFormat::Logfmt).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .event_format(Logfmt)
+    });
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .json()
+            .flatten_event(true)
+    });
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(logfmt)
+        .with(json)
+        .try_init();
+    if installed.is_ok() {
+        let _ = LEVEL.set(handle);
+    }
+}
+
+/// Changes the log threshold of the logger [`init`] installed (a SIGHUP
+/// reload); false when there is none.
+pub fn set_level(level: tracing::Level) -> bool {
+    LEVEL
+        .get()
+        .is_some_and(|h| h.modify(|f| *f = LevelFilter::from_level(level)).is_ok())
 }
 
 /// The logfmt line format.

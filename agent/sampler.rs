@@ -15,8 +15,31 @@ use accel_collectors::{Built, CollectError, Collector, ErrorKind, Sample};
 use crate::config::Config;
 use crate::state::{Agent, CollectorState};
 
+/// The sampler threads, by collector name: the systemd watchdog is pinged
+/// only while all of them run (see [`crate::systemd`]).
+#[derive(Debug, Default)]
+pub struct Threads(pub Vec<(&'static str, std::thread::JoinHandle<()>)>);
+
+impl Threads {
+    /// The collectors whose sampler thread has ended. A sampler loops
+    /// forever and catches its collector's panics, so this is a bug (a
+    /// panic in the sampler itself), never a hung collector.
+    pub fn ended(&self) -> Vec<&'static str> {
+        self.0
+            .iter()
+            .filter(|(_, t)| t.is_finished())
+            .map(|(name, _)| *name)
+            .collect()
+    }
+}
+
 /// Builds the enabled collectors and starts their sampler threads.
 pub fn start(config: &Config) -> Arc<Agent> {
+    spawn(config).0
+}
+
+/// As [`start`], and returns the sampler threads too.
+pub fn spawn(config: &Config) -> (Arc<Agent>, Threads) {
     let mut running: Vec<(Box<dyn Collector>, Arc<CollectorState>)> = Vec::new();
     let mut not_running = Vec::new();
     for cc in &config.collectors {
@@ -44,16 +67,19 @@ pub fn start(config: &Config) -> Arc<Agent> {
         running.iter().map(|(_, s)| s.clone()).collect(),
         not_running,
     ));
+    let mut threads = Threads::default();
     for (collector, state) in running {
         let agent = agent.clone();
+        let name = state.name;
         let spawned = std::thread::Builder::new()
             .name(format!("sample-{}", state.name))
             .spawn(move || sample_loop(collector, &state, &agent));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a sampler thread");
+        match spawned {
+            Ok(t) => threads.0.push((name, t)),
+            Err(e) => tracing::error!(error = %e, "cannot start a sampler thread"),
         }
     }
-    agent
+    (agent, threads)
 }
 
 fn sample_loop(mut collector: Box<dyn Collector>, state: &CollectorState, agent: &Agent) {

@@ -1,25 +1,31 @@
 //! The HTTP endpoint: `/metrics` (or `--web.telemetry-path`), a landing
-//! page at `/`, `/-/healthy` and `/-/ready`.
+//! page at `/`, `/-/healthy` and `/-/ready`; over TLS and behind basic
+//! authentication when `--web.config.file` asks for them (see
+//! [`crate::web_config`]).
 //!
 //! Handlers only read the shared state (see [`crate::state`]); nothing here
 //! touches /proc, /sys or a device, so a wedged collector cannot stall a
 //! scrape. Concurrency is capped by `--web.max-requests` (503 beyond it), a
-//! client must send its headers within `--web.header-timeout`, and SIGTERM
-//! or SIGINT stop the listener and let in-flight requests finish.
+//! client must finish its TLS handshake and send its headers within
+//! `--web.header-timeout`, SIGTERM or SIGINT stop the listener and let
+//! in-flight requests finish, and SIGHUP reloads the config file and the
+//! web config without closing the listener.
 
 use std::convert::Infallible;
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
-    VARY,
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -28,8 +34,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::config::WebConfig;
+use crate::config::{Config, Parsed, WebConfig};
 use crate::state::{Agent, Format};
+use crate::web_config::WebSecurity;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -56,18 +63,104 @@ pub async fn bind(address: &str) -> io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
 
-/// Serves until SIGTERM or SIGINT, then drains in-flight requests.
-pub async fn serve(agent: Arc<Agent>, web: WebConfig) -> io::Result<()> {
+/// Serves until SIGTERM or SIGINT, then drains in-flight requests. SIGHUP
+/// re-reads the command line's config file and web config file (`args`,
+/// program name first, as [`Config::from_args`] takes them) and applies the
+/// log level and the web config (TLS, users) without closing the listener.
+pub async fn serve(agent: Arc<Agent>, config: Config, args: Vec<OsString>) -> io::Result<()> {
+    let web = config.web.clone();
     let listener = bind(&web.listen_address).await.map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("listening on {}: {e}", web.listen_address),
         )
     })?;
-    serve_on(listener, agent, web, shutdown_signal()).await
+    let security = Arc::new(ArcSwapOption::new(web.security.clone()));
+    announce(web.security.as_deref());
+    let reloader = Reloader {
+        args,
+        current: config,
+        security: security.clone(),
+    };
+    serve_on(listener, agent, web, security, signals(reloader)).await
 }
 
-async fn shutdown_signal() {
+/// Logs what a web config switches on, and what it could not honour.
+fn announce(security: Option<&WebSecurity>) {
+    let Some(s) = security else {
+        return tracing::info!("TLS is disabled; no authentication");
+    };
+    for w in &s.warnings {
+        tracing::warn!(file = %s.path.display(), "{w}");
+    }
+    match &s.tls {
+        Some(_) => tracing::info!(settings = %s.tls_summary, "TLS is enabled"),
+        None => tracing::info!("TLS is disabled"),
+    }
+    match &s.auth {
+        Some(a) => tracing::info!(users = a.users(), "basic authentication is enabled"),
+        None => tracing::info!("no authentication"),
+    }
+}
+
+/// What a SIGHUP needs: how the agent was started, what it runs with now,
+/// and where the server reads its web config from.
+struct Reloader {
+    args: Vec<OsString>,
+    current: Config,
+    security: Arc<ArcSwapOption<WebSecurity>>,
+}
+
+impl Reloader {
+    async fn reload(&mut self) {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let args = self.args.clone();
+        // Reading files and checking certificates blocks: not on the runtime.
+        let parsed = tokio::task::spawn_blocking(move || Config::from_args(args)).await;
+        let new = match parsed {
+            Ok(Ok(Parsed::Run(c))) => *c,
+            Ok(Ok(Parsed::Exit(_))) => return,
+            Ok(Err(e)) => {
+                return tracing::error!(error = %e, "reload failed; keeping the previous configuration")
+            }
+            Err(e) => {
+                return tracing::error!(error = %e, "reload failed; keeping the previous configuration")
+            }
+        };
+        if new.log_level != self.current.log_level && !crate::logging::set_level(new.log_level) {
+            tracing::warn!("cannot change the log level");
+        }
+        let was = self.security.load_full();
+        let (had_tls, had_auth) = was
+            .as_deref()
+            .map_or((false, false), |s| (s.tls.is_some(), s.auth.is_some()));
+        let (has_tls, has_auth) = new
+            .web
+            .security
+            .as_deref()
+            .map_or((false, false), |s| (s.tls.is_some(), s.auth.is_some()));
+        if had_tls && !has_tls {
+            tracing::warn!("the reloaded configuration turns TLS off");
+        }
+        if had_auth && !has_auth {
+            tracing::warn!("the reloaded configuration turns authentication off");
+        }
+        self.security.store(new.web.security.clone());
+        announce(new.web.security.as_deref());
+        let restart = self.current.restart_needed(&new);
+        if !restart.is_empty() {
+            tracing::warn!(
+                settings = restart.join(", "),
+                "changed settings take effect only after a restart"
+            );
+        }
+        tracing::info!(log_level = %new.log_level, "configuration reloaded");
+        self.current = new;
+    }
+}
+
+/// Completes on SIGTERM or SIGINT; reloads on SIGHUP.
+async fn signals(mut reloader: Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -77,25 +170,28 @@ async fn shutdown_signal() {
             return;
         }
     };
-    // SIGHUP would otherwise end the process (its default action): a
-    // `systemctl reload` must never take the agent down.
+    // Watching SIGHUP also keeps its default action (ending the process)
+    // away: a `systemctl reload` must never take the agent down.
     let mut hup = signal(SignalKind::hangup()).ok();
     loop {
         tokio::select! {
             _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => return tracing::info!("SIGINT: shutting down"),
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                tracing::info!("SIGHUP: ignored (reloading the configuration is not supported yet)");
+                reloader.reload().await;
             }
         }
     }
 }
 
-/// Serves on an already-bound listener until `stop` completes.
+/// Serves on an already-bound listener until `stop` completes. `security`
+/// is read for every connection (TLS) and request (authentication), so a
+/// new web config stored there applies without closing the listener.
 pub async fn serve_on(
     listener: TcpListener,
     agent: Arc<Agent>,
     web: WebConfig,
+    security: Arc<ArcSwapOption<WebSecurity>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, path = %web.telemetry_path, "listening");
@@ -103,6 +199,8 @@ pub async fn serve_on(
     let header_timeout = web.header_timeout;
     let web = Arc::new(web);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Tells connections still in their TLS handshake to give up.
+    let (stopping, _) = tokio::sync::watch::channel(());
     tokio::pin!(stop);
     loop {
         let (stream, _) = tokio::select! {
@@ -121,7 +219,11 @@ pub async fn serve_on(
         // A slot is a connection being served, held from accept to close:
         // a slow or idle client holds one until --web.header-timeout drops
         // it. Without a free slot the client gets a 503 at once.
+        let tls = security.load().as_ref().and_then(|s| s.tls.clone());
         let permit = match limit.clone().map(Semaphore::try_acquire_owned) {
+            // A TLS client could not read a plain 503, and a handshake is
+            // what a full server should not spend: close at once.
+            Some(Err(_)) if tls.is_some() => continue,
             Some(Err(_)) => {
                 tokio::spawn(refuse(stream, web.max_requests));
                 continue;
@@ -129,29 +231,134 @@ pub async fn serve_on(
             Some(Ok(p)) => Some(p),
             None => None,
         };
-        let (agent, web) = (agent.clone(), web.clone());
-        let svc = service_fn(move |req| {
-            let response = handle(&agent, &web, &req);
-            async move { Ok::<_, Infallible>(response) }
+        let (agent, web, security) = (agent.clone(), web.clone(), security.clone());
+        let svc = service_fn(move |req: Request<Incoming>| {
+            // Without a web config the response is built at once; with one,
+            // the authentication check may wait for bcrypt.
+            let quick = match &*security.load() {
+                None => Ok(handle(&agent, &web, &req)),
+                Some(s) => Err((s.clone(), agent.clone(), web.clone())),
+            };
+            async move {
+                Ok::<_, Infallible>(match quick {
+                    Ok(r) => r,
+                    Err((security, agent, web)) => secured(&security, &agent, &web, req).await,
+                })
+            }
         });
-        let conn = http1::Builder::new()
+        let http = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            .clone();
+        let watcher = graceful.watcher();
+        match tls {
+            None => {
+                let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), svc));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(config) => {
+                let mut stopping = stopping.subscribe();
+                tokio::spawn(async move {
+                    let handshake = tokio::select! {
+                        s = tokio::time::timeout(header_timeout, handshake(stream, config)) => s,
+                        _ = stopping.changed() => return,
+                    };
+                    let stream = match handshake {
+                        Ok(Some(s)) => s,
+                        Ok(None) => return,
+                        Err(_) => {
+                            return tracing::debug!(
+                                "TLS handshake timed out (--web.header-timeout)"
+                            )
+                        }
+                    };
+                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), svc));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
+    let _ = stopping.send(());
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN) => tracing::warn!("in-flight requests did not finish in time"),
     }
     Ok(())
+}
+
+/// The TLS handshake, or `None` when it fails. A client that speaks plain
+/// HTTP to the TLS port gets a 400 saying so, as from Go's servers, and the
+/// connection is closed.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    config: Arc<rustls::ServerConfig>,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1..) => {}
+        _ => return None,
+    }
+    // A TLS connection starts with a handshake record (0x16); a plain HTTP
+    // request with a method name.
+    if first[0].is_ascii_uppercase() {
+        tracing::debug!("plain HTTP request on the TLS port");
+        close_with(
+            stream,
+            "400 Bad Request",
+            "Client sent an HTTP request to an HTTPS server.\n",
+            "",
+        )
+        .await;
+        return None;
+    }
+    match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+    }
+}
+
+/// A response to a request under a web config: the rate limit, then the
+/// credentials, then the endpoint; the configured headers on all of them.
+async fn secured(
+    security: &WebSecurity,
+    agent: &Agent,
+    web: &WebConfig,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let mut r = if security.rate_limit.as_ref().is_some_and(|l| !l.allow()) {
+        text(StatusCode::TOO_MANY_REQUESTS, "429 too many requests\n")
+    } else {
+        let allowed = match &security.auth {
+            None => true,
+            Some(auth) => auth.check(req.headers().get(AUTHORIZATION)).await,
+        };
+        if allowed {
+            handle(agent, web, &req)
+        } else {
+            let mut r = text(StatusCode::UNAUTHORIZED, "401 unauthorized\n");
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"accel-agent\""),
+            );
+            r
+        }
+    };
+    for (name, value) in &security.headers {
+        r.headers_mut().insert(name.clone(), value.clone());
+    }
+    r
 }
 
 fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
@@ -213,15 +420,26 @@ fn wants_openmetrics(req: &Request<Incoming>) -> bool {
     om > 0.0 && om > text
 }
 
-/// Answers a connection that found no free slot: reads what the client sent
-/// (briefly, so closing does not reset the connection), then a 503.
-async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
+/// Answers a connection that found no free slot: a 503.
+async fn refuse(stream: tokio::net::TcpStream, max: usize) {
+    let body = format!("503 too many concurrent requests (--web.max-requests={max})\n");
+    close_with(
+        stream,
+        "503 Service Unavailable",
+        &body,
+        "retry-after: 1\r\n",
+    )
+    .await;
+}
+
+/// Reads what the client sent (briefly, so that closing does not reset the
+/// connection), answers with `status` and closes.
+async fn close_with(mut stream: tokio::net::TcpStream, status: &str, body: &str, extra: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = [0u8; 8192];
     let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await;
-    let body = format!("503 too many concurrent requests (--web.max-requests={max})\n");
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(response.as_bytes()).await;

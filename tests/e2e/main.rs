@@ -10,4 +10,7 @@ mod golden;
 mod gpu;
 mod http;
 mod node_exporter;
+mod package;
 mod prometheus;
+mod systemd;
+mod tls;
