@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use accel_collectors::{registry, DeviceFilter, Options, Spec};
+use accel_collectors::{cloud, registry, DeviceFilter, Options, Spec};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
@@ -202,7 +202,16 @@ pub fn command() -> Command {
         .arg(opt("collector.disk.device-include", "REGEX", "Regexp of block devices to include (overrides the exclude).".into()).value_parser(parse_regex))
         .arg(opt("collector.disk.device-exclude", "REGEX", "Regexp of block devices to exclude.".into()).default_value(accel_collectors::disk::DEFAULT_EXCLUDE).value_parser(parse_regex))
         .arg(opt("collector.network.device-include", "REGEX", "Regexp of network interfaces to include (overrides the exclude).".into()).value_parser(parse_regex))
-        .arg(opt("collector.network.device-exclude", "REGEX", "Regexp of network interfaces to exclude.".into()).default_value(accel_collectors::network::DEFAULT_EXCLUDE).value_parser(parse_regex));
+        .arg(opt("collector.network.device-exclude", "REGEX", "Regexp of network interfaces to exclude.".into()).default_value(accel_collectors::network::DEFAULT_EXCLUDE).value_parser(parse_regex))
+        .arg(opt("collector.cloud.provider", "PROVIDER", "Cloud whose metadata server gives maintenance and preemption notices: auto (from DMI, no network probe), gce, aws, azure or none.".into()).default_value("auto").value_parser(cloud::ProviderChoice::parse))
+        .arg(opt("collector.cloud.gce.url", "URL", "GCE metadata base URL (http only).".into()).default_value(cloud::GCE_URL))
+        .arg(opt("collector.cloud.aws.url", "URL", "AWS instance metadata base URL (http only).".into()).default_value(cloud::IMDS_URL))
+        .arg(opt("collector.cloud.azure.url", "URL", "Azure instance metadata base URL (http only).".into()).default_value(cloud::IMDS_URL))
+        .arg(opt("collector.cloud.timeout", "DURATION", "Connect and read deadline of one metadata request.".into()).default_value("2s").value_parser(parse_duration))
+        .arg(opt("collector.cloud.poll-interval", "DURATION", "Interval between polls of the metadata endpoints that are not long-polled.".into()).default_value("5s").value_parser(parse_interval))
+        .arg(opt("collector.cloud.long-poll-timeout", "DURATION", "How long a GCE long-poll (wait_for_change) waits for a change.".into()).default_value("60s").value_parser(parse_duration))
+        .arg(opt("disruption.notify-file", "FILE", "On a new preemption or terminate notice, write a JSON notice (provider, type, deadline, detected_at) to this file, atomically. Off by default.".into()))
+        .arg(opt("disruption.notify-signal", "SIGNAL", "On a new preemption or terminate notice, send this signal (SIGUSR1, SIGUSR2, SIGTERM, SIGINT) to the processes holding GPUs (needs the same uid or CAP_KILL). Off by default.".into()).value_parser(cloud::parse_signal));
     for spec in registry() {
         let on: &'static str = Box::leak(format!("collector.{}", spec.name).into_boxed_str());
         let off: &'static str = Box::leak(format!("no-collector.{}", spec.name).into_boxed_str());
@@ -427,6 +436,28 @@ impl Config {
                     .get_one::<usize>("collector.gpu.max-processes")
                     .expect("has a default"),
             },
+            cloud: cloud::CloudOptions {
+                provider: *m
+                    .get_one::<cloud::ProviderChoice>("collector.cloud.provider")
+                    .expect("has a default"),
+                gce_url: s("collector.cloud.gce.url").unwrap_or_default(),
+                aws_url: s("collector.cloud.aws.url").unwrap_or_default(),
+                azure_url: s("collector.cloud.azure.url").unwrap_or_default(),
+                timeout: *m
+                    .get_one::<Duration>("collector.cloud.timeout")
+                    .expect("has a default"),
+                poll_interval: *m
+                    .get_one::<Duration>("collector.cloud.poll-interval")
+                    .expect("has a default"),
+                long_poll_timeout: *m
+                    .get_one::<Duration>("collector.cloud.long-poll-timeout")
+                    .expect("has a default"),
+                notify_file: s("disruption.notify-file")
+                    .filter(|f| !f.is_empty())
+                    .map(PathBuf::from),
+                notify_signal: m.get_one::<i32>("disruption.notify-signal").copied(),
+            },
+            gpu_pids: Default::default(),
         };
         let disable_defaults = m.get_flag("collector.disable-defaults");
         let collectors = registry()

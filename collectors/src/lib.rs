@@ -6,6 +6,7 @@
 //! produce. A metric's name tells where it comes from: `accel_disk_*` is
 //! [`disk`], `accel_network_*` is [`network`], and so on.
 
+pub mod cloud;
 pub mod cpu;
 pub mod disk;
 pub mod gpu;
@@ -19,6 +20,7 @@ pub mod util;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use sample::{
@@ -160,6 +162,31 @@ impl DeviceFilter {
     }
 }
 
+/// The pids of the compute processes holding GPUs, as the GPU collector saw
+/// them in its last sample; the cloud collector signals them on a
+/// disruption notice. Its `Debug` leaves the pids out, so a reload does not
+/// see a changed configuration.
+#[derive(Clone, Default)]
+pub struct SharedPids(Arc<Mutex<Vec<u32>>>);
+
+impl SharedPids {
+    /// Replaces the list.
+    pub fn set(&self, pids: Vec<u32>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = pids;
+    }
+
+    /// The current list.
+    pub fn get(&self) -> Vec<u32> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl fmt::Debug for SharedPids {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedPids")
+    }
+}
+
 /// Everything a collector may need to be built: filesystem roots and the
 /// collector-specific settings.
 #[derive(Clone, Debug)]
@@ -176,6 +203,10 @@ pub struct Options {
     pub network: DeviceFilter,
     /// The GPU collector's settings.
     pub gpu: gpu::GpuOptions,
+    /// The cloud collector's settings.
+    pub cloud: cloud::CloudOptions,
+    /// GPU process pids, filled by the GPU collector.
+    pub gpu_pids: SharedPids,
 }
 
 impl Default for Options {
@@ -188,6 +219,8 @@ impl Default for Options {
             network: DeviceFilter::new(None, Some(network::DEFAULT_EXCLUDE))
                 .expect("valid default"),
             gpu: gpu::GpuOptions::default(),
+            cloud: cloud::CloudOptions::default(),
+            gpu_pids: SharedPids::default(),
         }
     }
 }
@@ -268,6 +301,13 @@ pub fn registry() -> &'static [Spec] {
             default_enabled: true,
             default_interval: HOST_INTERVAL,
             build: infiniband::build,
+        },
+        Spec {
+            name: "cloud",
+            help: "cloud maintenance and preemption notices, from the metadata server (GCE, AWS, Azure; detected from DMI)",
+            default_enabled: true,
+            default_interval: Duration::from_secs(1),
+            build: cloud::build,
         },
     ];
     SPECS

@@ -29,10 +29,12 @@ fn every_collector_matches_its_golden() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     // The GPU collector has its own goldens, on simulated GPUs; the process
-    // collector reads the test's own process (checked in its unit tests).
+    // collector reads the test's own process (checked in its unit tests);
+    // the cloud collector reads a metadata server (tests/e2e/cloud.rs, golden
+    // cloud-gce.prom).
     for spec in registry()
         .iter()
-        .filter(|s| s.name != "gpu" && s.name != "process")
+        .filter(|s| !matches!(s.name, "gpu" | "process" | "cloud"))
     {
         let Built::Ready(mut c) = (spec.build)(&fixture_options()).unwrap() else {
             panic!("{} is absent on the fixture tree", spec.name);

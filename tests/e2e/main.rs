@@ -4,6 +4,7 @@
 mod util;
 
 mod cli;
+mod cloud;
 mod dashboards;
 mod faults;
 mod golden;

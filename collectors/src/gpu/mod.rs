@@ -107,6 +107,10 @@ pub struct Gpu {
     gpus: Vec<GpuState>,
     /// (gpu index, function) pairs already logged as unsupported.
     unsupported: HashSet<(u32, &'static str)>,
+    /// Compute process pids seen this sample, published to `pids_out`.
+    pids: Vec<u32>,
+    /// Shared with the cloud collector, which signals these processes.
+    pids_out: crate::SharedPids,
 }
 
 /// One initialisation of NVML.
@@ -194,6 +198,8 @@ pub fn build(opts: &Options) -> Result<Built, CollectError> {
         procfs: opts.procfs.clone(),
         gpus: (0..count).map(|_| GpuState::default()).collect(),
         unsupported: HashSet::new(),
+        pids: Vec::new(),
+        pids_out: opts.gpu_pids.clone(),
     })))
 }
 
@@ -716,6 +722,7 @@ impl Gpu {
         );
         let allocated = procs.as_ref().map(|p| !p.is_empty());
         if let Some(procs) = procs.as_ref().filter(|p| !p.is_empty()) {
+            self.pids.extend(procs.iter().map(|p| p.pid));
             let mut sm = std::collections::HashMap::new();
             // NotFound means no sample since the last one: nothing to report.
             let stats = match dev.process_utilization_stats(state.proc_util_seen) {
@@ -859,7 +866,14 @@ impl Collector for Gpu {
 
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
         let now = Instant::now();
-        let nvml = self.session(now)?;
+        self.pids.clear();
+        let nvml = match self.session(now) {
+            Ok(n) => n,
+            Err(e) => {
+                self.pids_out.set(Vec::new());
+                return Err(e);
+            }
+        };
         let count = self.gpus.len() as u32;
         let mut up = Vec::with_capacity(self.gpus.len());
         for index in 0..count {
@@ -958,6 +972,10 @@ impl Collector for Gpu {
                 if up { 1.0 } else { 0.0 },
             );
         }
+        let mut pids = std::mem::take(&mut self.pids);
+        pids.sort_unstable();
+        pids.dedup();
+        self.pids_out.set(pids);
         Ok(())
     }
 }

@@ -1,0 +1,564 @@
+//! `accel_node_*` and `accel_cloud_*`: cloud maintenance and preemption
+//! notices from the instance metadata server (GCE, AWS, Azure).
+//!
+//! The provider is found from DMI in sysfs (no network probe), or forced
+//! with `--collector.cloud.provider`. Polling runs on this collector's own
+//! background threads (GCE's maintenance-event is a long-poll that blocks
+//! for a minute); `sample()` only reads the latest shared state, so a slow,
+//! down or garbage-answering metadata server never stalls anything: it shows
+//! as `accel_cloud_metadata_up 0`. Read-only: nothing is ever approved.
+//!
+//! On a new preemption or terminate notice the collector can write a JSON
+//! notice file and signal the processes holding GPUs (opt-in).
+
+mod http;
+mod providers;
+pub mod timefmt;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::{Built, CollectError, Collector, Options, Sample, SharedPids};
+
+/// A cloud whose metadata server the collector reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// Google Compute Engine.
+    Gce,
+    /// Amazon EC2.
+    Aws,
+    /// Microsoft Azure.
+    Azure,
+}
+
+impl Provider {
+    /// The `provider` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Gce => "gce",
+            Provider::Aws => "aws",
+            Provider::Azure => "azure",
+        }
+    }
+
+    /// The maintenance types exported (at 0 when not pending).
+    pub fn maintenance_types(self) -> &'static [&'static str] {
+        match self {
+            Provider::Gce => &["migrate", "terminate", "scheduled", "unscheduled"],
+            Provider::Aws => &[
+                "instance-reboot",
+                "system-reboot",
+                "system-maintenance",
+                "instance-retirement",
+                "instance-stop",
+                "rebalance",
+            ],
+            Provider::Azure => &["freeze", "reboot", "redeploy", "terminate"],
+        }
+    }
+}
+
+/// `--collector.cloud.provider`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProviderChoice {
+    /// Detect from DMI.
+    #[default]
+    Auto,
+    /// Never contact a metadata server.
+    None,
+    /// This provider, whatever DMI says.
+    Forced(Provider),
+}
+
+impl ProviderChoice {
+    /// Parses `auto`, `none`, `gce`, `aws` or `azure`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "none" => Self::None,
+            "gce" => Self::Forced(Provider::Gce),
+            "aws" => Self::Forced(Provider::Aws),
+            "azure" => Self::Forced(Provider::Azure),
+            _ => return Err(format!("{s:?} is not one of auto, gce, aws, azure, none")),
+        })
+    }
+}
+
+/// Parses `SIGUSR1`, `SIGUSR2`, `SIGTERM` or `SIGINT` (with or without the
+/// `SIG` prefix) to the signal number.
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    match s.trim_start_matches("SIG") {
+        "USR1" => Ok(libc::SIGUSR1),
+        "USR2" => Ok(libc::SIGUSR2),
+        "TERM" => Ok(libc::SIGTERM),
+        "INT" => Ok(libc::SIGINT),
+        _ => Err(format!(
+            "{s:?} is not one of SIGUSR1, SIGUSR2, SIGTERM, SIGINT"
+        )),
+    }
+}
+
+/// Settings of the cloud collector.
+#[derive(Clone, Debug)]
+pub struct CloudOptions {
+    /// Which metadata server to read.
+    pub provider: ProviderChoice,
+    /// GCE metadata base URL (…/computeMetadata/v1).
+    pub gce_url: String,
+    /// AWS IMDS base URL.
+    pub aws_url: String,
+    /// Azure IMDS base URL.
+    pub azure_url: String,
+    /// Connect and read deadline of one ordinary request.
+    pub timeout: Duration,
+    /// How long a GCE long-poll waits for a change (`timeout_sec`).
+    pub long_poll_timeout: Duration,
+    /// Interval between polls of the endpoints that cannot be long-polled.
+    pub poll_interval: Duration,
+    /// `--disruption.notify-file`.
+    pub notify_file: Option<PathBuf>,
+    /// `--disruption.notify-signal`, as a signal number.
+    pub notify_signal: Option<i32>,
+}
+
+/// Default GCE metadata base URL.
+pub const GCE_URL: &str = "http://metadata.google.internal/computeMetadata/v1";
+/// Default AWS and Azure metadata base URL.
+pub const IMDS_URL: &str = "http://169.254.169.254";
+
+impl Default for CloudOptions {
+    fn default() -> Self {
+        Self {
+            provider: ProviderChoice::Auto,
+            gce_url: GCE_URL.into(),
+            aws_url: IMDS_URL.into(),
+            azure_url: IMDS_URL.into(),
+            timeout: Duration::from_secs(2),
+            long_poll_timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(5),
+            notify_file: None,
+            notify_signal: None,
+        }
+    }
+}
+
+/// The provider DMI names, if any (no network is touched).
+pub fn detect(sysfs: &Path) -> Option<Provider> {
+    let dir = sysfs.join("class/dmi/id");
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let (sys, product, bios, board, tag) = (
+        read("sys_vendor"),
+        read("product_name"),
+        read("bios_vendor"),
+        read("board_vendor"),
+        read("chassis_asset_tag"),
+    );
+    if sys == "Google" || product == "Google Compute Engine" || bios == "Google" {
+        Some(Provider::Gce)
+    } else if sys == "Amazon EC2" || board == "Amazon EC2" {
+        Some(Provider::Aws)
+    } else if tag == "7783-7084-3265-9085-8269-3286-77"
+        || (sys == "Microsoft Corporation" && product == "Virtual Machine")
+    {
+        Some(Provider::Azure)
+    } else {
+        None
+    }
+}
+
+/// Whether a notice is maintenance or a preemption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Host maintenance, retirement, rebalance recommendation…
+    Maintenance,
+    /// The instance is being preempted (spot, preemptible, Azure Preempt).
+    Preemption,
+}
+
+/// One disruption the metadata server announces.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    /// Identity of the event: the same key on the next poll is the same event.
+    pub key: String,
+    /// Maintenance or preemption.
+    pub kind: Kind,
+    /// The `type` label (`preemption` for preemptions).
+    pub ty: String,
+    /// When the maintenance window opens (Unix seconds), when known.
+    pub window_start: Option<f64>,
+    /// When the instance goes (Unix seconds), when known.
+    pub deadline: Option<f64>,
+    /// Whether the training job is told (preemption or terminate).
+    pub notify: bool,
+}
+
+impl Notice {
+    fn new(key: String, kind: Kind, ty: &str) -> Self {
+        Self {
+            key,
+            kind,
+            ty: ty.to_owned(),
+            window_start: None,
+            deadline: None,
+            notify: kind == Kind::Preemption,
+        }
+    }
+}
+
+/// Settings the pollers share.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    base: String,
+    timeout: Duration,
+    long_poll: Duration,
+    interval: Duration,
+}
+
+#[derive(Default)]
+struct EndpointState {
+    /// Whether the last poll succeeded (false until the first does).
+    ok: bool,
+    /// The notices of the last successful poll.
+    notices: Vec<Notice>,
+}
+
+#[derive(Default)]
+struct Shared {
+    endpoints: Vec<EndpointState>,
+    notices_total: BTreeMap<String, u64>,
+}
+
+/// Writes the notice file and signals the GPU processes.
+struct Notifier {
+    provider: Provider,
+    file: Option<PathBuf>,
+    signal: Option<i32>,
+    pids: SharedPids,
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Notifier {
+    fn fire(&self, n: &Notice) {
+        tracing::warn!(provider = self.provider.as_str(), r#type = %n.ty, deadline = ?n.deadline, "disruption notice: the instance is going away");
+        if let Some(file) = &self.file {
+            let deadline = n
+                .deadline
+                .map_or("null".to_owned(), |d| format!("{}", d.floor() as i64));
+            let body = format!(
+                "{{\"provider\":\"{}\",\"type\":{},\"deadline\":{deadline},\"detected_at\":{}}}\n",
+                self.provider.as_str(),
+                serde_json::Value::String(n.ty.clone()),
+                now_unix().floor() as i64
+            );
+            let name = file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = file.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+            let r = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, file));
+            match r {
+                Ok(()) => tracing::info!(file = %file.display(), "disruption notice written"),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    tracing::error!(file = %file.display(), error = %e, "cannot write the disruption notice file");
+                }
+            }
+        }
+        if let Some(sig) = self.signal {
+            let me = std::process::id();
+            for pid in self.pids.get().into_iter().filter(|p| *p != 0 && *p != me) {
+                // SAFETY: kill(2) with a positive pid and a valid signal.
+                let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
+                if r == 0 {
+                    tracing::info!(pid, signal = sig, "signalled GPU process of the disruption");
+                } else {
+                    let e = std::io::Error::last_os_error();
+                    tracing::error!(pid, signal = sig, error = %e, "cannot signal GPU process (needs the same uid or CAP_KILL)");
+                }
+            }
+        }
+    }
+}
+
+/// What one poll of an endpoint gives: its current notices, and how long to
+/// wait before the next poll.
+pub type PollResult = Result<(Vec<Notice>, Duration), String>;
+
+/// One polled endpoint: a name for the log and a poll function keeping its
+/// own state (ETag, token) between calls.
+pub struct Endpoint {
+    name: &'static str,
+    poll: Box<dyn FnMut(&Ctx) -> PollResult + Send>,
+}
+
+impl Endpoint {
+    fn new(name: &'static str, poll: impl FnMut(&Ctx) -> PollResult + Send + 'static) -> Self {
+        Self {
+            name,
+            poll: Box::new(poll),
+        }
+    }
+}
+
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+fn watch(
+    index: usize,
+    mut ep: Endpoint,
+    ctx: Ctx,
+    shared: Arc<Mutex<Shared>>,
+    notifier: Arc<Notifier>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        match (ep.poll)(&ctx) {
+            Ok((mut notices, wait)) => {
+                if backoff != Duration::ZERO {
+                    tracing::info!(endpoint = ep.name, "metadata endpoint answers again");
+                }
+                backoff = Duration::ZERO;
+                let mut fire = Vec::new();
+                {
+                    let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    let prev: HashMap<String, Notice> = sh.endpoints[index]
+                        .notices
+                        .iter()
+                        .map(|n| (n.key.clone(), n.clone()))
+                        .collect();
+                    for n in &mut notices {
+                        match prev.get(&n.key) {
+                            // The same event: keep the deadline first seen.
+                            Some(p) => n.deadline = p.deadline.or(n.deadline),
+                            None => {
+                                *sh.notices_total.entry(n.ty.clone()).or_default() += 1;
+                                if n.notify {
+                                    fire.push(n.clone());
+                                }
+                            }
+                        }
+                    }
+                    sh.endpoints[index] = EndpointState { ok: true, notices };
+                }
+                for n in &fire {
+                    notifier.fire(n);
+                }
+                sleep_unless_stopped(wait, &stop);
+            }
+            Err(e) => {
+                backoff = (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                tracing::warn!(endpoint = ep.name, error = %e, retry_in = ?backoff, "metadata server poll failed");
+                shared.lock().unwrap_or_else(|e| e.into_inner()).endpoints[index].ok = false;
+                sleep_unless_stopped(backoff, &stop);
+            }
+        }
+    }
+}
+
+/// The cloud collector.
+pub struct Cloud {
+    provider: Provider,
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Builds the collector and starts its pollers; absent when no cloud is
+/// detected (or `--collector.cloud.provider=none`).
+pub fn build(opts: &Options) -> Result<Built, CollectError> {
+    let o = &opts.cloud;
+    let provider = match o.provider {
+        ProviderChoice::None => return Ok(Built::Absent("--collector.cloud.provider=none".into())),
+        ProviderChoice::Forced(p) => p,
+        ProviderChoice::Auto => match detect(&opts.sysfs) {
+            Some(p) => p,
+            None => {
+                return Ok(Built::Absent(format!(
+                    "no cloud provider in DMI ({})",
+                    opts.sysfs.join("class/dmi/id").display()
+                )))
+            }
+        },
+    };
+    let base = match provider {
+        Provider::Gce => &o.gce_url,
+        Provider::Aws => &o.aws_url,
+        Provider::Azure => &o.azure_url,
+    };
+    let ctx = Ctx {
+        base: base.trim_end_matches('/').to_owned(),
+        timeout: o.timeout,
+        long_poll: o.long_poll_timeout,
+        interval: o.poll_interval,
+    };
+    let endpoints = providers::endpoints(provider);
+    let shared = Arc::new(Mutex::new(Shared {
+        endpoints: endpoints.iter().map(|_| EndpointState::default()).collect(),
+        notices_total: BTreeMap::new(),
+    }));
+    let notifier = Arc::new(Notifier {
+        provider,
+        file: o.notify_file.clone(),
+        signal: o.notify_signal,
+        pids: opts.gpu_pids.clone(),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    for (i, ep) in endpoints.into_iter().enumerate() {
+        let (ctx, shared, notifier, stop) =
+            (ctx.clone(), shared.clone(), notifier.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("cloud-{}", ep.name))
+            .spawn(move || watch(i, ep, ctx, shared, notifier, stop))
+            .map_err(|e| CollectError::new(crate::ErrorKind::Io, format!("spawn poller: {e}")))?;
+    }
+    tracing::info!(provider = provider.as_str(), url = %ctx.base, "reading cloud disruption notices");
+    Ok(Built::Ready(Box::new(Cloud {
+        provider,
+        shared,
+        stop,
+    })))
+}
+
+impl Collector for Cloud {
+    fn name(&self) -> &'static str {
+        "cloud"
+    }
+
+    fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        let p = self.provider.as_str();
+        let sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let up = sh.endpoints.iter().all(|e| e.ok);
+        out.gauge(
+            "accel_cloud_metadata_up",
+            "1 when every metadata endpoint polled answered well at its last poll, 0 when one is down, slow or answers garbage.",
+        )
+        .add(&[("provider", p)], if up { 1.0 } else { 0.0 });
+        let total = out.counter(
+            "accel_cloud_notices_total",
+            "Disruption notices (maintenance, preemption) seen appearing on the metadata server.",
+        );
+        let mut counts: BTreeMap<&str, u64> = self
+            .provider
+            .maintenance_types()
+            .iter()
+            .map(|t| (*t, 0))
+            .collect();
+        counts.insert("preemption", 0);
+        for (t, n) in &sh.notices_total {
+            counts.insert(t.as_str(), *n);
+        }
+        for (t, n) in &counts {
+            total.add(&[("provider", p), ("type", t)], *n as f64);
+        }
+        if !up {
+            // What is pending is unknown: withheld rather than reported stale.
+            return Ok(());
+        }
+        let notices: Vec<&Notice> = sh.endpoints.iter().flat_map(|e| &e.notices).collect();
+        let mut types: Vec<&str> = self.provider.maintenance_types().to_vec();
+        for n in notices.iter().filter(|n| n.kind == Kind::Maintenance) {
+            if !types.contains(&n.ty.as_str()) {
+                types.push(&n.ty);
+            }
+        }
+        let pending = out.gauge(
+            "accel_node_maintenance_pending",
+            "1 while the cloud announces maintenance of this type for the instance.",
+        );
+        for t in &types {
+            let on = notices
+                .iter()
+                .any(|n| n.kind == Kind::Maintenance && n.ty == *t);
+            pending.add(&[("provider", p), ("type", t)], if on { 1.0 } else { 0.0 });
+        }
+        let start = out.gauge(
+            "accel_node_maintenance_window_start_timestamp_seconds",
+            "Unix time the announced maintenance window opens.",
+        );
+        for t in &types {
+            let first = notices
+                .iter()
+                .filter(|n| n.kind == Kind::Maintenance && n.ty == *t)
+                .filter_map(|n| n.window_start)
+                .reduce(f64::min);
+            if let Some(s) = first {
+                start.add(&[("provider", p), ("type", t)], s);
+            }
+        }
+        let preempt = notices.iter().any(|n| n.kind == Kind::Preemption);
+        out.gauge(
+            "accel_node_preemption_imminent",
+            "1 while the cloud announces that the instance is being preempted.",
+        )
+        .add(&[("provider", p)], if preempt { 1.0 } else { 0.0 });
+        if let Some(d) = notices.iter().filter_map(|n| n.deadline).reduce(f64::min) {
+            out.gauge(
+                "accel_node_termination_timestamp_seconds",
+                "Unix time the instance is announced to stop or terminate.",
+            )
+            .add(&[("provider", p)], d);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_from_dmi_fixtures() {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cloud");
+        assert_eq!(detect(&fx.join("gce")), Some(Provider::Gce));
+        assert_eq!(detect(&fx.join("aws")), Some(Provider::Aws));
+        assert_eq!(detect(&fx.join("azure")), Some(Provider::Azure));
+        assert_eq!(detect(&fx.join("none")), None);
+        // The host fixture tree has no DMI: absent, nothing contacted.
+        let opts = Options {
+            sysfs: fx.join("none"),
+            ..Options::default()
+        };
+        assert!(matches!(build(&opts), Ok(Built::Absent(_))));
+    }
+
+    #[test]
+    fn flags_parse() {
+        assert_eq!(
+            ProviderChoice::parse("gce"),
+            Ok(ProviderChoice::Forced(Provider::Gce))
+        );
+        assert!(ProviderChoice::parse("ibm").is_err());
+        assert_eq!(parse_signal("SIGUSR1"), Ok(libc::SIGUSR1));
+        assert_eq!(parse_signal("TERM"), Ok(libc::SIGTERM));
+        assert!(parse_signal("SIGKILL").is_err());
+    }
+}
