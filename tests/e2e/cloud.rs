@@ -44,7 +44,7 @@ struct State {
 }
 
 /// A scripted metadata server on loopback.
-struct Fake {
+pub struct Fake {
     addr: String,
     state: Arc<(Mutex<State>, Condvar)>,
     stop: Arc<AtomicBool>,
@@ -71,11 +71,11 @@ impl Fake {
         Fake { addr, state, stop }
     }
 
-    fn url(&self, prefix: &str) -> String {
+    pub fn url(&self, prefix: &str) -> String {
         format!("http://{}{prefix}", self.addr)
     }
 
-    fn set(&self, path: &str, status: u16, body: &str) {
+    pub fn set(&self, path: &str, status: u16, body: &str) {
         let (m, cv) = &*self.state;
         let mut s = m.lock().unwrap();
         let v = s.values.get(path).map_or(0, |v| v.2) + 1;
@@ -211,7 +211,7 @@ fn azure_check(r: &Req) -> Option<String> {
         .then(|| "no Metadata: true, or not GET (never approve)".into())
 }
 
-fn gce_fake() -> Fake {
+pub fn gce_fake() -> Fake {
     let f = Fake::start(gce_check);
     f.set(
         "/computeMetadata/v1/instance/maintenance-event",

@@ -376,7 +376,7 @@ fn rules_for_test(path: &Path) -> String {
         .join("\n")
 }
 
-fn sim_agent_on_fixtures(scenario: &str, listen: &str) -> Agent {
+fn sim_agent_on_fixtures(scenario: &str, listen: &str, extra: &[&str]) -> Agent {
     let fx = fixtures();
     let lib = format!("--nvml.library={}", sim_lib().display());
     let procfs = format!("--path.procfs={}", fx.join("proc").display());
@@ -397,14 +397,18 @@ fn sim_agent_on_fixtures(scenario: &str, listen: &str) -> Agent {
             "--collector.infiniband.interval=1s",
             "--collector.pressure.interval=1s",
             "--collector.memory.interval=1s",
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
         &[("NVML_SIM_SCENARIO", scenario)],
     )
 }
 
 #[test]
 fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
-    // Four simulated nodes: a busy training node on the host fixtures, one
+    // Four simulated nodes: a busy training node on the host fixtures (and
+    // on GCE, with a migration announced), one
     // whose GPUs are held but idle, one that loses GPU 3 (with XID 79), and
     // a MIG node whose free instance gets an idle process.
     let ports: Vec<String> = (0..4)
@@ -443,11 +447,28 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
     );
     let held = "[[gpus.mig]]\nprofile = \"2g.20gb\"\nmemory_mib = 20096\nprocesses = [{ pid = 7250, name = \"python3\", used_memory_mib = 500 }]\n\n";
     std::fs::write(&mig, scenario.replace(free, held)).unwrap();
+    // The training node is on GCE, whose metadata server (a fake on
+    // loopback) announces a live migration.
+    let gce = crate::cloud::gce_fake();
+    gce.set(
+        "/computeMetadata/v1/instance/maintenance-event",
+        200,
+        "MIGRATE_ON_HOST_MAINTENANCE",
+    );
+    let gce_url = format!(
+        "--collector.cloud.gce.url={}",
+        gce.url("/computeMetadata/v1")
+    );
+    let cloud = [
+        "--collector.cloud.provider=gce",
+        gce_url.as_str(),
+        "--collector.cloud.poll-interval=500ms",
+    ];
     let agents = [
-        sim_agent_on_fixtures("8xh100-training", &listen(0)),
-        sim_agent_on_fixtures("idle-allocated", &listen(1)),
-        sim_agent_on_fixtures(late.to_str().unwrap(), &listen(2)),
-        sim_agent_on_fixtures(mig.to_str().unwrap(), &listen(3)),
+        sim_agent_on_fixtures("8xh100-training", &listen(0), &cloud),
+        sim_agent_on_fixtures("idle-allocated", &listen(1), &[]),
+        sim_agent_on_fixtures(late.to_str().unwrap(), &listen(2), &[]),
+        sim_agent_on_fixtures(mig.to_str().unwrap(), &listen(3), &[]),
     ];
     for a in &agents {
         a.wait_ready();
@@ -461,6 +482,7 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
         ("AccelGPULost", ports[2].as_str()),
         ("AccelGPUXidCritical", ports[2].as_str()),
         ("AccelGPUMIGInstanceIdle", ports[3].as_str()),
+        ("AccelNodeMaintenancePending", ports[0].as_str()),
     ];
     while Instant::now() < deadline {
         for (labels, _) in prom.query("ALERTS{alertstate=\"firing\"}") {
