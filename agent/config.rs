@@ -348,7 +348,17 @@ impl Config {
     /// Parses the command line (program name first), reading the config
     /// file it names. `Err` is a one-line message for exit code 2.
     pub fn from_args(args: Vec<OsString>) -> Result<Parsed, String> {
-        let first = match command().try_get_matches_from(&args) {
+        Self::parse_with(command, args).map(|(parsed, _)| parsed)
+    }
+
+    /// As [`from_args`](Self::from_args), with a command built by `cmd`
+    /// ([`command`] plus extra flags, as `accel-agent profile` has); also
+    /// returns the matches, for those extra flags.
+    pub fn parse_with(
+        cmd: fn() -> Command,
+        args: Vec<OsString>,
+    ) -> Result<(Parsed, Option<ArgMatches>), String> {
+        let first = match cmd().try_get_matches_from(&args) {
             Ok(m) => m,
             Err(e)
                 if matches!(
@@ -357,7 +367,7 @@ impl Config {
                 ) =>
             {
                 let _ = e.print();
-                return Ok(Parsed::Exit(0));
+                return Ok((Parsed::Exit(0), None));
             }
             Err(e) => return Err(first_line(&e)),
         };
@@ -369,12 +379,13 @@ impl Config {
                 let mut full: Vec<OsString> = args.iter().take(1).cloned().collect();
                 full.extend(toml_to_args(&text, file)?);
                 full.extend(args.iter().skip(1).cloned());
-                command()
+                cmd()
                     .try_get_matches_from(full)
                     .map_err(|e| format!("{} (flags or config file {file})", first_line(&e)))?
             }
         };
-        Self::from_matches(&matches).map(|c| Parsed::Run(Box::new(c)))
+        let config = Self::from_matches(&matches)?;
+        Ok((Parsed::Run(Box::new(config)), Some(matches)))
     }
 
     /// The settings that differ in `new` but only take effect after a

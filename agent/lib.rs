@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod profile;
 pub mod sampler;
 pub mod server;
 pub mod state;
@@ -24,7 +25,14 @@ pub const REVISION: &str = env!("ACCEL_REVISION");
 /// Runs the agent with these command-line arguments and returns the exit
 /// code: 0 after a clean shutdown, 1 when it cannot start (port in use), 2
 /// for a bad flag or config value.
+///
+/// `accel-agent profile ...` runs [`profile::run`] instead of the daemon.
 pub fn run(args: Vec<OsString>) -> i32 {
+    if args.get(1).is_some_and(|a| a == "profile") {
+        let mut rest = args;
+        rest.remove(1);
+        return profile::run(rest);
+    }
     let config = match config::Config::from_args(args.clone()) {
         Ok(config::Parsed::Run(c)) => *c,
         Ok(config::Parsed::Exit(code)) => return code,

@@ -1,0 +1,128 @@
+//! `accel-agent profile` end to end: the real binary samples a simulated
+//! node (nvml-sim scenarios; host paths at tests/fixtures, so host signals
+//! are static) and must name the known bottleneck.
+
+use std::process::{Command, Output, Stdio};
+
+use crate::gpu::sim_lib;
+use crate::util::{bin, fixtures, root, TempDir};
+
+/// Runs `accel-agent profile` with `extra` flags on `scenario`; stderr is
+/// a pipe (not a terminal).
+fn profile(scenario: &str, extra: &[&str]) -> Output {
+    let fx = fixtures();
+    Command::new(bin())
+        .arg("profile")
+        .arg(format!("--nvml.library={}", sim_lib().display()))
+        .arg(format!("--path.procfs={}", fx.join("proc").display()))
+        .arg(format!("--path.sysfs={}", fx.join("sys").display()))
+        .arg(format!(
+            "--path.udev.data={}",
+            fx.join("run/udev/data").display()
+        ))
+        .arg("--no-collector.cloud")
+        .args(extra)
+        .env("NVML_SIM_SCENARIO", scenario)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run accel-agent profile")
+}
+
+/// Profiles `scenario` for 3 s and returns the JSON document.
+fn verdict_of(scenario: &str) -> serde_json::Value {
+    let dir = TempDir::new("profile");
+    let json = dir.0.join("profile.json");
+    let out = profile(
+        scenario,
+        &[
+            "--duration=3s",
+            "--interval=100ms",
+            &format!("--json={}", json.display()),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{scenario}: {stdout}\n{stderr}");
+    // No progress line when stderr is not a terminal.
+    assert!(
+        !stderr.contains("profiling") && !stderr.contains('\r'),
+        "{stderr}"
+    );
+    assert!(stdout.contains("verdict: "), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(doc["signals"]["gpu0.utilization"]["t"]
+        .as_array()
+        .is_some_and(|t| t.len() >= 20));
+    assert!(stdout.contains(&format!("verdict: {}", doc["verdict"].as_str().unwrap())));
+    doc
+}
+
+fn evidence(doc: &serde_json::Value) -> String {
+    doc["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn idle_allocated_is_idle() {
+    let doc = verdict_of("idle-allocated");
+    assert_eq!(doc["verdict"], "idle", "{doc}");
+    let ev = evidence(&doc);
+    assert!(
+        ev.contains("accel_gpu_utilization_ratio") && ev.contains("6 of them allocated"),
+        "{ev}"
+    );
+}
+
+#[test]
+fn training_is_compute_bound() {
+    let doc = verdict_of("8xh100-training");
+    assert_eq!(doc["verdict"], "compute-bound", "{doc}");
+    assert!(evidence(&doc).contains("accel_gpu_sm_active_ratio"));
+}
+
+#[test]
+fn input_bound_names_the_saw_tooth() {
+    let doc = verdict_of("input-bound");
+    assert_eq!(doc["verdict"], "input-bound", "{doc}");
+    let ev = evidence(&doc);
+    assert!(
+        ev.contains("saw-tooth") && ev.contains("accel_gpu_utilization_ratio"),
+        "{ev}"
+    );
+}
+
+#[test]
+fn thermal_throttle_is_throttled() {
+    let dir = TempDir::new("profile-throttle");
+    let base =
+        std::fs::read_to_string(root().join("tests/nvml-sim/scenarios/8xh100-training.toml"))
+            .unwrap();
+    assert!(base.contains("sm_active = 88"));
+    let scenario = base.replace("sm_active = 88", "sm_clock_mhz = 1600\nsm_active = 88")
+        + "\n[[faults]]\nthrottle = [{ from = 0, until = 1000, reasons = [\"hw_thermal_slowdown\"] }]\n";
+    let file = dir.0.join("throttled.toml");
+    std::fs::write(&file, scenario).unwrap();
+    let doc = verdict_of(file.to_str().unwrap());
+    assert_eq!(doc["verdict"], "throttled", "{doc}");
+    let ev = evidence(&doc);
+    assert!(
+        ev.contains("hw_thermal_slowdown") && ev.contains("accel_gpu_clock_hertz"),
+        "{ev}"
+    );
+}
+
+#[test]
+fn bad_duration_is_one_line_and_exit_2() {
+    let out = profile("idle-allocated", &["--duration=soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--duration"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
