@@ -845,14 +845,14 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
         }
         o.push('\n');
     }
-    for (title, list) in [
-        ("disk", &s.disks),
-        ("network", &s.networks),
-        ("infiniband", &s.infiniband),
+    for (title, (rx, tx), list) in [
+        ("disk", ("read", "write"), &s.disks),
+        ("network", ("receive", "transmit"), &s.networks),
+        ("infiniband", ("receive", "transmit"), &s.infiniband),
     ] {
         for l in list {
             o.push_str(&format!(
-                "{title} {}: read {} MB/s, write {} MB/s{}\n",
+                "{title} {}: {rx} {} MB/s, {tx} {} MB/s{}\n",
                 l.device,
                 fmt_stats(l.read_bytes_per_second, 1e-6, ""),
                 fmt_stats(l.write_bytes_per_second, 1e-6, ""),
