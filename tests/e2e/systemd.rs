@@ -2,12 +2,10 @@
 //! as shipped (verify clean, security exposure at most 2.0), and the real
 //! binary talking to a notify socket the test binds, as systemd would.
 
-use std::io::{BufRead, BufReader};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use std::collections::BTreeSet;
@@ -201,56 +199,17 @@ fn count(lines: &[String], line: &str) -> usize {
 /// Starts the agent as systemd does: with `WATCHDOG_PID` set to its own
 /// pid (a shell sets it, then execs the agent in its place).
 fn start_as_service(args: &[String], env: &[(&str, &str)]) -> Agent {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new("sh")
-        .args([
-            "-c",
-            "WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" \"$@\"",
-        ])
-        .arg(bin())
-        .arg(format!("--web.listen-address={addr}"))
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("WATCHDOG_PID")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start accel-agent");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                let listening = line.contains("msg=listening");
-                seen.push(line);
-                if listening {
-                    break;
-                }
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("agent did not start listening; log:\n{}", seen.join("\n"));
-            }
-        }
-    }
-    Agent {
-        child,
-        addr,
-        log: rx,
-        seen: std::sync::Mutex::new(seen),
-    }
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" \"$@\"",
+    ])
+    .arg(bin())
+    .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+    .args(args)
+    .envs(env.iter().copied())
+    .env_remove("WATCHDOG_PID");
+    Agent::spawn(cmd)
 }
 
 /// READY=1 waits for the first sample of every collector, pings go on while

@@ -43,10 +43,17 @@ impl Agent {
 
     /// As [`start`](Self::start), with extra environment variables.
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let mut child = Command::new(bin())
-            .arg("--web.listen-address=127.0.0.1:0")
+        let mut cmd = Command::new(bin());
+        cmd.arg("--web.listen-address=127.0.0.1:0")
             .args(args)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
+    /// Runs `cmd` (the agent, or something that execs it) with stderr
+    /// captured, and waits until the agent logs the address it listens on.
+    pub fn spawn(mut cmd: Command) -> Agent {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
