@@ -141,8 +141,15 @@ pub struct GpuSummary {
     pub nvlink_bytes_per_second: Option<Stats>,
     /// Per-direction capacity of the links that are up.
     pub nvlink_capacity_bytes_per_second: Option<f64>,
-    /// Share of samples with a power or thermal throttle reason active.
+    /// Share of samples with clocks held down by something other than the
+    /// board's own default power limit: a thermal or hardware reason, or
+    /// the power cap where the enforced limit is below the default.
     pub throttle_share: f64,
+    /// Share of samples at the power cap (sw_power_cap), whatever the limit.
+    pub power_capped_share: f64,
+    /// Mean enforced power limit and the board's default, in watts.
+    pub power_limit_watts: Option<f64>,
+    pub power_default_limit_watts: Option<f64>,
     /// Share of samples each throttle reason was active.
     pub throttle_reasons: BTreeMap<String, f64>,
     /// Mean SM clock over its maximum.
@@ -288,9 +295,23 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
             }
         }
         let mut ev = vec![format!(
-            "accel_gpu_throttle_reason: power or thermal reasons active {} of the time",
+            "accel_gpu_throttle_reason: clocks held down {} of the time",
             pct(throttle)
         )];
+        for g in gpus.iter().filter(|g| {
+            g.throttle_reasons
+                .get("sw_power_cap")
+                .is_some_and(|v| *v > 0.0)
+        }) {
+            if let (Some(l), Some(d)) = (g.power_limit_watts, g.power_default_limit_watts) {
+                if l < d - 1.0 {
+                    ev.push(format!(
+                        "GPU {}: accel_gpu_power_limit_watts {l:.0} W below the default {d:.0} W (accel_gpu_power_default_limit_watts)",
+                        g.gpu
+                    ));
+                }
+            }
+        }
         for (r, v) in reasons.iter().filter(|(_, v)| **v > 0.0) {
             ev.push(format!("reason {r} active {} of the time", pct(*v)));
         }
@@ -435,6 +456,15 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
         if let Some(x) = tensor {
             ev.push(format!("accel_gpu_tensor_active_ratio mean {}", pct(x)));
         }
+        let capped = mean_of(gpus, |g| Some(g.power_capped_share)).unwrap_or(0.0);
+        if capped >= 0.5 {
+            let limit = mean_of(gpus, |g| g.power_limit_watts);
+            ev.push(format!(
+                "at the power limit {} of the time (sw_power_cap{}): expected under a heavy tensor load, not a fault",
+                pct(capped),
+                limit.map_or(String::new(), |l| format!(", {l:.0} W, the default"))
+            ));
+        }
         return diag(
             Verdict::ComputeBound,
             ev,
@@ -562,6 +592,14 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
     };
     let clock = clock_of("accel_gpu_clock_hertz");
     let clock_max = clock_of("accel_gpu_clock_max_hertz");
+    let limit = gauge("accel_gpu_power_limit_watts");
+    let default_limit = gauge("accel_gpu_power_default_limit_watts");
+    // Reasons other than the power cap, per sample.
+    let severe_reason = points(all, "accel_gpu_throttle_reason", |s| {
+        let r = label(s, "reason")?;
+        (THROTTLE_REASONS.contains(&r) && r != "sw_power_cap")
+            .then(|| label(s, "gpu").unwrap_or("").to_owned())
+    });
     let reasons = points(all, "accel_gpu_throttle_reason", |s| {
         let r = label(s, "reason")?;
         THROTTLE_REASONS
@@ -609,10 +647,23 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
                 }
             })
         };
-        let throttle_reasons = THROTTLE_REASONS
+        let throttle_reasons: BTreeMap<String, f64> = THROTTLE_REASONS
             .iter()
             .map(|r| (r.to_string(), share(reasons.get(&format!("{g}/{r}")))))
             .collect();
+        let mean = |p: Option<&Points>| p.and_then(|p| Stats::of(&values(p))).map(|s| s.mean);
+        let power_limit_watts = mean(limit.get(g));
+        let power_default_limit_watts = mean(default_limit.get(g));
+        // The power cap counts as throttling only where someone lowered the
+        // limit: a GPU under a heavy tensor load sits at its default cap by
+        // design (an H100 SXM at 700 W runs its SM clock near 1.35 GHz).
+        let lowered = matches!((power_limit_watts, power_default_limit_watts), (Some(l), Some(d)) if l < d - 1.0);
+        let throttle_share = if lowered {
+            share(any_reason.get(g))
+        } else {
+            share(severe_reason.get(g))
+        };
+        let power_capped_share = throttle_reasons.get("sw_power_cap").copied().unwrap_or(0.0);
         for (name, p) in [
             ("utilization", util.get(g).cloned()),
             ("sm_active", sm.get(g).cloned()),
@@ -640,7 +691,10 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
             pcie_bytes_per_second: stats(pcie.as_ref()),
             nvlink_bytes_per_second: stats(nv.as_ref()),
             nvlink_capacity_bytes_per_second: links_up.map(|n| n * NVLINK_LINK_BYTES_PER_SECOND),
-            throttle_share: share(any_reason.get(g)),
+            throttle_share,
+            power_capped_share,
+            power_limit_watts,
+            power_default_limit_watts,
             throttle_reasons,
             sm_clock_ratio: clock_ratio
                 .as_ref()
@@ -1162,5 +1216,30 @@ mod tests {
         // Reasons set but clocks at max: not throttled.
         g.sm_clock_ratio = Some(1.0);
         assert_eq!(diagnose(&node(g)).verdict, Verdict::ComputeBound);
+    }
+
+    /// As seen on a real H100 SXM under a bf16 matmul: sw_power_cap all the
+    /// time at the default 700 W limit, SM clock at 69 % of its maximum.
+    /// That is the GPU working flat out, not a fault.
+    #[test]
+    fn power_cap_at_default_limit_is_compute_bound() {
+        let mut g = gpu(Stats::constant(1.0), 0.96, 0.94, 0.26);
+        g.throttle_reasons.insert("sw_power_cap".into(), 1.0);
+        g.power_capped_share = 1.0;
+        g.throttle_share = 0.0;
+        g.power_limit_watts = Some(700.0);
+        g.power_default_limit_watts = Some(700.0);
+        g.sm_clock_ratio = Some(0.69);
+        let d = diagnose(&node(g.clone()));
+        assert_eq!(d.verdict, Verdict::ComputeBound);
+        assert!(has(&d, "at the power limit 100% of the time"), "{d:?}");
+        // The same with the limit lowered to 500 W: throttled, and the
+        // evidence names the limit.
+        g.power_limit_watts = Some(500.0);
+        g.throttle_share = 1.0;
+        let d = diagnose(&node(g));
+        assert_eq!(d.verdict, Verdict::Throttled);
+        assert!(has(&d, "500 W below the default 700 W"), "{d:?}");
+        assert!(d.advice.iter().any(|a| a.contains("power cap")));
     }
 }

@@ -63,6 +63,57 @@ const KNOWN_XIDS: [u64; 16] = [
     13, 31, 43, 45, 48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120,
 ];
 
+/// Time spent in each part of a GPU's sample, logged at debug level: on a
+/// real GPU this is how the slow NVML calls were found.
+struct Sections {
+    last: Option<Instant>,
+    parts: Vec<(&'static str, Duration)>,
+}
+
+impl Sections {
+    fn new() -> Self {
+        let on = tracing::enabled!(tracing::Level::DEBUG);
+        Sections {
+            last: on.then(Instant::now),
+            parts: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, part: &'static str) {
+        if let Some(last) = self.last {
+            let now = Instant::now();
+            self.parts.push((part, now - last));
+            self.last = Some(now);
+        }
+    }
+
+    fn log(&self, gpu: u32) {
+        if self.last.is_none() {
+            return;
+        }
+        let total: Duration = self.parts.iter().map(|p| p.1).sum();
+        let mut parts = self.parts.clone();
+        parts.sort_by_key(|p| std::cmp::Reverse(p.1));
+        let top: Vec<String> = parts
+            .iter()
+            .take(6)
+            .map(|(n, d)| format!("{n}={:.2}ms", d.as_secs_f64() * 1e3))
+            .collect();
+        tracing::debug!(
+            gpu,
+            total_ms = format!("{:.2}", total.as_secs_f64() * 1e3),
+            slowest = top.join(" "),
+            "GPU sample timing"
+        );
+    }
+}
+
+/// Shortest time between two reads of the energy counter.
+const ENERGY_PERIOD: Duration = Duration::from_millis(990);
+
+/// Most fans reported per GPU.
+const MAX_FANS: u32 = 16;
+
 /// Longest wait between probes of a lost GPU.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -87,6 +138,16 @@ struct GpuState {
     nvlinks: Option<Vec<u32>>,
     /// Timestamp of the newest per-process utilisation sample seen.
     proc_util_seen: u64,
+    /// Maximum clocks by domain, read once.
+    max_clocks: Option<Vec<(&'static str, f64)>>,
+    /// Whether the PCIe byte counters (field values) work, once known, and
+    /// their previous reading: (time, transmit bytes, receive bytes).
+    pcie_counters: Option<bool>,
+    pcie_prev: Option<(Instant, f64, f64)>,
+    /// Whether the violation-time fields work, once known.
+    violation_fields: Option<bool>,
+    /// The last energy reading (joules) and when it was taken.
+    energy: Option<(Instant, f64)>,
     /// Previous GPM samples of the MIG instances.
     mig_gpm: mig::MigGpm,
 }
@@ -422,12 +483,69 @@ const THROTTLE_REASONS: [(ThrottleReasons, &str); 9] = [
     ),
 ];
 
-const VIOLATIONS: [(PerformancePolicy, &str); 4] = [
-    (PerformancePolicy::Power, "power"),
-    (PerformancePolicy::Thermal, "thermal"),
-    (PerformancePolicy::SyncBoost, "sync_boost"),
-    (PerformancePolicy::Reliability, "reliability"),
+const VIOLATIONS: [(PerformancePolicy, u32, &str); 4] = [
+    (PerformancePolicy::Power, raw::FI_PERF_POLICY_POWER, "power"),
+    (
+        PerformancePolicy::Thermal,
+        raw::FI_PERF_POLICY_THERMAL,
+        "thermal",
+    ),
+    (
+        PerformancePolicy::SyncBoost,
+        raw::FI_PERF_POLICY_SYNC_BOOST,
+        "sync_boost",
+    ),
+    (
+        PerformancePolicy::Reliability,
+        raw::FI_PERF_POLICY_RELIABILITY,
+        "reliability",
+    ),
 ];
+
+const VIOLATION: &str = "accel_gpu_throttle_seconds_total";
+const VIOLATION_HELP: &str =
+    "Time clocks were held below the requested level, by reason, in seconds.";
+
+/// Violation times: the four in one field-values call (0.5 ms on an H100)
+/// where the driver has the fields, else one call per policy (0.7 ms each).
+fn violations(
+    g: &mut GpuSample<'_>,
+    dev: &Device<'_>,
+    raw: Option<&raw::Raw>,
+    state: &mut GpuState,
+) {
+    if let (Some(raw), None | Some(true)) = (raw, state.violation_fields) {
+        let ids: Vec<(u32, u32)> = VIOLATIONS.iter().map(|v| (v.1, 0)).collect();
+        match raw.field_values(dev, &ids) {
+            Ok(values) if values.iter().all(Result::is_ok) => {
+                state.violation_fields = Some(true);
+                for ((_, _, name), v) in VIOLATIONS.iter().zip(values) {
+                    let ns = v.unwrap_or(0.0);
+                    g.with(VIOLATION, VIOLATION_HELP, true, "reason", name, ns / 1e9);
+                }
+                return;
+            }
+            Err(raw::GPU_IS_LOST) => {
+                g.lost = true;
+                return;
+            }
+            // Some fields missing, or the call failed: the old way, for good.
+            _ => state.violation_fields = Some(false),
+        }
+    }
+    for (policy, _, name) in VIOLATIONS {
+        if let Some(v) = g.get("nvmlDeviceGetViolationStatus", dev.violation_status(policy)) {
+            g.with(
+                VIOLATION,
+                VIOLATION_HELP,
+                true,
+                "reason",
+                name,
+                v.violation_time as f64 / 1e9,
+            );
+        }
+    }
+}
 
 fn identity(
     g: &mut GpuSample<'_>,
@@ -511,6 +629,7 @@ impl Gpu {
             }
         }
 
+        let mut tm = Sections::new();
         if let Some(m) = g.get("nvmlDeviceGetMemoryInfo_v2", dev.memory_info()) {
             g.gauge(
                 "accel_gpu_memory_used_bytes",
@@ -533,6 +652,7 @@ impl Gpu {
                 m.reserved as f64,
             );
         }
+        tm.mark("memory");
         if let Some(b) = g.get("nvmlDeviceGetBAR1MemoryInfo", dev.bar1_memory_info()) {
             g.gauge(
                 "accel_gpu_bar1_used_bytes",
@@ -545,6 +665,7 @@ impl Gpu {
                 b.total as f64,
             );
         }
+        tm.mark("bar1");
         let util = g.get("nvmlDeviceGetUtilizationRates", dev.utilization_rates());
         if let Some(u) = &util {
             g.gauge(
@@ -554,6 +675,7 @@ impl Gpu {
             );
             g.gauge("accel_gpu_memory_utilization_ratio", "Fraction of the last sample period in which device memory was read or written (0-1).", f64::from(u.memory) / 100.0);
         }
+        tm.mark("utilization");
         if let Some(e) = g.get("nvmlDeviceGetEncoderUtilization", dev.encoder_utilization()) {
             g.gauge(
                 "accel_gpu_encoder_utilization_ratio",
@@ -568,6 +690,7 @@ impl Gpu {
                 f64::from(d.utilization) / 100.0,
             );
         }
+        tm.mark("encoder_decoder");
         if let Some(p) = g.get("nvmlDeviceGetPowerUsage", dev.power_usage()) {
             g.gauge(
                 "accel_gpu_power_watts",
@@ -595,16 +718,29 @@ impl Gpu {
                 f64::from(p) / 1000.0,
             );
         }
-        if let Some(e) = g.get(
-            "nvmlDeviceGetTotalEnergyConsumption",
-            dev.total_energy_consumption(),
-        ) {
+        tm.mark("power");
+        // The energy counter costs 3-5 ms per read on an H100, more than the
+        // rest of the sample: read at most once a second (every sample at
+        // the default interval), and repeat the last reading in between.
+        let due = state
+            .energy
+            .map_or(true, |(t, _)| now.duration_since(t) >= ENERGY_PERIOD);
+        if due {
+            if let Some(e) = g.get(
+                "nvmlDeviceGetTotalEnergyConsumption",
+                dev.total_energy_consumption(),
+            ) {
+                state.energy = Some((now, e as f64 / 1000.0));
+            }
+        }
+        if let Some((_, joules)) = state.energy {
             g.counter(
                 "accel_gpu_energy_joules_total",
-                "Energy used by the GPU since the driver loaded, in joules.",
-                e as f64 / 1000.0,
+                "Energy used by the GPU since the driver loaded, in joules (read at most once a second).",
+                joules,
             );
         }
+        tm.mark("energy");
         if let Some(t) = g.get(
             "nvmlDeviceGetTemperature",
             dev.temperature(TemperatureSensor::Gpu),
@@ -618,13 +754,23 @@ impl Gpu {
                 f64::from(t),
             );
         }
-        if let Some(f) = g.get("nvmlDeviceGetFanSpeed", dev.fan_speed(0)) {
-            g.gauge(
-                "accel_gpu_fan_speed_ratio",
-                "Intended fan speed as a fraction of its maximum (0-1).",
-                f64::from(f) / 100.0,
-            );
+        tm.mark("temperature");
+        // Passively cooled boards (every SXM module) have no fans: the count
+        // is 0 and asking for fan 0 is an invalid argument, not "unsupported".
+        let fans = g.get("nvmlDeviceGetNumFans", dev.num_fans()).unwrap_or(0);
+        for fan in 0..fans.min(MAX_FANS) {
+            if let Some(f) = g.get("nvmlDeviceGetFanSpeed_v2", dev.fan_speed(fan)) {
+                g.with(
+                    "accel_gpu_fan_speed_ratio",
+                    "Intended fan speed as a fraction of its maximum (0-1), by fan.",
+                    false,
+                    "fan",
+                    &fan.to_string(),
+                    f64::from(f) / 100.0,
+                );
+            }
         }
+        tm.mark("fans");
         for (clock, name) in CLOCKS {
             if let Some(mhz) = g.get("nvmlDeviceGetClockInfo", dev.clock_info(clock)) {
                 g.with(
@@ -636,17 +782,39 @@ impl Gpu {
                     f64::from(mhz) * 1e6,
                 );
             }
-            if let Some(mhz) = g.get("nvmlDeviceGetMaxClockInfo", dev.max_clock_info(clock)) {
-                g.with(
-                    "accel_gpu_clock_max_hertz",
-                    "Maximum clock frequency by domain, in hertz.",
-                    false,
-                    "clock",
-                    name,
-                    f64::from(mhz) * 1e6,
-                );
+        }
+        // Maximum clocks are fixed by the board: read once (each call costs
+        // about 2 ms on an H100), again only after a failure.
+        if state.max_clocks.is_none() {
+            let mut max = Vec::with_capacity(CLOCKS.len());
+            let mut failed = false;
+            for (clock, name) in CLOCKS {
+                match dev.max_clock_info(clock) {
+                    Ok(mhz) => max.push((name, f64::from(mhz) * 1e6)),
+                    Err(e @ (NvmlError::NotSupported | NvmlError::FunctionNotFound)) => {
+                        g.get::<()>("nvmlDeviceGetMaxClockInfo", Err(e));
+                    }
+                    Err(e) => {
+                        failed = true;
+                        g.get::<()>("nvmlDeviceGetMaxClockInfo", Err(e));
+                    }
+                }
+            }
+            if !failed {
+                state.max_clocks = Some(max);
             }
         }
+        for (name, hz) in state.max_clocks.iter().flatten() {
+            g.with(
+                "accel_gpu_clock_max_hertz",
+                "Maximum clock frequency by domain, in hertz.",
+                false,
+                "clock",
+                name,
+                *hz,
+            );
+        }
+        tm.mark("clocks");
         if let Some(p) = g.get("nvmlDeviceGetPerformanceState", dev.performance_state()) {
             let p = p.as_c();
             if p < 32 {
@@ -672,21 +840,14 @@ impl Gpu {
                 );
             }
         }
-        for (policy, name) in VIOLATIONS {
-            if let Some(v) = g.get("nvmlDeviceGetViolationStatus", dev.violation_status(policy)) {
-                g.with(
-                    "accel_gpu_throttle_seconds_total",
-                    "Time clocks were held below the requested level, by reason, in seconds.",
-                    true,
-                    "reason",
-                    name,
-                    v.violation_time as f64 / 1e9,
-                );
-            }
-        }
-        pcie(&mut g, &dev);
+        tm.mark("pstate_reasons");
+        violations(&mut g, &dev, raw.as_ref(), state);
+        tm.mark("violations");
+        pcie(&mut g, &dev, raw.as_ref(), state, now);
 
+        tm.mark("pcie");
         reliability::reliability(&mut g, &dev, raw.as_ref());
+        tm.mark("reliability");
         if let Some(raw) = &raw {
             if let Some(Ok(t)) = g
                 .get_raw(
@@ -705,8 +866,11 @@ impl Gpu {
                 );
             }
         }
+        tm.mark("memory_temperature");
         nvlink::nvlink(&mut g, &dev, raw.as_ref(), &mut state.nvlinks);
+        tm.mark("nvlink");
         gpm::gpm(&mut g, &dev, nvml, &mut state.gpm, &mut state.gpm_prev);
+        tm.mark("gpm");
         mig::sample(
             &mut g,
             nvml,
@@ -716,6 +880,7 @@ impl Gpu {
             &mut state.mig_gpm,
         );
 
+        tm.mark("mig");
         let procs = g.get(
             "nvmlDeviceGetComputeRunningProcesses",
             dev.running_compute_processes(),
@@ -750,6 +915,7 @@ impl Gpu {
                 0.0,
             );
         }
+        tm.mark("processes");
         if g.lost {
             return Outcome::Lost;
         }
@@ -787,13 +953,25 @@ impl Gpu {
             );
             g.counter("accel_gpu_idle_allocated_seconds_total", "Seconds a process held the GPU while its utilisation was under the idle threshold.", state.idle_allocated_seconds);
         }
+        tm.log(index);
         let GpuSample { out: gpu_out, .. } = g;
         out.merge(gpu_out);
         Outcome::Up
     }
 }
 
-fn pcie(g: &mut GpuSample<'_>, dev: &Device<'_>) {
+const PCIE_TX: &str = "accel_gpu_pcie_transmit_bytes_per_second";
+const PCIE_TX_HELP: &str = "PCIe transmit throughput since the previous sample (from accel_gpu_pcie_transmit_bytes_total), or over the driver's 20 ms window where the GPU has no byte counters, in bytes per second.";
+const PCIE_RX: &str = "accel_gpu_pcie_receive_bytes_per_second";
+const PCIE_RX_HELP: &str = "PCIe receive throughput since the previous sample (from accel_gpu_pcie_receive_bytes_total), or over the driver's 20 ms window where the GPU has no byte counters, in bytes per second.";
+
+fn pcie(
+    g: &mut GpuSample<'_>,
+    dev: &Device<'_>,
+    raw: Option<&raw::Raw>,
+    state: &mut GpuState,
+    now: Instant,
+) {
     let links = [
         (
             "accel_gpu_pcie_link_generation",
@@ -830,25 +1008,75 @@ fn pcie(g: &mut GpuSample<'_>, dev: &Device<'_>) {
             g.gauge(name, help, f64::from(v));
         }
     }
-    if let Some(kb) = g.get(
-        "nvmlDeviceGetPcieThroughput",
-        dev.pcie_throughput(PcieUtilCounter::Send),
-    ) {
-        g.gauge(
-            "accel_gpu_pcie_transmit_bytes_per_second",
-            "PCIe transmit throughput over the last 20 ms, in bytes per second.",
-            f64::from(kb) * 1024.0,
+    // Throughput from the byte counters where the driver has them (one
+    // field-values call); nvmlDeviceGetPcieThroughput instead measures for
+    // 20 ms inside the call, 42 ms a GPU per sample on an H100.
+    let counters = match (raw, state.pcie_counters) {
+        (Some(raw), None | Some(true)) => {
+            let r = raw.field_values(
+                dev,
+                &[
+                    (raw::FI_PCIE_COUNT_TX_BYTES, 0),
+                    (raw::FI_PCIE_COUNT_RX_BYTES, 0),
+                ],
+            );
+            match r.as_deref().map_err(|&e| e) {
+                Ok([Ok(tx), Ok(rx)]) => {
+                    state.pcie_counters = Some(true);
+                    Some((*tx, *rx))
+                }
+                Err(raw::GPU_IS_LOST) | Ok([Err(raw::GPU_IS_LOST), ..]) => {
+                    g.lost = true;
+                    return;
+                }
+                Ok(_) | Err(raw::NOT_SUPPORTED | raw::NOT_FOUND) => {
+                    g.unsupported("nvmlDeviceGetFieldValues(PCIE_COUNT_TX/RX_BYTES)");
+                    state.pcie_counters = Some(false);
+                    None
+                }
+                Err(code) => {
+                    g.get_raw::<()>(
+                        "nvmlDeviceGetFieldValues(PCIE_COUNT_TX/RX_BYTES)",
+                        Err(code),
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some((tx, rx)) = counters {
+        g.counter(
+            "accel_gpu_pcie_transmit_bytes_total",
+            "Bytes the GPU sent over PCIe.",
+            tx,
         );
-    }
-    if let Some(kb) = g.get(
-        "nvmlDeviceGetPcieThroughput",
-        dev.pcie_throughput(PcieUtilCounter::Receive),
-    ) {
-        g.gauge(
-            "accel_gpu_pcie_receive_bytes_per_second",
-            "PCIe receive throughput over the last 20 ms, in bytes per second.",
-            f64::from(kb) * 1024.0,
+        g.counter(
+            "accel_gpu_pcie_receive_bytes_total",
+            "Bytes the GPU received over PCIe.",
+            rx,
         );
+        if let Some((t0, tx0, rx0)) = state.pcie_prev {
+            let dt = now.duration_since(t0).as_secs_f64();
+            if dt > 0.0 && tx >= tx0 && rx >= rx0 {
+                g.gauge(PCIE_TX, PCIE_TX_HELP, (tx - tx0) / dt);
+                g.gauge(PCIE_RX, PCIE_RX_HELP, (rx - rx0) / dt);
+            }
+        }
+        state.pcie_prev = Some((now, tx, rx));
+    } else if state.pcie_counters != Some(true) {
+        if let Some(kb) = g.get(
+            "nvmlDeviceGetPcieThroughput",
+            dev.pcie_throughput(PcieUtilCounter::Send),
+        ) {
+            g.gauge(PCIE_TX, PCIE_TX_HELP, f64::from(kb) * 1024.0);
+        }
+        if let Some(kb) = g.get(
+            "nvmlDeviceGetPcieThroughput",
+            dev.pcie_throughput(PcieUtilCounter::Receive),
+        ) {
+            g.gauge(PCIE_RX, PCIE_RX_HELP, f64::from(kb) * 1024.0);
+        }
     }
     if let Some(n) = g.get("nvmlDeviceGetPcieReplayCounter", dev.pcie_replay_counter()) {
         g.counter(

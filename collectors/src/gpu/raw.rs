@@ -22,6 +22,19 @@ pub const FI_NVLINK_THROUGHPUT_DATA_TX: u32 = 138;
 pub const FI_NVLINK_THROUGHPUT_DATA_RX: u32 = 139;
 /// Memory (HBM) temperature, degrees Celsius.
 pub const FI_MEMORY_TEMP: u32 = 82;
+/// NVML_FI_DEV_PERF_POLICY_POWER, _THERMAL, _SYNC_BOOST and _RELIABILITY:
+/// violation time in ns, as nvmlDeviceGetViolationStatus gives it.
+pub const FI_PERF_POLICY_POWER: u32 = 74;
+/// See [`FI_PERF_POLICY_POWER`].
+pub const FI_PERF_POLICY_THERMAL: u32 = 75;
+/// See [`FI_PERF_POLICY_POWER`].
+pub const FI_PERF_POLICY_SYNC_BOOST: u32 = 76;
+/// See [`FI_PERF_POLICY_POWER`].
+pub const FI_PERF_POLICY_RELIABILITY: u32 = 79;
+/// NVML_FI_DEV_PCIE_COUNT_TX_BYTES and _RX_BYTES: PCIe byte counters.
+pub const FI_PCIE_COUNT_TX_BYTES: u32 = 197;
+/// See [`FI_PCIE_COUNT_TX_BYTES`].
+pub const FI_PCIE_COUNT_RX_BYTES: u32 = 198;
 
 /// A second handle on the NVML library, for raw calls.
 #[derive(Clone, Copy)]

@@ -1061,17 +1061,22 @@ pub unsafe extern "C" fn nvmlDeviceGetTemperatureThreshold(
     })
 }
 
+/// As the real driver: a board with no fans answers NOT_SUPPORTED to the
+/// legacy call, and INVALID_ARGUMENT to `_v2` for any index (seen on an H100
+/// SXM, driver 580), as for any index past the last fan.
 fn fan_speed(g: &Gpu, fan: c_uint, t: f64) -> Result<c_uint, nvmlReturn_t> {
-    if g.spec.fans == 0 {
-        Err(NOT_SUPPORTED)
-    } else if fan >= g.spec.fans {
+    if fan >= g.spec.fans {
         Err(INVALID)
     } else {
         Ok(pct(g.curves.fan_pct.at(t)))
     }
 }
 
-value_getter!(nvmlDeviceGetFanSpeed, c_uint, |g, t| fan_speed(g, 0, t));
+value_getter!(nvmlDeviceGetFanSpeed, c_uint, |g, t| if g.spec.fans == 0 {
+    Err(NOT_SUPPORTED)
+} else {
+    fan_speed(g, 0, t)
+});
 value_getter!(nvmlDeviceGetNumFans, c_uint, |g, _t| Ok(g.spec.fans));
 
 #[no_mangle]
@@ -1668,6 +1673,13 @@ fn legacy_link_field(id: u32) -> Option<(c_uint, Option<u32>)> {
 }
 
 fn field_value(g: &Gpu, id: u32, scope: u32, t: f64) -> Result<Value, nvmlReturn_t> {
+    if !g.faults.not_supported.is_empty()
+        && g.faults
+            .not_supported
+            .contains(&format!("nvmlDeviceGetFieldValues({id})"))
+    {
+        return Err(NOT_SUPPORTED);
+    }
     let c = &g.curves;
     let ecc = |e: c_uint, k: c_uint| ecc_total(g, e, k, t).map(Value::U64);
     let links = g.spec.nvlink_links;
@@ -1680,6 +1692,10 @@ fn field_value(g: &Gpu, id: u32, scope: u32, t: f64) -> Result<Value, nvmlReturn
         NVML_FI_DEV_ECC_DBE_AGG_TOTAL => ecc(1, 1)?,
         NVML_FI_DEV_PERF_POLICY_POWER => Value::U64(g.violation_ns(t).0),
         NVML_FI_DEV_PERF_POLICY_THERMAL => Value::U64(g.violation_ns(t).1),
+        NVML_FI_DEV_PERF_POLICY_SYNC_BOOST
+        | NVML_FI_DEV_PERF_POLICY_BOARD_LIMIT
+        | NVML_FI_DEV_PERF_POLICY_LOW_UTILIZATION
+        | NVML_FI_DEV_PERF_POLICY_RELIABILITY => Value::U64(0),
         NVML_FI_DEV_MEMORY_TEMP => {
             if g.spec.memory_max_temp_c == 0 {
                 return Err(NOT_SUPPORTED);

@@ -721,7 +721,17 @@ fn resolve_fault(f: &RawFault) -> Result<Faults, String> {
         return Err("back_at needs lost_at".into());
     }
     for name in &f.not_supported {
-        check_symbol(name)?;
+        // "nvmlDeviceGetFieldValues(197)": one field id answers NOT_SUPPORTED.
+        let field = name
+            .strip_prefix("nvmlDeviceGetFieldValues(")
+            .and_then(|r| r.strip_suffix(')'));
+        match field {
+            Some(id) => {
+                id.parse::<u32>()
+                    .map_err(|_| format!("not_supported: bad field id in {name}"))?;
+            }
+            None => check_symbol(name)?,
+        }
         out.not_supported.insert(name.clone());
     }
     out.xids.extend(f.xid.iter().map(|x| (x.at, x.xid)));

@@ -254,7 +254,9 @@ fn h100_training_node_answers_every_collector_call() {
     // Thermal, fan (a passively cooled SXM board has none).
     let temp = d.temperature(TemperatureSensor::Gpu).unwrap();
     assert!((60..=68).contains(&temp), "{temp}");
-    assert!(matches!(d.fan_speed(0), Err(NvmlError::NotSupported)));
+    // No fans: the count is 0 and fan 0 an invalid argument, as on a real H100.
+    assert_eq!(d.num_fans().unwrap(), 0);
+    assert!(matches!(d.fan_speed(0), Err(NvmlError::InvalidArg)));
 
     // Clocks.
     let maxes = [
@@ -653,7 +655,9 @@ fn l4_has_neither_nvlink_nor_gpm() {
     assert!(!d.gpm_support().unwrap());
     assert!(matches!(d.gpm_sample(), Err(NvmlError::NotSupported)));
     assert!(matches!(d.mig_mode(), Err(NvmlError::NotSupported)));
-    assert!(matches!(d.fan_speed(0), Err(NvmlError::NotSupported)));
+    // No fans: the count is 0 and fan 0 an invalid argument, as on a real H100.
+    assert_eq!(d.num_fans().unwrap(), 0);
+    assert!(matches!(d.fan_speed(0), Err(NvmlError::InvalidArg)));
     let f = field_values(
         &nvml,
         &d,
