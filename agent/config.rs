@@ -199,6 +199,9 @@ pub fn command() -> Command {
         .arg(opt("nvml.library", "PATH", "NVML library the gpu collector loads (e.g. tests/nvml-sim's libnvml_sim.so for a simulated node).".into()).default_value(accel_collectors::gpu::DEFAULT_LIBRARY))
         .arg(opt("collector.gpu.idle-threshold", "RATIO", "Utilisation (0-1) under which an allocated GPU counts as idle.".into()).default_value("0.05").value_parser(parse_ratio))
         .arg(opt("collector.gpu.max-processes", "N", "Most processes reported per GPU.".into()).default_value("32").value_parser(clap::value_parser!(usize)))
+        .arg(opt("collector.process.match", "REGEX", "Also follow processes whose command name (/proc/PID/comm) matches this regexp, besides those holding GPUs (accel_process_*).".into()).value_parser(parse_regex))
+        .arg(opt("collector.process.max", "N", "Most processes the process collector follows (GPU processes first).".into()).default_value("32").value_parser(clap::value_parser!(usize)))
+        .arg(opt("collector.process.perf", "BOOL", "Count the followed processes' task clock, cycles and instructions with perf events (true or false).".into()).default_value("true").value_parser(clap::value_parser!(bool)))
         .arg(opt("collector.disk.device-include", "REGEX", "Regexp of block devices to include (overrides the exclude).".into()).value_parser(parse_regex))
         .arg(opt("collector.disk.device-exclude", "REGEX", "Regexp of block devices to exclude.".into()).default_value(accel_collectors::disk::DEFAULT_EXCLUDE).value_parser(parse_regex))
         .arg(opt("collector.network.device-include", "REGEX", "Regexp of network interfaces to include (overrides the exclude).".into()).value_parser(parse_regex))
@@ -469,6 +472,17 @@ impl Config {
                 notify_signal: m.get_one::<i32>("disruption.notify-signal").copied(),
             },
             gpu_pids: Default::default(),
+            process: accel_collectors::workload::WorkloadOptions {
+                matcher: s("collector.process.match")
+                    .map(|r| accel_collectors::workload::compile_match(&r))
+                    .transpose()?,
+                max: *m
+                    .get_one::<usize>("collector.process.max")
+                    .expect("has a default"),
+                perf: *m
+                    .get_one::<bool>("collector.process.perf")
+                    .expect("has a default"),
+            },
         };
         let disable_defaults = m.get_flag("collector.disable-defaults");
         let collectors = registry()

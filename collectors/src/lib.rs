@@ -17,6 +17,7 @@ pub mod pressure;
 pub mod process;
 mod sample;
 pub mod util;
+pub mod workload;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -207,6 +208,8 @@ pub struct Options {
     pub cloud: cloud::CloudOptions,
     /// GPU process pids, filled by the GPU collector.
     pub gpu_pids: SharedPids,
+    /// Which processes the process collector follows.
+    pub process: workload::WorkloadOptions,
 }
 
 impl Default for Options {
@@ -221,6 +224,7 @@ impl Default for Options {
             gpu: gpu::GpuOptions::default(),
             cloud: cloud::CloudOptions::default(),
             gpu_pids: SharedPids::default(),
+            process: workload::WorkloadOptions::default(),
         }
     }
 }
@@ -290,7 +294,7 @@ pub fn registry() -> &'static [Spec] {
         },
         Spec {
             name: "process",
-            help: "the agent's own CPU time, memory, file descriptors and threads (process_*)",
+            help: "the agent's own CPU time, memory, file descriptors and threads (process_*), and the GPU and matched processes' CPU, memory, I/O and perf counters (accel_process_*)",
             default_enabled: true,
             default_interval: HOST_INTERVAL,
             build: process::build,

@@ -2,10 +2,13 @@
 //! threads, under the names every Prometheus client library uses, so the
 //! agent's cost is on the Agent dashboard beside what it measures. Always
 //! read from the real /proc/self, whatever `--path.procfs` says.
+//!
+//! `accel_process_*`: the training processes (see [`crate::workload`]).
 
 use std::path::PathBuf;
 
 use crate::util::{parse_u64, read_to_string};
+use crate::workload::Workloads;
 use crate::{Built, CollectError, Collector, Options, Sample};
 
 /// The process collector.
@@ -13,10 +16,11 @@ pub struct Process {
     proc: PathBuf,
     ticks_per_second: f64,
     page_size: f64,
+    workloads: Workloads,
 }
 
 /// Builds the collector.
-pub fn build(_opts: &Options) -> Result<Built, CollectError> {
+pub fn build(opts: &Options) -> Result<Built, CollectError> {
     // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
     let (hz, page) = unsafe {
         (
@@ -24,10 +28,19 @@ pub fn build(_opts: &Options) -> Result<Built, CollectError> {
             libc::sysconf(libc::_SC_PAGESIZE),
         )
     };
+    let ticks_per_second = if hz > 0 { hz as f64 } else { 100.0 };
+    let page_size = if page > 0 { page as f64 } else { 4096.0 };
     Ok(Built::Ready(Box::new(Process {
         proc: PathBuf::from("/proc"),
-        ticks_per_second: if hz > 0 { hz as f64 } else { 100.0 },
-        page_size: if page > 0 { page as f64 } else { 4096.0 },
+        ticks_per_second,
+        page_size,
+        workloads: Workloads::new(
+            opts.procfs.clone(),
+            opts.process.clone(),
+            opts.gpu_pids.clone(),
+            ticks_per_second,
+            page_size,
+        ),
     })))
 }
 
@@ -105,6 +118,7 @@ impl Collector for Process {
             )
             .add(&[], max);
         }
+        self.workloads.sample(out);
         Ok(())
     }
 }

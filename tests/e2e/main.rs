@@ -12,6 +12,7 @@ mod gpu;
 mod http;
 mod node_exporter;
 mod package;
+mod process;
 mod profile;
 mod prometheus;
 mod systemd;

@@ -12,7 +12,7 @@ mod events;
 mod gpm;
 mod mig;
 mod nvlink;
-mod process;
+pub(crate) mod process;
 mod raw;
 mod reliability;
 
