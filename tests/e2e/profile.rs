@@ -98,6 +98,117 @@ fn input_bound_names_the_saw_tooth() {
 }
 
 #[test]
+fn saturated_nvlink_is_communication_bound() {
+    let doc = verdict_of("comm-bound");
+    assert_eq!(doc["verdict"], "communication-bound", "{doc}");
+    let ev = evidence(&doc);
+    assert!(
+        ev.contains("NVLink of GPU")
+            && ev.contains("accel_gpu_nvlink")
+            && ev.contains("accel_gpu_sm_active_ratio"),
+        "{ev}"
+    );
+    assert!(doc["advice"].to_string().contains("degraded link"), "{doc}");
+}
+
+#[test]
+fn busy_hbm_is_memory_bandwidth_bound() {
+    let doc = verdict_of("memory-bound");
+    assert_eq!(doc["verdict"], "memory-bandwidth-bound", "{doc}");
+    let ev = evidence(&doc);
+    assert!(
+        ev.contains("accel_gpu_dram_active_ratio") && ev.contains("85%"),
+        "{ev}"
+    );
+}
+
+/// Real disk load: two `dd` readers with O_DIRECT (no page cache) read a
+/// 256 MiB file on real storage over and over while the simulated GPUs sit
+/// at a steady 30 % (no saw-tooth, so only the host can explain it). The
+/// profile reads the real /proc (diskstats, stat, pressure); the verdict
+/// must be input-bound on the evidence of the real disk counters.
+#[test]
+fn real_disk_reads_make_it_input_bound() {
+    let dir = TempDir::new("profile-disk");
+    let scenario = dir.0.join("underused.toml");
+    std::fs::write(
+        &scenario,
+        "[[gpus]]\ncount = 2\nmodel = \"h100\"\nutilization = 30\nsm_active = 25\ntensor_active = 10\ndram_active = 10\n\
+         [[gpus.processes]]\npid = \"4100+index\"\nname = \"python3\"\nused_memory_mib = 1000\n",
+    )
+    .unwrap();
+    // On real storage (the target dir), not a tmpfs /tmp: O_DIRECT needs it.
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("profile-disk-{}.bin", std::process::id()));
+    let made = Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", file.display()))
+        .args(["bs=1M", "count=256", "status=none"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = format!(
+        "while :; do dd if={} of=/dev/null bs=4M iflag=direct status=none || exit 1; done",
+        file.display()
+    );
+    let mut readers: Vec<std::process::Child> = (0..2)
+        .map(|_| Command::new("sh").args(["-c", &reader]).spawn().unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for r in &mut readers {
+        assert!(
+            r.try_wait().unwrap().is_none(),
+            "dd iflag=direct failed on {}: O_DIRECT needs real storage",
+            file.display()
+        );
+    }
+    let fx = fixtures();
+    let json = dir.0.join("profile.json");
+    // Real /proc; the fixture sysfs only to show an NVIDIA GPU on PCI.
+    let out = Command::new(bin())
+        .arg("profile")
+        .arg(format!("--nvml.library={}", sim_lib().display()))
+        .arg(format!("--path.sysfs={}", fx.join("sys").display()))
+        .args(["--no-collector.cloud", "--duration=4s", "--interval=200ms"])
+        .arg(format!("--json={}", json.display()))
+        .env("NVML_SIM_SCENARIO", &scenario)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    for mut r in readers {
+        let _ = r.kill();
+        let _ = r.wait();
+    }
+    let _ = Command::new("pkill")
+        .args(["-f", &file.display().to_string()])
+        .status();
+    let _ = std::fs::remove_file(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["verdict"], "input-bound", "{stdout}");
+    let ev = evidence(&doc);
+    assert!(
+        ev.contains("accel_disk_io_time_seconds_total") && ev.contains("busy"),
+        "the real disk is the evidence: {ev}\n{stdout}"
+    );
+    assert!(!ev.contains("saw-tooth"), "{ev}");
+    // The disk's own throughput is in the summary: hundreds of MB/s read.
+    let read = doc["summary"]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["read_bytes_per_second"]["mean"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(read > 20e6, "disk read {read} B/s\n{stdout}");
+}
+
+#[test]
 fn thermal_throttle_is_throttled() {
     let dir = TempDir::new("profile-throttle");
     let base =
