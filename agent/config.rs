@@ -482,6 +482,7 @@ impl Config {
                 perf: *m
                     .get_one::<bool>("collector.process.perf")
                     .expect("has a default"),
+                pids: Vec::new(),
             },
         };
         let disable_defaults = m.get_flag("collector.disable-defaults");

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod logging;
 pub mod profile;
+pub mod report;
 pub mod sampler;
 pub mod server;
 pub mod state;

@@ -72,6 +72,21 @@ pub fn command() -> Command {
                 .help("Sampling interval of every collector (minimum 100ms)."),
         )
         .arg(
+            Arg::new("pid")
+                .long("pid")
+                .value_name("PID")
+                .action(ArgAction::Append)
+                .value_parser(clap::value_parser!(u32))
+                .help("The training process to follow (CPU, I/O, page faults, context switches), besides the processes holding GPUs; repeatable."),
+        )
+        .arg(
+            Arg::new("html")
+                .long("html")
+                .value_name("FILE")
+                .action(ArgAction::Set)
+                .help("Write a self-contained HTML report (verdict, summary, SVG time series of the key signals on one time axis) to FILE."),
+        )
+        .arg(
             Arg::new("json")
                 .long("json")
                 .value_name("FILE")
@@ -186,6 +201,24 @@ pub struct Summary {
     pub io_pressure_stalled: Option<Stats>,
     /// The busiest CPU's busy share, per sample.
     pub max_cpu_busy: Option<Stats>,
+    /// The followed processes (--pid, and those holding GPUs).
+    pub processes: Vec<ProcessSummary>,
+}
+
+/// One followed process's signals (from accel_process_*).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessSummary {
+    pub pid: String,
+    pub comm: String,
+    /// Why it is followed: `pid` (asked for), `gpu` or `match`.
+    pub reason: String,
+    /// CPUs used (user + system seconds per second).
+    pub cpu: Option<Stats>,
+    pub read_bytes_per_second: Option<Stats>,
+    pub write_bytes_per_second: Option<Stats>,
+    pub major_faults_per_second: Option<Stats>,
+    pub involuntary_switches_per_second: Option<Stats>,
+    pub threads: Option<f64>,
 }
 
 /// The bottleneck.
@@ -410,6 +443,18 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
                 ));
             }
         }
+        for p in &s.processes {
+            let read = p.read_bytes_per_second.map_or(0.0, |r| r.mean);
+            let major = p.major_faults_per_second.map_or(0.0, |m| m.mean);
+            if read >= 20e6 || major >= 50.0 {
+                ev.push(format!(
+                    "process {} ({}) reads {:.0} MB/s from storage (accel_process_read_bytes_total), {major:.0} major page faults/s",
+                    p.pid,
+                    p.comm,
+                    read / 1e6
+                ));
+            }
+        }
         if !ev.is_empty() {
             ev.push(format!("accel_gpu_utilization_ratio mean {}", pct(util)));
             return diag(
@@ -419,12 +464,33 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
             );
         }
         if let Some(c) = s.max_cpu_busy.filter(|c| c.mean >= 0.9) {
+            let mut ev = vec![
+                format!(
+                    "the busiest CPU is busy {} of the time (accel_cpu_seconds_total)",
+                    pct(c.mean)
+                ),
+                format!("accel_gpu_utilization_ratio mean {}", pct(util)),
+            ];
+            if let Some(p) = s
+                .processes
+                .iter()
+                .filter(|p| p.cpu.is_some())
+                .max_by(|a, b| {
+                    a.cpu
+                        .map_or(0.0, |c| c.mean)
+                        .total_cmp(&b.cpu.map_or(0.0, |c| c.mean))
+                })
+            {
+                ev.push(format!(
+                    "process {} ({}) uses {:.2} CPUs (accel_process_cpu_seconds_total)",
+                    p.pid,
+                    p.comm,
+                    p.cpu.map_or(0.0, |c| c.mean)
+                ));
+            }
             return diag(
                 Verdict::HostCpuBound,
-                vec![
-                    format!("the busiest CPU is busy {} of the time (accel_cpu_seconds_total)", pct(c.mean)),
-                    format!("accel_gpu_utilization_ratio mean {}", pct(util)),
-                ],
+                ev,
                 &["a single-threaded step (data loader in the main process, Python GIL) saturates a CPU: more data-loader worker processes", "move augmentation to the GPU, check CPU affinity / NUMA placement"],
             );
         }
@@ -834,7 +900,9 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
             series.insert(name.to_owned(), p);
         }
     }
+    let processes = process_summaries(all, &mut series);
     let summary = Summary {
+        processes,
         duration_seconds: duration,
         samples,
         gpus,
@@ -847,6 +915,70 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
         max_cpu_busy: Stats::of(&values(&busiest)),
     };
     (summary, series)
+}
+
+/// The followed processes: those asked for with --pid first, then by pid.
+fn process_summaries(
+    all: &[Vec<Record>],
+    series: &mut BTreeMap<String, Points>,
+) -> Vec<ProcessSummary> {
+    let mut info: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for recs in all {
+        for r in recs {
+            if let Some(f) = r.families.iter().find(|f| f.name == "accel_process_info") {
+                for s in &f.series {
+                    if let Some(pid) = label(s, "pid") {
+                        info.insert(
+                            pid.to_owned(),
+                            (
+                                label(s, "comm").unwrap_or("").to_owned(),
+                                label(s, "reason").unwrap_or("").to_owned(),
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let counter = |family: &str, filter: &dyn Fn(&Series) -> bool| {
+        points(all, family, |s| {
+            filter(s).then(|| label(s, "pid").unwrap_or("").to_owned())
+        })
+        .into_iter()
+        .map(|(k, p)| (k, rates(&p)))
+        .collect::<BTreeMap<String, Points>>()
+    };
+    let cpu = counter("accel_process_cpu_seconds_total", &|_| true);
+    let read = counter("accel_process_read_bytes_total", &|_| true);
+    let write = counter("accel_process_write_bytes_total", &|_| true);
+    let major = counter("accel_process_page_faults_total", &|s| {
+        label(s, "kind") == Some("major")
+    });
+    let invol = counter("accel_process_context_switches_total", &|s| {
+        label(s, "kind") == Some("involuntary")
+    });
+    let threads = points(all, "accel_process_threads", by("pid"));
+    let mut out: Vec<ProcessSummary> = info
+        .into_iter()
+        .map(|(pid, (comm, reason))| {
+            if let Some(p) = cpu.get(&pid) {
+                series.insert(format!("process{pid}.cpu"), p.clone());
+            }
+            ProcessSummary {
+                cpu: stats(cpu.get(&pid)),
+                read_bytes_per_second: stats(read.get(&pid)),
+                write_bytes_per_second: stats(write.get(&pid)),
+                major_faults_per_second: stats(major.get(&pid)),
+                involuntary_switches_per_second: stats(invol.get(&pid)),
+                threads: threads.get(&pid).and_then(|p| p.last()).map(|x| x.1),
+                pid,
+                comm,
+                reason,
+            }
+        })
+        .collect();
+    out.sort_by_key(|p| (p.reason != "pid", p.pid.parse::<u64>().unwrap_or(u64::MAX)));
+    out
 }
 
 fn fmt_stats(s: Option<Stats>, scale: f64, unit: &str) -> String {
@@ -916,6 +1048,26 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
             ));
         }
     }
+    for p in s.processes.iter().take(8) {
+        o.push_str(&format!(
+            "process {} ({}, {}): CPUs {}, read {} MB/s, write {} MB/s, major faults {}/s, involuntary switches {}/s{}\n",
+            p.pid,
+            p.comm,
+            p.reason,
+            fmt_stats(p.cpu, 1.0, ""),
+            fmt_stats(p.read_bytes_per_second, 1e-6, ""),
+            fmt_stats(p.write_bytes_per_second, 1e-6, ""),
+            fmt_stats(p.major_faults_per_second, 1.0, ""),
+            fmt_stats(p.involuntary_switches_per_second, 1.0, ""),
+            p.threads.map(|t| format!(", {t:.0} threads")).unwrap_or_default()
+        ));
+    }
+    if s.processes.len() > 8 {
+        o.push_str(&format!(
+            "({} more processes in --json)\n",
+            s.processes.len() - 8
+        ));
+    }
     o.push_str(&format!(
         "host: iowait {}, I/O pressure some {} full {}, busiest CPU {}\n\n",
         fmt_stats(s.iowait_share, 100.0, "%"),
@@ -976,6 +1128,41 @@ pub fn run(args: Vec<OsString>) -> i32 {
     let duration = *m.get_one::<Duration>("duration").expect("has a default");
     let interval = *m.get_one::<Duration>("interval").expect("has a default");
     let json = m.get_one::<String>("json").cloned();
+    let html = m.get_one::<String>("html").cloned();
+    let pids: Vec<u32> = m
+        .get_many::<u32>("pid")
+        .map(|v| v.copied().collect())
+        .unwrap_or_default();
+    // A bad output path fails now, not after the whole profile.
+    for file in json.iter().chain(html.iter()) {
+        if let Err(e) = std::fs::File::create(file) {
+            eprintln!("accel-agent profile: cannot write {file}: {e}");
+            return 2;
+        }
+    }
+    let mut config = config;
+    for pid in &pids {
+        if !config
+            .options
+            .procfs
+            .join(pid.to_string())
+            .join("stat")
+            .exists()
+        {
+            eprintln!("accel-agent profile: --pid {pid}: no such process");
+            return 2;
+        }
+    }
+    if !pids.is_empty() {
+        config.options.process.pids = pids.clone();
+        for c in config
+            .collectors
+            .iter_mut()
+            .filter(|c| c.spec.name == "process")
+        {
+            c.enabled = true;
+        }
+    }
     // Warnings only unless asked: stdout carries the summary.
     let level = if config.log_level == tracing::Level::INFO {
         tracing::Level::WARN
@@ -1051,7 +1238,16 @@ pub fn run(args: Vec<OsString>) -> i32 {
         start.elapsed().as_secs_f64().min(duration.as_secs_f64()),
     );
     let diagnosis = diagnose(&summary);
-    print!("{}", render(&summary, &diagnosis));
+    let text = render(&summary, &diagnosis);
+    print!("{text}");
+    if let Some(file) = &html {
+        let page =
+            crate::report::html(&summary, &diagnosis, &text, &series, interval.as_secs_f64());
+        if let Err(e) = std::fs::write(file, page) {
+            eprintln!("accel-agent profile: cannot write {file}: {e}");
+            return 1;
+        }
+    }
     if let Some(file) = json {
         let signals: serde_json::Map<String, serde_json::Value> = series
             .into_iter()

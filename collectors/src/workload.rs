@@ -36,6 +36,8 @@ pub struct WorkloadOptions {
     pub max: usize,
     /// Whether to open perf events at all.
     pub perf: bool,
+    /// Processes always followed (`accel-agent profile --pid`).
+    pub pids: Vec<u32>,
 }
 
 impl Default for WorkloadOptions {
@@ -44,6 +46,7 @@ impl Default for WorkloadOptions {
             matcher: None,
             max: 32,
             perf: true,
+            pids: Vec::new(),
         }
     }
 }
@@ -307,6 +310,11 @@ impl Workloads {
     fn candidates(&mut self) -> Vec<(u32, &'static str)> {
         let mut out: Vec<(u32, &'static str)> = Vec::new();
         let mut seen = HashSet::new();
+        for &pid in &self.opts.pids {
+            if seen.insert(pid) {
+                out.push((pid, "pid"));
+            }
+        }
         let mut gpu = self.gpu_pids.get();
         gpu.sort_unstable();
         for pid in gpu {

@@ -237,3 +237,128 @@ fn bad_duration_is_one_line_and_exit_2() {
     assert!(stderr.contains("--duration"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+/// The full user path: `--pid` follows a real CPU-burning process, `--html`
+/// writes a self-contained report, and headless Chromium (Debian's
+/// `chromium`) renders it: every chart is drawn, with lines.
+#[test]
+fn html_report_renders_in_chromium_and_pid_is_followed() {
+    let chromium = crate::util::require("chromium");
+    let dir = TempDir::new("profile-html");
+    let html = dir.0.join("report.html");
+    let mut burner = Command::new(crate::util::require("python3"))
+        .args([
+            "-c",
+            "import time\nend = time.time() + 30\nwhile time.time() < end: pass",
+        ])
+        .spawn()
+        .unwrap();
+    let fx = fixtures();
+    // The burner's CPU seconds from /proc, read by the test itself.
+    let cpu_of = |pid: u32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / hz
+    };
+    let (c0, t0) = (cpu_of(burner.id()), std::time::Instant::now());
+    let out = Command::new(bin())
+        .arg("profile")
+        .arg(format!("--nvml.library={}", sim_lib().display()))
+        .arg(format!("--path.sysfs={}", fx.join("sys").display()))
+        .args(["--no-collector.cloud", "--duration=3s", "--interval=100ms"])
+        .arg(format!("--pid={}", burner.id()))
+        .arg(format!("--html={}", html.display()))
+        .env("NVML_SIM_SCENARIO", "input-bound")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let measured = (cpu_of(burner.id()) - c0) / t0.elapsed().as_secs_f64();
+    let _ = burner.kill();
+    let _ = burner.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The followed process: what the test measured itself (a busy machine
+    // gives the burner less than a whole CPU).
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("process {} (python3, pid)", burner.id())))
+        .unwrap_or_else(|| panic!("no process line:\n{stdout}"));
+    let cpus: f64 = line
+        .split("CPUs ")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        (cpus - measured).abs() <= 0.25,
+        "{line}; measured {measured:.2} CPUs"
+    );
+
+    let page = std::fs::read_to_string(&html).unwrap();
+    // Self-contained: nothing fetched from anywhere.
+    for bad in ["src=", "href=", "@import", "url("] {
+        assert!(!page.contains(bad), "{bad} in the report");
+    }
+    assert!(page.contains("Verdict: input-bound"));
+    let charts = page.matches("<svg class=\"chart\"").count();
+    assert!(charts >= 10, "{charts} charts");
+    assert!(
+        page.contains("Followed processes"),
+        "the --pid process has a chart"
+    );
+    let dom = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", html.display()))
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(dom.status.success());
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let drawn = dom
+        .split("Drawn: ")
+        .nth(1)
+        .and_then(|r| r.split('.').next())
+        .unwrap_or_else(|| panic!("the report's script did not run:\n{dom}"));
+    assert!(
+        drawn.starts_with(&format!("{charts} of {charts} charts")),
+        "Chromium drew {drawn}"
+    );
+    let lines: usize = drawn
+        .split(", ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(lines >= charts, "{drawn}");
+}
+
+#[test]
+fn bad_pid_and_unwritable_report_fail_before_profiling() {
+    let out = profile("idle-allocated", &["--duration=60s", "--pid=4000000000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pid 4000000000"));
+    let started = std::time::Instant::now();
+    let out = profile(
+        "idle-allocated",
+        &["--duration=60s", "--html=/nonexistent/dir/report.html"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write /nonexistent/dir/report.html")
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "failed at once, not after 60 s"
+    );
+}
