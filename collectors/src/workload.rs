@@ -479,24 +479,27 @@ impl Workloads {
             {
                 self.procs.remove(&pid);
             }
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.procs.entry(pid) {
-                let comm = std::fs::read_to_string(dir.join("comm"))
-                    .map(|s| s.trim_end().to_owned())
-                    .unwrap_or_default();
-                let owner = std::fs::read_to_string(dir.join("cgroup"))
-                    .map(|t| parse_cgroup(&t))
-                    .unwrap_or_default();
-                slot.insert(Tracked {
-                    starttime: stat.starttime,
-                    comm,
-                    owner,
-                    reason,
-                    threads: HashMap::new(),
-                    gone: [0.0; 3],
-                    gone_ctxt: (0, 0),
-                    last_ctxt: HashMap::new(),
-                });
-            }
+            // Read every sample: an exec changes the command name (a shell
+            // wrapper becoming python3), a move changes the cgroup.
+            let comm = std::fs::read_to_string(dir.join("comm"))
+                .map(|s| s.trim_end().to_owned())
+                .unwrap_or_default();
+            let owner = std::fs::read_to_string(dir.join("cgroup"))
+                .map(|t| parse_cgroup(&t))
+                .unwrap_or_default();
+            let t = self.procs.entry(pid).or_insert_with(|| Tracked {
+                starttime: stat.starttime,
+                comm: String::new(),
+                owner: Owner::default(),
+                reason,
+                threads: HashMap::new(),
+                gone: [0.0; 3],
+                gone_ctxt: (0, 0),
+                last_ctxt: HashMap::new(),
+            });
+            t.comm = comm;
+            t.owner = owner;
+            t.reason = reason;
             let io = match std::fs::read_to_string(dir.join("io")) {
                 Ok(t) => parse_io(&t),
                 Err(e) => {
