@@ -372,3 +372,34 @@ fn bad_pid_and_unwritable_report_fail_before_profiling() {
         "failed at once, not after 60 s"
     );
 }
+
+/// On a terminal (a pseudo-terminal from util-linux `script`), stderr shows
+/// a live progress line that is erased at the end; stdout keeps the summary.
+#[test]
+fn progress_line_on_a_terminal() {
+    let fx = fixtures();
+    let cmd = format!(
+        "NVML_SIM_SCENARIO=idle-allocated {} profile --nvml.library={} --path.procfs={} --path.sysfs={} --no-collector.cloud --duration=1500ms --interval=100ms",
+        bin().display(),
+        sim_lib().display(),
+        fx.join("proc").display(),
+        fx.join("sys").display()
+    );
+    let out = Command::new(crate::util::require("script"))
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("\rprofiling: ") || text.contains("\r\x1b[Kprofiling: "),
+        "{text:?}"
+    );
+    assert!(
+        text.matches("profiling: ").count() >= 3,
+        "updated as it goes: {text:?}"
+    );
+    assert!(text.contains(" samples"));
+    assert!(text.contains("verdict: idle"), "{text}");
+}
