@@ -244,8 +244,9 @@ fn chart_svg(chart: &Chart, lines: &[(String, &Points)], duration: f64, out: &mu
             num(v)
         );
     }
-    for i in 0..=6 {
-        let t = x_max * f64::from(i) / 6.0;
+    let step = nice(x_max / 6.0);
+    let mut t = 0.0;
+    while t <= x_max + 1e-9 {
         let xx = x(t);
         let _ = write!(
             out,
@@ -254,6 +255,7 @@ fn chart_svg(chart: &Chart, lines: &[(String, &Points)], duration: f64, out: &mu
             H - 10.0,
             num(t)
         );
+        t += step;
     }
     let _ = write!(
         out,
