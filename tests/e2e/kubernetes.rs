@@ -489,6 +489,32 @@ fn gpus_replicas_and_other_resources() {
     assert!(kubelet.calls() <= before + 1, "{} calls", kubelet.calls());
     let (ok, msg) = crate::golden::promtool_check(&text);
     assert!(ok && msg.trim().is_empty(), "{msg}");
+    // The collector's families and the process series, as a golden.
+    let ours: String = text
+        .lines()
+        .filter(|l| {
+            let name = l
+                .strip_prefix("# HELP ")
+                .or_else(|| l.strip_prefix("# TYPE "))
+                .unwrap_or(l);
+            [
+                "accel_kubernetes_",
+                "accel_gpu_pod_info",
+                "accel_gpu_process_info",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let got = crate::golden::normalize(
+        &ours,
+        &[
+            "accel_kubernetes_pod_resources_age_seconds",
+            "accel_kubernetes_pod_resources_last_success_timestamp_seconds",
+        ],
+    );
+    crate::golden::check_golden("kubernetes", &got);
 }
 
 #[test]

@@ -324,10 +324,18 @@ fn refresh_loop(
         last_call = Some(now);
         next = now + opts.refresh;
         let r = rt.block_on(grpc::list(&opts.socket, opts.timeout, MAX_MESSAGE));
+        let took = now.elapsed();
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
         match r {
             Ok(listed) => {
                 let map = PodMap::from_pods(&listed.pods);
+                tracing::debug!(
+                    ms = format!("{:.2}", took.as_secs_f64() * 1e3),
+                    bytes = listed.bytes,
+                    pods = listed.pods.len(),
+                    gpu_devices = map.entries.len(),
+                    "kubelet PodResources List"
+                );
                 if failing || !st.seen {
                     tracing::info!(socket = %opts.socket.display(), pods = listed.pods.len(), gpu_devices = map.entries.len(), "kubelet PodResources answers");
                 }
