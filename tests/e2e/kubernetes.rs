@@ -135,6 +135,8 @@ enum Answer {
     Message(Vec<u8>),
     /// A "trailers-only" error: the status in the headers, no message.
     Status(u32, &'static str),
+    /// No answer for an hour (a wedged kubelet).
+    Hang,
 }
 
 /// A gRPC response body: one message, then the trailers.
@@ -189,6 +191,9 @@ async fn serve(
     } else {
         answer.lock().unwrap().clone()
     };
+    if let Answer::Hang = answer {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     let mut resp = Response::builder().header("content-type", "application/grpc");
     let body = match answer {
         Answer::Message(msg) => {
@@ -201,6 +206,10 @@ async fn serve(
                 trailers: Some(grpc_status(0, "")),
             }
         }
+        Answer::Hang => GrpcBody {
+            data: None,
+            trailers: None,
+        },
         Answer::Status(code, msg) => {
             for (k, v) in &grpc_status(code, msg) {
                 resp = resp.header(k, v);
@@ -731,6 +740,50 @@ fn errors_a_missing_socket_and_a_recreated_one() {
     let age = value(&text, "accel_kubernetes_pod_resources_age_seconds").unwrap();
     assert!(age < 1.0, "age {age}");
     assert_eq!(count(&agent.log_lines(), MISSING), 1);
+}
+
+#[test]
+fn a_hung_kubelet_never_stalls_a_scrape() {
+    let dir = TempDir::new("k8s-hang");
+    let socket = dir.0.join("kubelet.sock");
+    let pods = [pod("ml", "a", vec![("nvidia.com/gpu", vec![H100[0]])])];
+    let kubelet = FakeKubelet::start(&socket, Answer::Message(pb::list(&pods)));
+    let agent = k8s_agent(
+        "8xh100-training",
+        &socket,
+        "200ms",
+        &["--collector.kubernetes.timeout=1s"],
+    );
+    agent.wait_for("the map", Duration::from_secs(10), |t| {
+        pod_info(t).len() == 1
+    });
+    kubelet.set(Answer::Hang);
+    let text = agent.wait_for("timeouts", Duration::from_secs(10), |t| {
+        value(t, "accel_kubernetes_pod_resources_errors_total").unwrap_or(0.0) >= 2.0
+    });
+    assert_eq!(value(&text, "accel_kubernetes_pod_resources_up"), Some(0.0));
+    assert_eq!(pod_info(&text).len(), 1, "the last good map is kept");
+    // Scrapes while calls hang: none waits for the kubelet.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = agent.get("/metrics");
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(r.status, 200);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    // A scrape that waited for a call would take up to the 1 s timeout.
+    assert!(
+        slowest < Duration::from_millis(400),
+        "slowest scrape {slowest:?}"
+    );
+    let lines = agent.log_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("no answer within the timeout")),
+        "{lines:#?}"
+    );
 }
 
 #[test]

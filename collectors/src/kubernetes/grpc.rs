@@ -92,6 +92,12 @@ async fn call(socket: &Path, max: usize) -> Result<Listed, Error> {
     let stream = match tokio::net::UnixStream::connect(socket).await {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(transport(format!(
+                "connect {}: {e} (the kubelet's socket is root's; see docs/kubernetes.md)",
+                socket.display()
+            )))
+        }
         Err(e) => return Err(transport(format!("connect {}: {e}", socket.display()))),
     };
     let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -102,10 +108,12 @@ async fn call(socket: &Path, max: usize) -> Result<Listed, Error> {
         .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(transport)?;
-    let driver = tokio::spawn(async move {
+    // Drives the connection; stopped when this call ends, even when the
+    // deadline drops it half-way.
+    let _driver = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
-    });
-    let result = async {
+    }));
+    async {
         let req = Request::post(LIST)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/grpc"))
             .header("te", HeaderValue::from_static("trailers"))
@@ -177,7 +185,13 @@ async fn call(socket: &Path, max: usize) -> Result<Listed, Error> {
         let pods = proto::decode_list(&buf[5..]).map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(Listed { pods, bytes: len })
     }
-    .await;
-    driver.abort();
-    result
+    .await
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
