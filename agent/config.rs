@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use accel_collectors::{cloud, registry, DeviceFilter, Options, Spec};
+use accel_collectors::{cloud, kubernetes, registry, DeviceFilter, Options, Spec};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
@@ -213,6 +213,9 @@ pub fn command() -> Command {
         .arg(opt("collector.cloud.timeout", "DURATION", "Connect and read deadline of one metadata request.".into()).default_value("2s").value_parser(parse_duration))
         .arg(opt("collector.cloud.poll-interval", "DURATION", "Interval between polls of the metadata endpoints that are not long-polled.".into()).default_value("5s").value_parser(parse_interval))
         .arg(opt("collector.cloud.long-poll-timeout", "DURATION", "How long a GCE long-poll (wait_for_change) waits for a change.".into()).default_value("60s").value_parser(parse_duration))
+        .arg(opt("collector.kubernetes.socket", "PATH", "The kubelet's PodResources socket (mount its directory, /var/lib/kubelet/pod-resources, into the agent's container).".into()).default_value(kubernetes::DEFAULT_SOCKET))
+        .arg(opt("collector.kubernetes.refresh-interval", "DURATION", "Interval between two calls of the kubelet PodResources API (List), on a background thread; a GPU that starts holding a process no known pod holds triggers an early call.".into()).default_value("10s").value_parser(parse_interval))
+        .arg(opt("collector.kubernetes.timeout", "DURATION", "Deadline of one PodResources call.".into()).default_value("5s").value_parser(parse_duration))
         .arg(opt("disruption.notify-file", "FILE", "On a new preemption or terminate notice, write a JSON notice (provider, type, deadline, detected_at) to this file, atomically. Off by default.".into()))
         .arg(opt("disruption.notify-signal", "SIGNAL", "On a new preemption or terminate notice, send this signal (SIGUSR1, SIGUSR2, SIGTERM, SIGINT) to the processes holding GPUs (needs the same uid or CAP_KILL). Off by default.".into()).value_parser(cloud::parse_signal));
     for spec in registry() {
@@ -484,6 +487,17 @@ impl Config {
                     .expect("has a default"),
                 pids: Vec::new(),
             },
+            kubernetes: kubernetes::KubernetesOptions {
+                socket: PathBuf::from(s("collector.kubernetes.socket").unwrap_or_default()),
+                refresh: *m
+                    .get_one::<Duration>("collector.kubernetes.refresh-interval")
+                    .expect("has a default"),
+                timeout: *m
+                    .get_one::<Duration>("collector.kubernetes.timeout")
+                    .expect("has a default"),
+            },
+            gpus: Default::default(),
+            pods: Default::default(),
         };
         let disable_defaults = m.get_flag("collector.disable-defaults");
         let collectors = registry()

@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod disk;
 pub mod gpu;
 pub mod infiniband;
+pub mod kubernetes;
 pub mod memory;
 pub mod network;
 pub mod pressure;
@@ -188,6 +189,56 @@ impl fmt::Debug for SharedPids {
     }
 }
 
+/// One GPU as the GPU collector saw it in its last sample: what the
+/// kubernetes collector needs to turn the kubelet's device ids (GPU and MIG
+/// uuids, or indexes) into `gpu`, `uuid` and `gpu_instance` labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuIds {
+    /// NVML index (the `gpu` label).
+    pub index: u32,
+    /// `GPU-…` uuid.
+    pub uuid: String,
+    /// Whether a compute process held it.
+    pub busy: bool,
+    /// Its MIG instances, when MIG is on.
+    pub migs: Vec<MigIds>,
+}
+
+/// One MIG instance of a [`GpuIds`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigIds {
+    /// GPU instance id (the `gpu_instance` label).
+    pub gpu_instance: u32,
+    /// `MIG-…` uuid.
+    pub uuid: String,
+    /// Whether a compute process held it.
+    pub busy: bool,
+}
+
+/// The GPUs of the last GPU sample, filled by the GPU collector and read by
+/// the kubernetes collector. Its `Debug` leaves the GPUs out, as
+/// [`SharedPids`] does.
+#[derive(Clone, Default)]
+pub struct SharedGpus(Arc<Mutex<Arc<Vec<GpuIds>>>>);
+
+impl SharedGpus {
+    /// Replaces the list.
+    pub fn set(&self, gpus: Vec<GpuIds>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(gpus);
+    }
+
+    /// The current list (a cheap clone of a shared pointer).
+    pub fn get(&self) -> Arc<Vec<GpuIds>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl fmt::Debug for SharedGpus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedGpus")
+    }
+}
+
 /// Everything a collector may need to be built: filesystem roots and the
 /// collector-specific settings.
 #[derive(Clone, Debug)]
@@ -210,6 +261,12 @@ pub struct Options {
     pub gpu_pids: SharedPids,
     /// Which processes the process collector follows.
     pub process: workload::WorkloadOptions,
+    /// The kubernetes collector's settings.
+    pub kubernetes: kubernetes::KubernetesOptions,
+    /// GPU identities, filled by the GPU collector.
+    pub gpus: SharedGpus,
+    /// Which pod holds which GPU, filled by the kubernetes collector.
+    pub pods: kubernetes::SharedPods,
 }
 
 impl Default for Options {
@@ -225,6 +282,9 @@ impl Default for Options {
             cloud: cloud::CloudOptions::default(),
             gpu_pids: SharedPids::default(),
             process: workload::WorkloadOptions::default(),
+            kubernetes: kubernetes::KubernetesOptions::default(),
+            gpus: SharedGpus::default(),
+            pods: kubernetes::SharedPods::default(),
         }
     }
 }
@@ -312,6 +372,13 @@ pub fn registry() -> &'static [Spec] {
             default_enabled: true,
             default_interval: Duration::from_secs(1),
             build: cloud::build,
+        },
+        Spec {
+            name: "kubernetes",
+            help: "which pod holds each GPU, from the kubelet's PodResources API (refreshed in the background)",
+            default_enabled: true,
+            default_interval: HOST_INTERVAL,
+            build: kubernetes::build,
         },
     ];
     SPECS

@@ -14,6 +14,11 @@ pub fn fixture_agent(extra: &[&str]) -> Agent {
         format!("--path.sysfs={}", fx.join("sys").display()),
         format!("--path.udev.data={}", fx.join("run/udev/data").display()),
         "--collector.network.device-exclude=^$".to_owned(),
+        // Not a Kubernetes node, even where the tests run on one.
+        format!(
+            "--collector.kubernetes.socket={}",
+            fx.join("run/no-kubelet.sock").display()
+        ),
     ];
     for c in [
         "cpu",
@@ -23,6 +28,7 @@ pub fn fixture_agent(extra: &[&str]) -> Agent {
         "network",
         "infiniband",
         "process",
+        "kubernetes",
     ] {
         args.push(format!("--collector.{c}.interval=1h"));
     }

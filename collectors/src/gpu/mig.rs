@@ -20,7 +20,8 @@ const MIG_ENABLED: u32 = 1;
 /// Per parent GPU: the previous GPM sample of each GPU instance.
 pub(super) type MigGpm = HashMap<u32, GpmSample<'static>>;
 
-/// Samples the MIG instances of `dev`; returns whether MIG is on.
+/// Samples the MIG instances of `dev` and lists them in `ids`; returns
+/// whether MIG is on.
 pub(super) fn sample(
     g: &mut GpuSample<'_>,
     nvml: &'static Nvml,
@@ -28,7 +29,9 @@ pub(super) fn sample(
     raw: Option<&raw::Raw>,
     gpm_supported: bool,
     prev: &mut MigGpm,
+    ids: &mut Vec<crate::MigIds>,
 ) -> bool {
+    ids.clear();
     let Some(mode) = g.get("nvmlDeviceGetMigMode", dev.mig_mode()) else {
         return false;
     };
@@ -114,10 +117,16 @@ pub(super) fn sample(
                 m.total as f64,
             );
         }
-        if let Some(procs) = g.get(
+        let procs = g.get(
             "nvmlDeviceGetComputeRunningProcesses",
             mig.running_compute_processes(),
-        ) {
+        );
+        ids.push(crate::MigIds {
+            gpu_instance: gi,
+            uuid: mig_uuid.clone(),
+            busy: procs.as_ref().is_some_and(|p| !p.is_empty()),
+        });
+        if let Some(procs) = procs {
             g.put(
                 MetricType::Gauge,
                 "accel_gpu_mig_allocated",

@@ -150,6 +150,9 @@ struct GpuState {
     energy: Option<(Instant, f64)>,
     /// Previous GPM samples of the MIG instances.
     mig_gpm: mig::MigGpm,
+    /// Its MIG instances and whether it held a process, last sample.
+    migs: Vec<crate::MigIds>,
+    busy: bool,
 }
 
 /// The GPU collector.
@@ -172,6 +175,9 @@ pub struct Gpu {
     pids: Vec<u32>,
     /// Shared with the cloud collector, which signals these processes.
     pids_out: crate::SharedPids,
+    /// GPU identities for the kubernetes collector, and its pod map back.
+    gpus_out: crate::SharedGpus,
+    pods: crate::kubernetes::SharedPods,
 }
 
 /// One initialisation of NVML.
@@ -261,6 +267,8 @@ pub fn build(opts: &Options) -> Result<Built, CollectError> {
         unsupported: HashSet::new(),
         pids: Vec::new(),
         pids_out: opts.gpu_pids.clone(),
+        gpus_out: opts.gpus.clone(),
+        pods: opts.pods.clone(),
     })))
 }
 
@@ -878,6 +886,7 @@ impl Gpu {
             raw.as_ref(),
             state.gpm == Some(true),
             &mut state.mig_gpm,
+            &mut state.migs,
         );
 
         tm.mark("mig");
@@ -886,6 +895,7 @@ impl Gpu {
             dev.running_compute_processes(),
         );
         let allocated = procs.as_ref().map(|p| !p.is_empty());
+        state.busy = allocated == Some(true);
         if let Some(procs) = procs.as_ref().filter(|p| !p.is_empty()) {
             self.pids.extend(procs.iter().map(|p| p.pid));
             let mut sm = std::collections::HashMap::new();
@@ -900,6 +910,12 @@ impl Gpu {
                     sm.insert(s.pid, f64::from(s.sm_util) / 100.0);
                 }
             }
+            let ids = crate::GpuIds {
+                index,
+                uuid: state.uuid.clone(),
+                busy: true,
+                migs: state.migs.clone(),
+            };
             process::export(
                 &mut g,
                 nvml,
@@ -907,6 +923,7 @@ impl Gpu {
                 &sm,
                 &self.procfs,
                 self.opts.max_processes,
+                &|gi| self.pods.pod_of(&ids, gi),
             );
         } else if allocated.is_some() {
             g.gauge(
@@ -1204,6 +1221,20 @@ impl Collector for Gpu {
         pids.sort_unstable();
         pids.dedup();
         self.pids_out.set(pids);
+        let ids = self
+            .gpus
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.uuid.is_empty());
+        self.gpus_out.set(
+            ids.map(|(i, s)| crate::GpuIds {
+                index: i as u32,
+                uuid: s.uuid.clone(),
+                busy: s.busy,
+                migs: s.migs.clone(),
+            })
+            .collect(),
+        );
         Ok(())
     }
 }

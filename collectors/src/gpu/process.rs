@@ -1,6 +1,7 @@
 //! Per-process GPU series: the compute processes holding each GPU, with
 //! their command name and what /proc/PID/cgroup says they belong to (a
-//! systemd unit, a container, a Slurm job), capped per GPU. Every sample is
+//! systemd unit, a container, a Slurm job, a Kubernetes pod), capped per
+//! GPU. Every sample is
 //! built afresh, so the series of a process that exited disappear with the
 //! next sample.
 
@@ -23,6 +24,8 @@ pub struct Owner {
     pub container: String,
     /// The Slurm job id, or "".
     pub job: String,
+    /// The Kubernetes pod uid, or "".
+    pub pod_uid: String,
 }
 
 /// Parses /proc/PID/cgroup (v1 or v2) into the process's owner.
@@ -51,6 +54,12 @@ pub fn parse_cgroup(text: &str) -> Owner {
                     owner.job = id.to_owned();
                 }
             }
+            if owner.pod_uid.is_empty() && path.contains("kubepods") {
+                if let Some(uid) = pod_uid(part) {
+                    owner.pod_uid = uid;
+                    continue;
+                }
+            }
             if owner.container.is_empty() {
                 if let Some(id) = container_id(part) {
                     owner.container = id.to_owned();
@@ -66,6 +75,23 @@ pub fn parse_cgroup(text: &str) -> Owner {
         }
     }
     owner
+}
+
+/// The pod uid in a kubelet cgroup path component: `pod<uid>` (cgroupfs
+/// driver) or `kubepods-<qos>-pod<uid with _ for ->.slice` (systemd driver).
+fn pod_uid(part: &str) -> Option<String> {
+    let part = part.strip_suffix(".slice").unwrap_or(part);
+    let uid = match part.strip_prefix("pod") {
+        Some(uid) => uid,
+        None if part.starts_with("kubepods") => &part[part.rfind("-pod")? + 4..],
+        None => return None,
+    };
+    let ok = !uid.is_empty()
+        && uid.len() <= 64
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_');
+    ok.then(|| uid.replace('_', "-"))
 }
 
 /// A 64-hex-digit container id in a cgroup path component, as Docker,
@@ -93,7 +119,8 @@ fn owner(procfs: &Path, pid: u32) -> Owner {
 }
 
 /// Exports one GPU's processes; `sm_util` maps pid to its SM utilisation
-/// (0-1) where NVML gives it.
+/// (0-1) where NVML gives it; `pod_of` gives the (namespace, pod) holding
+/// the GPU (or the GPU instance a process runs in), when exactly one does.
 pub(super) fn export(
     g: &mut GpuSample<'_>,
     nvml: &Nvml,
@@ -101,6 +128,7 @@ pub(super) fn export(
     sm_util: &HashMap<u32, f64>,
     procfs: &Path,
     cap: usize,
+    pod_of: &dyn Fn(Option<u32>) -> Option<(String, String)>,
 ) {
     let mut procs: Vec<&ProcessInfo> = procs.iter().collect();
     // Keep the biggest users when over the cap.
@@ -129,16 +157,25 @@ pub(super) fn export(
         let o = owner(procfs, p.pid);
         // Under MIG, the instance the process runs in.
         let gi = p.gpu_instance_id.map(|i| i.to_string()).unwrap_or_default();
+        // Only a process whose cgroup is a pod's is given the pod that the
+        // kubelet says holds its GPU: a host process on that GPU is not.
+        let (namespace, pod) = if o.pod_uid.is_empty() {
+            Default::default()
+        } else {
+            pod_of(p.gpu_instance_id).unwrap_or_default()
+        };
         let labels = [
             ("pid", pid.as_str()),
             ("comm", comm.as_str()),
             ("unit", o.unit.as_str()),
             ("container", o.container.as_str()),
+            ("namespace", namespace.as_str()),
+            ("pod", pod.as_str()),
             // Not `job`: Prometheus would rename it, as the target label `job` wins.
             ("slurm_job", o.job.as_str()),
             ("gpu_instance", gi.as_str()),
         ];
-        g.put(MetricType::Gauge, "accel_gpu_process_info", "A process holding the GPU, with its command and owner (systemd unit, container id, Slurm job id); always 1.", &labels, 1.0);
+        g.put(MetricType::Gauge, "accel_gpu_process_info", "A process holding the GPU, with its command and owner (systemd unit, container id, Kubernetes namespace and pod, Slurm job id); always 1.", &labels, 1.0);
         let key = [("pid", pid.as_str())];
         if let UsedGpuMemory::Used(bytes) = p.used_gpu_memory {
             g.put(
@@ -192,6 +229,19 @@ mod tests {
         let id = "3f4e8c1d2b9a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e";
         let k8s = format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{id}.scope\n");
         assert_eq!(parse_cgroup(&k8s).container, id);
+        assert_eq!(parse_cgroup(&k8s).pod_uid, "1234");
+        let systemd = format!("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/cri-containerd-{id}.scope\n");
+        let o = parse_cgroup(&systemd);
+        assert_eq!(o.pod_uid, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
+        assert_eq!((o.container.as_str(), o.unit.as_str()), (id, ""));
+        let cgroupfs = format!(
+            "11:devices:/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/{id}\n"
+        );
+        let o = parse_cgroup(&cgroupfs);
+        assert_eq!(o.pod_uid, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
+        assert_eq!(o.container, id);
+        // Not under kubepods: no pod.
+        assert_eq!(parse_cgroup("0::/system.slice/pod12.service\n").pod_uid, "");
         assert_eq!(
             parse_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")).container,
             id
