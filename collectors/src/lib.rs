@@ -9,6 +9,7 @@
 pub mod cloud;
 pub mod cpu;
 pub mod disk;
+pub mod goodput;
 pub mod gpu;
 pub mod infiniband;
 pub mod memory;
@@ -187,6 +188,44 @@ impl fmt::Debug for SharedPids {
     }
 }
 
+/// One GPU as the GPU collector saw it in its last successful sample.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuDevice {
+    /// NVML index (the `gpu` label).
+    pub index: u32,
+    /// UUID (`GPU-…`).
+    pub uuid: String,
+    /// Model name as NVML gives it ("NVIDIA H100 80GB HBM3").
+    pub name: String,
+    /// Pids of the compute processes holding it.
+    pub pids: Vec<u32>,
+}
+
+/// The GPUs of the node, published by the GPU collector after each
+/// successful sample; the goodput collector reads it to find a run's
+/// devices and their peak throughput. Its `Debug` leaves the list out, so a
+/// reload does not see a changed configuration.
+#[derive(Clone, Default)]
+pub struct SharedGpus(Arc<Mutex<Arc<Vec<GpuDevice>>>>);
+
+impl SharedGpus {
+    /// Replaces the list.
+    pub fn set(&self, gpus: Vec<GpuDevice>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(gpus);
+    }
+
+    /// The current list.
+    pub fn get(&self) -> Arc<Vec<GpuDevice>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl fmt::Debug for SharedGpus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedGpus")
+    }
+}
+
 /// Everything a collector may need to be built: filesystem roots and the
 /// collector-specific settings.
 #[derive(Clone, Debug)]
@@ -207,6 +246,10 @@ pub struct Options {
     pub cloud: cloud::CloudOptions,
     /// GPU process pids, filled by the GPU collector.
     pub gpu_pids: SharedPids,
+    /// The goodput collector's settings (the event socket).
+    pub goodput: goodput::GoodputOptions,
+    /// The node's GPUs, filled by the GPU collector.
+    pub gpu_devices: SharedGpus,
 }
 
 impl Default for Options {
@@ -221,6 +264,8 @@ impl Default for Options {
             gpu: gpu::GpuOptions::default(),
             cloud: cloud::CloudOptions::default(),
             gpu_pids: SharedPids::default(),
+            goodput: goodput::GoodputOptions::default(),
+            gpu_devices: SharedGpus::default(),
         }
     }
 }
@@ -308,6 +353,13 @@ pub fn registry() -> &'static [Spec] {
             default_enabled: true,
             default_interval: Duration::from_secs(1),
             build: cloud::build,
+        },
+        Spec {
+            name: "goodput",
+            help: "training progress events from the event socket (--events.socket): steps, phases, runtime goodput and MFU per run",
+            default_enabled: true,
+            default_interval: HOST_INTERVAL,
+            build: goodput::build,
         },
     ];
     SPECS

@@ -12,7 +12,7 @@ mod events;
 mod gpm;
 mod mig;
 mod nvlink;
-mod process;
+pub mod process;
 mod raw;
 mod reliability;
 
@@ -150,6 +150,8 @@ struct GpuState {
     energy: Option<(Instant, f64)>,
     /// Previous GPM samples of the MIG instances.
     mig_gpm: mig::MigGpm,
+    /// Pids of the compute processes holding it, for `devices_out`.
+    held: Vec<u32>,
 }
 
 /// The GPU collector.
@@ -172,6 +174,8 @@ pub struct Gpu {
     pids: Vec<u32>,
     /// Shared with the cloud collector, which signals these processes.
     pids_out: crate::SharedPids,
+    /// Shared with the goodput collector: identity and holders of each GPU.
+    devices_out: crate::SharedGpus,
 }
 
 /// One initialisation of NVML.
@@ -261,6 +265,7 @@ pub fn build(opts: &Options) -> Result<Built, CollectError> {
         unsupported: HashSet::new(),
         pids: Vec::new(),
         pids_out: opts.gpu_pids.clone(),
+        devices_out: opts.gpu_devices.clone(),
     })))
 }
 
@@ -886,6 +891,7 @@ impl Gpu {
             dev.running_compute_processes(),
         );
         let allocated = procs.as_ref().map(|p| !p.is_empty());
+        state.held = procs.iter().flatten().map(|p| p.pid).collect();
         if let Some(procs) = procs.as_ref().filter(|p| !p.is_empty()) {
             self.pids.extend(procs.iter().map(|p| p.pid));
             let mut sm = std::collections::HashMap::new();
@@ -1204,6 +1210,17 @@ impl Collector for Gpu {
         pids.sort_unstable();
         pids.dedup();
         self.pids_out.set(pids);
+        let name =
+            |info: &[(&str, String)]| info.iter().find(|l| l.0 == "name").map(|l| l.1.clone());
+        let devices = self.gpus.iter().enumerate().filter_map(|(i, s)| {
+            Some(crate::GpuDevice {
+                index: i as u32,
+                uuid: s.uuid.clone(),
+                name: name(s.info.as_deref()?)?,
+                pids: s.held.clone(),
+            })
+        });
+        self.devices_out.set(devices.collect());
         Ok(())
     }
 }
