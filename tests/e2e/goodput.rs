@@ -96,6 +96,44 @@ fn series(text: &str, prefix: &str) -> usize {
 
 const H100_BF16: f64 = 989e12;
 
+/// A training run on an 8-GPU node until `stop`: a step every 100 ms at
+/// 40 % MFU after 10 ms of input wait, a checkpoint every 10 steps, one
+/// restart that resumes 5 steps back. For the dashboards' Prometheus test.
+pub fn training_traffic(sock: &Path, stop: &std::sync::atomic::AtomicBool) {
+    let s = Sender::new(sock);
+    let send = |j: &str| {
+        let _ = s.sock.send_to(j.as_bytes(), &s.to);
+    };
+    let start = r#"{"v":1,"kind":"run_start","run":"e2e-run","devices":[0,1,2,3,4,5,6,7],"labels":{"model":"tiny","git_sha":"abc"}}"#;
+    send(start);
+    send(r#"{"v":1,"kind":"phase","run":"e2e-run","phase":"init","seconds":1.5}"#);
+    send(r#"{"v":1,"kind":"phase","run":"e2e-run","phase":"compile","seconds":2}"#);
+    let flops = 0.4 * 0.1 * 8.0 * H100_BF16;
+    let mut step = 0;
+    let mut resumed = false;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        step += 1;
+        send(r#"{"v":1,"kind":"phase","run":"e2e-run","phase":"data_wait","seconds":0.01}"#);
+        send(&format!(
+            r#"{{"v":1,"kind":"step","run":"e2e-run","step":{step},"seconds":0.1,"tokens":2048,"model_flops":{flops:e}}}"#
+        ));
+        if step % 10 == 0 {
+            send(
+                r#"{"v":1,"kind":"phase","run":"e2e-run","phase":"checkpoint_save","seconds":0.05}"#,
+            );
+            send(&format!(
+                r#"{{"v":1,"kind":"checkpoint","run":"e2e-run","step":{step}}}"#
+            ));
+        }
+        if step == 25 && !resumed {
+            resumed = true;
+            step = 20;
+            send(&start.replace("\"labels\"", "\"resume_step\":20,\"labels\""));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn scripted_run_gives_exact_counters_and_mfu() {
     let dir = TempDir::new("goodput");
