@@ -615,6 +615,40 @@ mod tests {
     }
 
     #[test]
+    fn event_socket_flags() {
+        let c = parse(&[]).unwrap();
+        let g = &c.options.goodput;
+        assert_eq!(
+            g.socket.as_deref(),
+            Some(Path::new(accel_collectors::goodput::DEFAULT_SOCKET))
+        );
+        assert_eq!((g.max_runs, g.rate_limit), (32, 1000.0));
+        assert!(enabled(&c).contains(&"goodput"));
+        let c = parse(&[
+            "--events.socket=",
+            "--events.peak-flops=A10G:bf16=70e12",
+            "--events.mfu-window=1m",
+        ])
+        .unwrap();
+        let g = &c.options.goodput;
+        assert_eq!(g.socket, None);
+        assert_eq!(g.mfu_window, Duration::from_secs(60));
+        assert_eq!(
+            accel_collectors::goodput::peak::peak("NVIDIA A10G", "bf16", &g.peak_flops),
+            Some(70e12)
+        );
+        for bad in [
+            "--events.peak-flops=A10G",
+            "--events.rate-limit=0",
+            "--events.run-timeout=1",
+            "--events.max-runs=-1",
+        ] {
+            let e = parse(&[bad]).unwrap_err();
+            assert!(!e.contains('\n') && e.contains("events."), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_one_line() {
         for bad in [
             &["--collector.disk.interval=5"][..],

@@ -146,7 +146,11 @@ fn now_unix() -> f64 {
 /// group set, SO_PASSCRED on.
 fn bind(path: &Path, group: Option<&str>) -> io::Result<UnixDatagram> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            // Senders must reach the socket whatever the agent's umask.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        }
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) => {

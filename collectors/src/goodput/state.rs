@@ -358,7 +358,10 @@ impl Runs {
             .ranks
             .entry(rank_id)
             .or_insert_with(|| Rank::new(pid, now));
-        if !rank.active {
+        // A run_start or a step after run_end means the rank runs again; a
+        // late phase or checkpoint of an ended rank does not restart its
+        // clock.
+        if !rank.active && matches!(ev, Event::RunStart { .. } | Event::Step { .. }) {
             rank.active = true;
             rank.running_since = Some(now);
         }
