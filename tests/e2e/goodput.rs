@@ -684,4 +684,20 @@ sys.stdin.readline()
     assert!(!text.contains("run=\"absent\""));
     stdin.write_all(b"\n").unwrap();
     let _ = child.0.wait();
+    // The example callbacks import frameworks not installed here: at
+    // least they compile.
+    let out = Command::new(&py)
+        .args([
+            "-c",
+            "import sys; [compile(open(f).read(), f, 'exec') for f in sys.argv[1:]]",
+        ])
+        .arg(client.join("examples/hf_trainer_callback.py"))
+        .arg(client.join("examples/lightning_callback.py"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
