@@ -572,4 +572,47 @@ mod tests {
             .all(|(_, v)| v.len() <= MAX_LABEL_VALUE && v.len() >= 126));
         assert!(valid_label_name("git_sha") && !valid_label_name("9a") && !valid_label_name("le"));
     }
+
+    mod generated {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(proptest::test_runner::Config { cases: 2000, ..Default::default() })]
+
+            /// Arbitrary bytes are an event or a reason, never a panic.
+            #[test]
+            fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let _ = parse(&b);
+            }
+
+            /// A valid step with one field replaced by an arbitrary JSON
+            /// value is accepted or refused, never a panic; when accepted,
+            /// its numbers are finite and non-negative.
+            #[test]
+            fn mangled_fields_are_refused_or_sane(
+                field in proptest::sample::select(vec!["v", "kind", "run", "rank", "step", "seconds", "tokens", "model_flops", "dtype"]),
+                value in prop_oneof![
+                    any::<i64>().prop_map(|n| n.to_string()),
+                    any::<f64>().prop_map(|f| format!("{f:e}")),
+                    "[a-z0-9:-]{0,8}".prop_map(|s| format!("{s:?}")),
+                    Just("null".to_owned()),
+                    Just("[]".to_owned()),
+                ],
+            ) {
+                let mut m: serde_json::Map<String, Value> = serde_json::from_str(
+                    r#"{"v":1,"kind":"step","run":"r","rank":0,"step":1,"seconds":1.5,"tokens":1,"model_flops":1,"dtype":"bf16"}"#,
+                ).unwrap();
+                if let Ok(v) = serde_json::from_str::<Value>(&value) {
+                    m.insert(field.to_owned(), v);
+                }
+                let text = serde_json::to_string(&m).unwrap();
+                if let Ok(Event::Step { seconds, tokens, model_flops, .. }) = parse(text.as_bytes()) {
+                    prop_assert!(seconds.is_finite() && seconds > 0.0);
+                    prop_assert!(tokens.is_finite() && tokens >= 0.0);
+                    prop_assert!(model_flops.is_finite() && model_flops >= 0.0);
+                }
+            }
+        }
+    }
 }

@@ -902,4 +902,88 @@ mod tests {
             Err(Reject::TooManyRuns)
         );
     }
+
+    /// One generated event: (kind, run, rank, step, seconds, resume, pid).
+    fn event_json(e: &(u8, u8, u8, u16, u8, Option<u16>, u8)) -> String {
+        let (kind, run, rank, step, secs, resume, _) = *e;
+        let run = ["a", "b", "c"][run as usize % 3];
+        let secs = [0.001, 0.5, 2.0, 7.25, 1e6][secs as usize % 5];
+        match kind % 6 {
+            0 => match resume {
+                Some(r) => format!(
+                    r#"{{"v":1,"kind":"run_start","run":"{run}","rank":{rank},"resume_step":{r}}}"#
+                ),
+                None => format!(
+                    r#"{{"v":1,"kind":"run_start","run":"{run}","rank":{rank},"devices":[{rank}]}}"#
+                ),
+            },
+            1 | 2 => format!(
+                r#"{{"v":1,"kind":"step","run":"{run}","rank":{rank},"step":{step},"seconds":{secs},"tokens":3,"model_flops":1e14}}"#
+            ),
+            3 => format!(
+                r#"{{"v":1,"kind":"phase","run":"{run}","rank":{rank},"phase":"data_wait","seconds":{secs}}}"#
+            ),
+            4 => format!(
+                r#"{{"v":1,"kind":"checkpoint","run":"{run}","rank":{rank},"step":{step}}}"#
+            ),
+            _ => format!(r#"{{"v":1,"kind":"run_end","run":"{run}","rank":{rank}}}"#),
+        }
+    }
+
+    fn counters(text: &str) -> Vec<(String, f64)> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.split(['{', ' '])
+                    .next()
+                    .is_some_and(|f| f.ends_with("_total"))
+            })
+            .map(|l| {
+                let (k, v) = l.rsplit_once(' ').unwrap();
+                (k.to_owned(), v.parse().unwrap())
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 64, ..Default::default() })]
+
+        /// Whatever the order of events (steps backwards, resumes above and
+        /// below, ends and restarts, three processes, more runs than the
+        /// cap), nothing panics, every exported value is finite and no
+        /// counter of a series that stays goes down.
+        #[test]
+        fn any_event_sequence_keeps_counters_monotonic(
+            events in proptest::collection::vec(
+                (0u8..6, 0u8..3, 0u8..3, 0u16..60, 0u8..5, proptest::option::of(0u16..60), 0u8..3),
+                1..120,
+            )
+        ) {
+            let t0 = Instant::now();
+            let mut r = Runs::new(Limits {
+                max_runs: 2,
+                run_timeout: Duration::from_secs(3600),
+                mfu_window: Duration::from_secs(30),
+            });
+            let gpus = h100s(3, 100);
+            let mut seen: std::collections::HashMap<String, f64> = Default::default();
+            for (i, e) in events.iter().enumerate() {
+                let now = t0 + Duration::from_millis(250 * i as u64);
+                let _ = send(&mut r, &event_json(e), 100 + u32::from(e.6), now);
+                let text = metrics(&mut r, now, &gpus);
+                for l in text.lines().filter(|l| !l.starts_with('#')) {
+                    let v: f64 = l.rsplit_once(' ').unwrap().1.parse().unwrap();
+                    proptest::prop_assert!(v.is_finite() && v >= 0.0, "{}", l);
+                }
+                // A run evicted to make room comes back as new series: only
+                // a series present in both scrapes must not go down.
+                let now_counters = counters(&text);
+                seen.retain(|k, _| now_counters.iter().any(|(n, _)| n == k));
+                for (k, v) in now_counters {
+                    let before = seen.insert(k.clone(), v).unwrap_or(0.0);
+                    proptest::prop_assert!(v >= before, "{} went from {} to {}", k, before, v);
+                }
+            }
+        }
+    }
 }
