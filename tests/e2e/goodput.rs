@@ -388,7 +388,7 @@ fn bad_input_is_counted_and_harmless() {
     let (agent, sock) = agent(
         &dir,
         std::process::id(),
-        &["--events.max-runs=2", "--events.run-timeout=2s"],
+        &["--events.max-runs=2", "--events.run-timeout=3s"],
     );
     let s = Sender::new(&sock);
     let cases: &[(&str, &[u8])] = &[
@@ -700,4 +700,48 @@ sys.stdin.readline()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn an_unusable_socket_leaves_the_agent_running() {
+    // A path that cannot be created: one log line, collector absent, the
+    // agent serves the rest.
+    let a = Agent::start(&["--events.socket=/proc/no-such-dir/events.sock"]);
+    let text = a.get_ready("/metrics").text();
+    assert_eq!(
+        value(&text, "accel_collector_enabled{collector=\"goodput\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "accel_collector_enabled{collector=\"cpu\"}"),
+        Some(1.0)
+    );
+    let lines = a.log_lines();
+    let why: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("cannot create the event socket /proc/no-such-dir/events.sock"))
+        .collect();
+    assert_eq!(why.len(), 1, "{lines:#?}");
+    // A socket another agent listens on is left alone: the second agent
+    // runs without it, the first keeps its events.
+    let dir = TempDir::new("goodput-twice");
+    let sock = dir.0.join("events.sock");
+    let flag = format!("--events.socket={}", sock.display());
+    let first = Agent::start(&[&flag, "--collector.goodput.interval=100ms"]);
+    first.wait_ready();
+    let second = Agent::start(&[&flag]);
+    let text = second.get_ready("/metrics").text();
+    assert_eq!(
+        value(&text, "accel_collector_enabled{collector=\"goodput\"}"),
+        Some(0.0)
+    );
+    assert!(second
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("another process (another agent?) is listening on it")));
+    drop(second);
+    Sender::new(&sock).send(r#"{"v":1,"kind":"run_start","run":"still-here"}"#);
+    first.wait_for("the first agent's run", Duration::from_secs(5), |t| {
+        t.contains("accel_run_info{run=\"still-here\"")
+    });
 }
