@@ -14,8 +14,11 @@ import goodput
 
 
 class GoodputCallback(TrainerCallback):
-    """Steps with their wall time, tokens and model FLOPs; evaluation and
-    checkpoint saves as phases."""
+    """Steps with their wall time, tokens and model FLOPs, and checkpoints.
+
+    The Trainer has no hook before an evaluation or a save, so time those
+    yourself where you call them: ``with callback.run.phase("eval"):
+    trainer.evaluate()``."""
 
     def __init__(self, run_name, tokens_per_step=None, flops_per_token=None, labels=None):
         self.run_name = run_name
@@ -43,11 +46,6 @@ class GoodputCallback(TrainerCallback):
         flops = tokens * self.flops_per_token if tokens and self.flops_per_token else None
         self.run.step(time.monotonic() - self.t_step, tokens=tokens, model_flops=flops,
                       step=state.global_step)
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        # The Trainer gives no evaluation start hook; time it with
-        # run.phase("eval") around trainer.evaluate() when you call it yourself.
-        pass
 
     def on_save(self, args, state, control, **kwargs):
         if self.run is not None:
