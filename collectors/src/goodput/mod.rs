@@ -431,6 +431,17 @@ mod tests {
         let mut buf = [0u8; 16];
         let (n, pid) = recv(&b, &mut buf).unwrap();
         assert_eq!((n, pid), (2, std::process::id()));
+        drop(b);
+        // --events.socket-group: by name or number; the owner may give the
+        // socket to one of its groups (root to any).
+        assert_eq!(group_id("root").unwrap(), 0);
+        assert!(group_id("no-such-group-here").is_err());
+        // SAFETY: getegid has no preconditions.
+        let mine = unsafe { libc::getegid() };
+        let want = if mine == 0 { 65534 } else { mine };
+        let _c = bind(&path, Some(&want.to_string())).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().gid(), want);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
