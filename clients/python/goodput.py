@@ -54,10 +54,13 @@ class Run:
     it), else 0. ``devices`` (GPU indexes or UUIDs) defaults to the GPUs
     this process holds. ``resume_step`` is the step of the checkpoint the
     run resumed from: steps done above it before a restart count as wasted.
+    Every ``announce_every`` seconds (None: never) the run_start is sent
+    again, without ``resume_step``, so that an agent restarted meanwhile
+    learns the run's labels and devices again.
     """
 
     def __init__(self, name, rank=None, world_size=None, devices=None,
-                 resume_step=None, labels=None, socket_path=None):
+                 resume_step=None, labels=None, socket_path=None, announce_every=300.0):
         self.name = str(name)
         if rank is None:
             rank = int(os.environ.get("RANK", "0") or 0)
@@ -71,6 +74,8 @@ class Run:
         #: The last step reported; the next ``step()`` without a number is one more.
         self.current_step = int(resume_step or 0)
         self.dropped = 0
+        self.announce_every = announce_every
+        self._announced = None
         self._sock = None
 
     # -- sending ---------------------------------------------------------
@@ -102,9 +107,18 @@ class Run:
 
     def start(self):
         """Sends run_start (``run()`` does it for you)."""
-        self._send("run_start", world_size=self.world_size, devices=self.devices,
-                   resume_step=self.resume_step, labels=self.labels or None)
+        self._announce(self.resume_step)
         return self
+
+    def _announce(self, resume_step):
+        self._send("run_start", world_size=self.world_size, devices=self.devices,
+                   resume_step=resume_step, labels=self.labels or None)
+        self._announced = time.monotonic()
+
+    def _maybe_announce(self):
+        if (self.announce_every is not None and self._announced is not None
+                and time.monotonic() - self._announced >= self.announce_every):
+            self._announce(None)
 
     def end(self):
         """Sends run_end (``run()`` does it when its block ends normally)."""
@@ -113,6 +127,7 @@ class Run:
     def step(self, seconds, tokens=None, model_flops=None, dtype="bf16", step=None):
         """Reports one finished step: its whole wall time in seconds, the
         tokens and the model FLOPs this rank computed in it."""
+        self._maybe_announce()
         self.current_step = int(step) if step is not None else self.current_step + 1
         self._send("step", step=self.current_step, seconds=_number(seconds),
                    tokens=_number(tokens), model_flops=_number(model_flops), dtype=dtype)

@@ -745,3 +745,87 @@ fn an_unusable_socket_leaves_the_agent_running() {
         t.contains("accel_run_info{run=\"still-here\"")
     });
 }
+
+#[test]
+fn the_python_client_survives_an_agent_restart() {
+    let py = require("python3");
+    let dir = TempDir::new("goodput-restart");
+    let sock = dir.0.join("events.sock");
+    let flag = format!("--events.socket={}", sock.display());
+    let args = [
+        "--collector.disable-defaults",
+        "--collector.goodput",
+        "--collector.goodput.interval=100ms",
+        flag.as_str(),
+    ];
+    let script = r#"
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import goodput
+r = goodput.Run("survivor", socket_path=sys.argv[2], labels={"model": "m"}, announce_every=0.2).start()
+r.step(seconds=1.0)
+print("one", flush=True)
+sys.stdin.readline()  # the agent is gone
+r.step(seconds=1.0)
+print("dropped", r.dropped, flush=True)
+sys.stdin.readline()  # a new agent listens
+time.sleep(0.3)
+for _ in range(3):
+    r.step(seconds=1.0)
+print("done", flush=True)
+sys.stdin.readline()
+"#;
+    let client = root().join("clients/python");
+    let first = Agent::start(&args);
+    first.wait_ready();
+    let mut child = crate::util::Proc(
+        Command::new(&py)
+            .args([
+                "-c",
+                script,
+                client.to_str().unwrap(),
+                sock.to_str().unwrap(),
+            ])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut stdin = child.0.stdin.take().unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "one");
+    first.wait_for("the first step", Duration::from_secs(5), |t| {
+        value(t, "accel_run_steps_total{run=\"survivor\",rank=\"0\"}") == Some(1.0)
+    });
+    drop(first);
+    // The agent is down: the step is dropped, nothing raised or blocked.
+    stdin.write_all(b"\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "dropped 1");
+    // A new agent replaces the stale socket; the client announces the run
+    // again, labels included, and its steps count.
+    let second = Agent::start(&args);
+    second.wait_ready();
+    stdin.write_all(b"\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    let text = second.wait_for("the steps after the restart", Duration::from_secs(5), |t| {
+        value(t, "accel_run_steps_total{run=\"survivor\",rank=\"0\"}") == Some(3.0)
+    });
+    assert!(
+        text.contains("accel_run_info{run=\"survivor\",model=\"m\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "accel_run_step{run=\"survivor\",rank=\"0\"}"),
+        Some(5.0)
+    );
+    stdin.write_all(b"\n").unwrap();
+    let _ = child.0.wait();
+}
