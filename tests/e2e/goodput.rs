@@ -303,7 +303,6 @@ fn scripted_run_gives_exact_counters_and_mfu() {
         &[
             "accel_run_elapsed_seconds_total",
             "accel_run_last_step_timestamp_seconds",
-            "accel_gpu_utilization_ratio",
         ],
     );
     let golden: String = golden
