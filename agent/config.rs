@@ -152,6 +152,15 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a rate of at least 1 event per second"
+        )),
+    }
+}
+
 fn parse_path(s: &str) -> Result<String, String> {
     if s.starts_with('/') {
         Ok(s.to_owned())
@@ -217,6 +226,13 @@ pub fn command() -> Command {
         .arg(opt("collector.kubernetes.refresh-interval", "DURATION", "Interval between two calls of the kubelet PodResources API (List), on a background thread; a GPU that starts holding a process no known pod holds triggers an early call.".into()).default_value("10s").value_parser(parse_interval))
         .arg(opt("collector.kubernetes.timeout", "DURATION", "Deadline of one PodResources call.".into()).default_value("5s").value_parser(parse_duration))
         .arg(opt("disruption.notify-file", "FILE", "On a new preemption or terminate notice, write a JSON notice (provider, type, deadline, detected_at) to this file, atomically. Off by default.".into()))
+        .arg(opt("events.socket", "PATH", "Unix datagram socket training jobs send progress events to (docs/goodput.md); empty to disable.".into()).default_value(accel_collectors::goodput::DEFAULT_SOCKET))
+        .arg(opt("events.socket-group", "GROUP", "Group that owns the event socket (mode 0660): the users allowed to send events.".into()))
+        .arg(opt("events.max-runs", "N", "Most training runs tracked at once; the oldest ended one makes room, else new runs are refused.".into()).default_value("32").value_parser(clap::value_parser!(usize)))
+        .arg(opt("events.run-timeout", "DURATION", "A run with no event for this long is forgotten (its series disappear).".into()).default_value("1h").value_parser(parse_interval))
+        .arg(opt("events.rate-limit", "EVENTS", "Events per second accepted from one sending process (bursts of twice as many); the agent takes at most 20 times this in all.".into()).default_value("1000").value_parser(parse_rate))
+        .arg(opt("events.mfu-window", "DURATION", "Sliding window of steps over which accel_run_mfu_ratio is computed.".into()).default_value("5m").value_parser(parse_interval))
+        .arg(opt("events.peak-flops", "SPEC", "Peak dense FLOP/s overriding the built-in table: MODEL:DTYPE=FLOPS[,DTYPE=FLOPS][;...], MODEL matched in the NVML name (e.g. \"A10G:bf16=70e12\").".into()).value_parser(accel_collectors::goodput::peak::parse_overrides))
         .arg(opt("disruption.notify-signal", "SIGNAL", "On a new preemption or terminate notice, send this signal (SIGUSR1, SIGUSR2, SIGTERM, SIGINT) to the processes holding GPUs (needs the same uid or CAP_KILL). Off by default.".into()).value_parser(cloud::parse_signal));
     for spec in registry() {
         let on: &'static str = Box::leak(format!("collector.{}", spec.name).into_boxed_str());
@@ -498,6 +514,28 @@ impl Config {
             },
             gpus: Default::default(),
             pods: Default::default(),
+            goodput: accel_collectors::goodput::GoodputOptions {
+                socket: s("events.socket")
+                    .filter(|f| !f.is_empty())
+                    .map(PathBuf::from),
+                socket_group: s("events.socket-group").filter(|g| !g.is_empty()),
+                max_runs: *m
+                    .get_one::<usize>("events.max-runs")
+                    .expect("has a default"),
+                run_timeout: *m
+                    .get_one::<Duration>("events.run-timeout")
+                    .expect("has a default"),
+                rate_limit: *m
+                    .get_one::<f64>("events.rate-limit")
+                    .expect("has a default"),
+                mfu_window: *m
+                    .get_one::<Duration>("events.mfu-window")
+                    .expect("has a default"),
+                peak_flops: m
+                    .get_one::<Vec<accel_collectors::goodput::peak::Override>>("events.peak-flops")
+                    .cloned()
+                    .unwrap_or_default(),
+            },
         };
         let disable_defaults = m.get_flag("collector.disable-defaults");
         let collectors = registry()
@@ -602,6 +640,40 @@ mod tests {
         // The last of a pair wins.
         let c = parse(&["--no-collector.cpu", "--collector.cpu"]).unwrap();
         assert!(enabled(&c).contains(&"cpu"));
+    }
+
+    #[test]
+    fn event_socket_flags() {
+        let c = parse(&[]).unwrap();
+        let g = &c.options.goodput;
+        assert_eq!(
+            g.socket.as_deref(),
+            Some(Path::new(accel_collectors::goodput::DEFAULT_SOCKET))
+        );
+        assert_eq!((g.max_runs, g.rate_limit), (32, 1000.0));
+        assert!(enabled(&c).contains(&"goodput"));
+        let c = parse(&[
+            "--events.socket=",
+            "--events.peak-flops=A10G:bf16=70e12",
+            "--events.mfu-window=1m",
+        ])
+        .unwrap();
+        let g = &c.options.goodput;
+        assert_eq!(g.socket, None);
+        assert_eq!(g.mfu_window, Duration::from_secs(60));
+        assert_eq!(
+            accel_collectors::goodput::peak::peak("NVIDIA A10G", "bf16", &g.peak_flops),
+            Some(70e12)
+        );
+        for bad in [
+            "--events.peak-flops=A10G",
+            "--events.rate-limit=0",
+            "--events.run-timeout=1",
+            "--events.max-runs=-1",
+        ] {
+            let e = parse(&[bad]).unwrap_err();
+            assert!(!e.contains('\n') && e.contains("events."), "{bad}: {e}");
+        }
     }
 
     #[test]

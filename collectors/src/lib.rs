@@ -9,6 +9,7 @@
 pub mod cloud;
 pub mod cpu;
 pub mod disk;
+pub mod goodput;
 pub mod gpu;
 pub mod infiniband;
 pub mod kubernetes;
@@ -198,11 +199,18 @@ pub struct GpuIds {
     pub index: u32,
     /// `GPU-…` uuid.
     pub uuid: String,
+    /// Model name as NVML gives it ("NVIDIA H100 80GB HBM3"), or "".
+    pub name: String,
+    /// Pids of the compute processes holding it.
+    pub pids: Vec<u32>,
     /// Whether a compute process held it.
     pub busy: bool,
     /// Its MIG instances, when MIG is on.
     pub migs: Vec<MigIds>,
 }
+
+/// The goodput collector's name for a [`GpuIds`].
+pub type GpuDevice = GpuIds;
 
 /// One MIG instance of a [`GpuIds`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -216,7 +224,8 @@ pub struct MigIds {
 }
 
 /// The GPUs of the last GPU sample, filled by the GPU collector and read by
-/// the kubernetes collector. Its `Debug` leaves the GPUs out, as
+/// the kubernetes collector (device ids to labels) and the goodput collector
+/// (a run's devices and their peak throughput). Its `Debug` leaves the GPUs out, as
 /// [`SharedPids`] does.
 #[derive(Clone, Default)]
 pub struct SharedGpus(Arc<Mutex<Arc<Vec<GpuIds>>>>);
@@ -267,6 +276,8 @@ pub struct Options {
     pub gpus: SharedGpus,
     /// Which pod holds which GPU, filled by the kubernetes collector.
     pub pods: kubernetes::SharedPods,
+    /// The goodput collector's settings (the event socket).
+    pub goodput: goodput::GoodputOptions,
 }
 
 impl Default for Options {
@@ -285,6 +296,7 @@ impl Default for Options {
             kubernetes: kubernetes::KubernetesOptions::default(),
             gpus: SharedGpus::default(),
             pods: kubernetes::SharedPods::default(),
+            goodput: goodput::GoodputOptions::default(),
         }
     }
 }
@@ -379,6 +391,13 @@ pub fn registry() -> &'static [Spec] {
             default_enabled: true,
             default_interval: HOST_INTERVAL,
             build: kubernetes::build,
+        },
+        Spec {
+            name: "goodput",
+            help: "training progress events from the event socket (--events.socket): steps, phases, runtime goodput and MFU per run",
+            default_enabled: true,
+            default_interval: HOST_INTERVAL,
+            build: goodput::build,
         },
     ];
     SPECS

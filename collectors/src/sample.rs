@@ -18,6 +18,9 @@ pub enum MetricType {
     Counter,
     /// A value that goes up and down (also used for 0/1 states and `_info`).
     Gauge,
+    /// Cumulative buckets, a sum and a count (series named `_bucket`,
+    /// `_sum`, `_count`).
+    Histogram,
 }
 
 impl MetricType {
@@ -25,6 +28,7 @@ impl MetricType {
         match self {
             MetricType::Counter => "counter",
             MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
         }
     }
 }
@@ -36,6 +40,9 @@ pub struct Series {
     pub labels: Vec<(&'static str, String)>,
     /// The value, in the family's base unit.
     pub value: f64,
+    /// Appended to the family name on output: "" except for a histogram's
+    /// `_bucket`, `_sum` and `_count` series.
+    pub suffix: &'static str,
 }
 
 /// A metric family: a name, its help text and type, and its series.
@@ -58,6 +65,49 @@ impl Family {
         self.series.push(Series {
             labels: labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
             value,
+            suffix: "",
+        });
+        self
+    }
+
+    /// Adds one histogram: `buckets` are (upper bound, observations at or
+    /// under it), cumulative and ascending, without `+Inf` (that is
+    /// `count`).
+    pub fn add_histogram(
+        &mut self,
+        labels: &[(&'static str, &str)],
+        buckets: &[(f64, u64)],
+        sum: f64,
+        count: u64,
+    ) -> &mut Self {
+        debug_assert_eq!(self.kind, MetricType::Histogram);
+        let base: Vec<(&'static str, String)> =
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let mut le = String::new();
+        for (bound, n) in buckets
+            .iter()
+            .map(|(b, n)| (*b, *n))
+            .chain(std::iter::once((f64::INFINITY, count)))
+        {
+            le.clear();
+            format_value(bound, &mut le);
+            let mut l = base.clone();
+            l.push(("le", le.clone()));
+            self.series.push(Series {
+                labels: l,
+                value: n as f64,
+                suffix: "_bucket",
+            });
+        }
+        self.series.push(Series {
+            labels: base.clone(),
+            value: sum,
+            suffix: "_sum",
+        });
+        self.series.push(Series {
+            labels: base,
+            value: count as f64,
+            suffix: "_count",
         });
         self
     }
@@ -177,7 +227,7 @@ pub fn encode_openmetrics(families: &[Family], out: &mut String) {
         // OpenMetrics names a counter family without its `_total` suffix.
         let base = match f.kind {
             MetricType::Counter => f.name.strip_suffix("_total").unwrap_or(&f.name),
-            MetricType::Gauge => &f.name,
+            MetricType::Gauge | MetricType::Histogram => &f.name,
         };
         out.push_str("# TYPE ");
         out.push_str(base);
@@ -196,6 +246,7 @@ pub fn encode_openmetrics(families: &[Family], out: &mut String) {
 
 fn encode_series(name: &str, s: &Series, out: &mut String) {
     out.push_str(name);
+    out.push_str(s.suffix);
     if !s.labels.is_empty() {
         out.push('{');
         for (i, (k, v)) in s.labels.iter().enumerate() {
@@ -313,6 +364,23 @@ mod tests {
             out.push(' ');
         }
         assert_eq!(out, "NaN +Inf -Inf ");
+    }
+
+    #[test]
+    fn encodes_a_histogram() {
+        let mut s = Sample::new();
+        s.family("accel_h_seconds", "h", MetricType::Histogram)
+            .add_histogram(&[("run", "r")], &[(0.5, 1), (1.0, 3)], 2.5, 4);
+        assert_eq!(
+            text(&s),
+            "# HELP accel_h_seconds h\n\
+             # TYPE accel_h_seconds histogram\n\
+             accel_h_seconds_bucket{run=\"r\",le=\"0.5\"} 1\n\
+             accel_h_seconds_bucket{run=\"r\",le=\"1\"} 3\n\
+             accel_h_seconds_bucket{run=\"r\",le=\"+Inf\"} 4\n\
+             accel_h_seconds_sum{run=\"r\"} 2.5\n\
+             accel_h_seconds_count{run=\"r\"} 4\n"
+        );
     }
 
     #[test]

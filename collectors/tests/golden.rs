@@ -31,10 +31,11 @@ fn every_collector_matches_its_golden() {
     // The GPU collector has its own goldens, on simulated GPUs; the process
     // collector reads the test's own process (checked in its unit tests);
     // the cloud collector reads a metadata server (tests/e2e/cloud.rs, golden
-    // cloud-gce.prom).
+    // cloud-gce.prom); the goodput collector listens on a socket for events
+    // (tests/e2e/goodput.rs, golden goodput-run.prom).
     for spec in registry()
         .iter()
-        .filter(|s| !matches!(s.name, "gpu" | "process" | "cloud"))
+        .filter(|s| !matches!(s.name, "gpu" | "process" | "cloud" | "goodput"))
     {
         let Built::Ready(mut c) = (spec.build)(&fixture_options()).unwrap() else {
             panic!("{} is absent on the fixture tree", spec.name);

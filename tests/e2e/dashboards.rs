@@ -76,6 +76,7 @@ fn rules(path: &Path) -> Vec<(String, String, String, Option<String>)> {
 /// Grafana's variables replaced by values Prometheus accepts.
 fn substitute(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
+        .replace("$__interval_ms", "15000")
         .replace("$__interval", "15s")
         .replace("$__range", "5m")
         .replace("${instance:regex}", ".*")
@@ -84,6 +85,7 @@ fn substitute(expr: &str) -> String {
         .replace("${instance}", ".*")
         .replace("$gpu", ".*")
         .replace("${gpu}", ".*")
+        .replace("$run", ".*")
 }
 
 /// Every dashboard query (substituted), with where it comes from.
@@ -106,13 +108,22 @@ fn dashboard_queries() -> Vec<(String, String)> {
     out
 }
 
-/// Metric families the agent exports, from every golden output.
+/// Metric families the agent exports, from every golden output (a
+/// histogram's as its `_bucket`, `_sum` and `_count` series).
 fn exported_families() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for p in files("tests/golden", "prom") {
         for line in std::fs::read_to_string(&p).unwrap().lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
-                names.insert(rest.split(' ').next().unwrap().to_owned());
+                let mut f = rest.split(' ');
+                let name = f.next().unwrap();
+                if f.next() == Some("histogram") {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                } else {
+                    names.insert(name.to_owned());
+                }
             }
         }
     }
@@ -308,6 +319,8 @@ fn the_metric_name_check_is_not_vacuous() {
     assert!(!exported_families().contains("accel_gpu_nonexistent_total"));
     assert!(exported_families().contains("accel_gpu_busy_seconds_total"));
     assert!(exported_families().contains("accel_disk_read_bytes_total"));
+    assert!(exported_families().contains("accel_run_step_seconds_bucket"));
+    assert!(!exported_families().contains("accel_run_step_seconds"));
 }
 
 #[test]
@@ -360,7 +373,7 @@ fn dashboards_are_well_formed() {
             }
         }
     }
-    assert_eq!(uids.len(), 3, "{uids:?}");
+    assert_eq!(uids.len(), 4, "{uids:?}");
 }
 
 /// The shipped rules with every `for:` shortened, so a test can see alerts
@@ -473,6 +486,14 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
     for a in &agents {
         a.wait_ready();
     }
+    // A training run on the busy node sends events for the Goodput
+    // dashboard and the goodput recording rules.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let sock = agents[0].events_socket.clone().expect("an event socket");
+        let stop = stop.clone();
+        std::thread::spawn(move || crate::goodput::training_traffic(&sock, &stop))
+    };
 
     // Alerts seen firing while the scenarios play out.
     let mut fired: BTreeSet<(String, String)> = BTreeSet::new();
@@ -523,13 +544,23 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
         );
     }
 
-    // Every dashboard query returns data from at least one node.
-    let mut empty = Vec::new();
-    for (whence, expr) in dashboard_queries() {
-        if prom.query_any(&expr).is_empty() {
-            empty.push(format!("{whence}: {expr}"));
+    // Every dashboard query returns data from at least one node (the
+    // goodput rules need a few evaluations of the run's rates first).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let empty = loop {
+        let mut empty = Vec::new();
+        for (whence, expr) in dashboard_queries() {
+            if prom.query_any(&expr).is_empty() {
+                empty.push(format!("{whence}: {expr}"));
+            }
         }
-    }
+        if empty.is_empty() || Instant::now() > deadline {
+            break empty;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    traffic.join().unwrap();
     assert!(
         empty.is_empty(),
         "dashboard queries without data:\n{}",

@@ -8,6 +8,7 @@ mod cloud;
 mod dashboards;
 mod faults;
 mod golden;
+mod goodput;
 mod gpu;
 mod http;
 mod kubernetes;

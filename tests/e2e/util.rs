@@ -32,6 +32,8 @@ pub struct Agent {
     pub log: mpsc::Receiver<String>,
     /// Log lines read so far (start-up lines included).
     pub seen: std::sync::Mutex<Vec<String>>,
+    /// The event socket this agent was given, removed when dropped.
+    pub events_socket: Option<PathBuf>,
 }
 
 impl Agent {
@@ -41,13 +43,25 @@ impl Agent {
         Self::start_env(args, &[])
     }
 
-    /// As [`start`](Self::start), with extra environment variables.
+    /// As [`start`](Self::start), with extra environment variables. Unless
+    /// `args` name `--events.socket`, the agent gets an event socket of its
+    /// own under the temporary directory, so that agents running side by
+    /// side never touch /run/accel-agent.
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(bin());
-        cmd.arg("--web.listen-address=127.0.0.1:0")
-            .args(args)
-            .envs(env.iter().copied());
-        Self::spawn(cmd)
+        cmd.arg("--web.listen-address=127.0.0.1:0");
+        let socket = (!args.iter().any(|a| a.starts_with("--events.socket"))).then(|| {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::env::temp_dir().join(format!("accel-e2e-events-{}-{n}.sock", std::process::id()))
+        });
+        if let Some(s) = &socket {
+            cmd.arg(format!("--events.socket={}", s.display()));
+        }
+        cmd.args(args).envs(env.iter().copied());
+        let mut agent = Self::spawn(cmd);
+        agent.events_socket = socket;
+        agent
     }
 
     /// Runs `cmd` (the agent, or something that execs it) with stderr
@@ -86,6 +100,7 @@ impl Agent {
                             addr,
                             log: rx,
                             seen: std::sync::Mutex::new(seen),
+                            events_socket: None,
                         };
                     }
                     seen.push(line);
@@ -162,6 +177,9 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(s) = &self.events_socket {
+            let _ = std::fs::remove_file(s);
+        }
     }
 }
 

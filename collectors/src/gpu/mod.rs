@@ -12,7 +12,7 @@ mod events;
 mod gpm;
 mod mig;
 mod nvlink;
-pub(crate) mod process;
+pub mod process;
 mod raw;
 mod reliability;
 
@@ -153,6 +153,8 @@ struct GpuState {
     /// Its MIG instances and whether it held a process, last sample.
     migs: Vec<crate::MigIds>,
     busy: bool,
+    /// Pids of the compute processes holding it, for `gpus_out`.
+    held: Vec<u32>,
 }
 
 /// The GPU collector.
@@ -896,6 +898,7 @@ impl Gpu {
         );
         let allocated = procs.as_ref().map(|p| !p.is_empty());
         state.busy = allocated == Some(true);
+        state.held = procs.iter().flatten().map(|p| p.pid).collect();
         if let Some(procs) = procs.as_ref().filter(|p| !p.is_empty()) {
             self.pids.extend(procs.iter().map(|p| p.pid));
             let mut sm = std::collections::HashMap::new();
@@ -915,6 +918,7 @@ impl Gpu {
                 uuid: state.uuid.clone(),
                 busy: true,
                 migs: state.migs.clone(),
+                ..Default::default()
             };
             process::export(
                 &mut g,
@@ -1221,6 +1225,8 @@ impl Collector for Gpu {
         pids.sort_unstable();
         pids.dedup();
         self.pids_out.set(pids);
+        let name =
+            |info: &[(&str, String)]| info.iter().find(|l| l.0 == "name").map(|l| l.1.clone());
         let ids = self
             .gpus
             .iter()
@@ -1230,6 +1236,8 @@ impl Collector for Gpu {
             ids.map(|(i, s)| crate::GpuIds {
                 index: i as u32,
                 uuid: s.uuid.clone(),
+                name: s.info.as_deref().and_then(name).unwrap_or_default(),
+                pids: s.held.clone(),
                 busy: s.busy,
                 migs: s.migs.clone(),
             })

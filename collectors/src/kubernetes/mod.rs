@@ -530,12 +530,14 @@ mod tests {
                         busy: false,
                     },
                 ],
+                ..Default::default()
             },
             GpuIds {
                 index: 1,
                 uuid: "GPU-bbbb".into(),
                 busy: true,
                 migs: vec![],
+                ..Default::default()
             },
         ]
     }

@@ -1,0 +1,447 @@
+//! `accel_run_*` and `accel_events_*`: training progress events that jobs
+//! send to a Unix datagram socket, turned into runtime goodput (productive
+//! over elapsed time), program goodput (MFU) and wasted progress per run;
+//! and `accel_gpu_peak_flops`, the peak table MFU divides by.
+//!
+//! A listener thread owns the socket (`--events.socket`, mode 0660): one
+//! JSON object per datagram ([`events`]), the sender's pid from
+//! `SCM_CREDENTIALS`, a token bucket per sender and one for the agent, and
+//! the bookkeeping ([`state`]) behind a mutex that `sample()` reads.
+//! Sending is fire-and-forget for the job; a socket that cannot be created
+//! makes this collector absent, never stops the agent. Only a local socket:
+//! nothing is ever read from the network.
+
+pub mod events;
+pub mod peak;
+pub mod state;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::{Built, CollectError, Collector, ErrorKind, Options, Sample, SharedGpus};
+use events::Reject;
+use state::{Limits, Runs};
+
+/// The socket used when `--events.socket` is not given.
+pub const DEFAULT_SOCKET: &str = "/run/accel-agent/events.sock";
+
+/// Settings of the goodput collector.
+#[derive(Clone, Debug)]
+pub struct GoodputOptions {
+    /// The event socket; `None` disables the collector.
+    pub socket: Option<PathBuf>,
+    /// Group to own the socket.
+    pub socket_group: Option<String>,
+    /// Most runs tracked.
+    pub max_runs: usize,
+    /// A run idle this long is forgotten.
+    pub run_timeout: Duration,
+    /// Events per second from one sending process.
+    pub rate_limit: f64,
+    /// The MFU window.
+    pub mfu_window: Duration,
+    /// `--events.peak-flops`.
+    pub peak_flops: Vec<peak::Override>,
+}
+
+impl Default for GoodputOptions {
+    fn default() -> Self {
+        Self {
+            socket: Some(PathBuf::from(DEFAULT_SOCKET)),
+            socket_group: None,
+            max_runs: 32,
+            run_timeout: Duration::from_secs(3600),
+            rate_limit: 1000.0,
+            mfu_window: Duration::from_secs(300),
+            peak_flops: Vec::new(),
+        }
+    }
+}
+
+/// The agent's own cap, as a multiple of the per-sender rate.
+const GLOBAL_FACTOR: f64 = 20.0;
+/// Most senders with a bucket of their own.
+const MAX_SENDERS: usize = 1024;
+
+/// A token bucket: `rate` per second, holding at most `burst`.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(burst: f64, now: Instant) -> Self {
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * rate).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per-sender and global rate limits.
+struct Limiter {
+    rate: f64,
+    senders: HashMap<u32, Bucket>,
+    global: Bucket,
+}
+
+impl Limiter {
+    fn new(rate: f64, now: Instant) -> Self {
+        Limiter {
+            rate,
+            senders: HashMap::new(),
+            global: Bucket::new(rate * GLOBAL_FACTOR, now),
+        }
+    }
+
+    fn admit(&mut self, pid: u32, now: Instant) -> bool {
+        let (rate, burst) = (self.rate, self.rate * 2.0);
+        if self.senders.len() >= MAX_SENDERS && !self.senders.contains_key(&pid) {
+            // Forget the senders whose bucket has refilled: they are idle.
+            self.senders.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
+            });
+        }
+        let ok = if self.senders.len() < MAX_SENDERS || self.senders.contains_key(&pid) {
+            self.senders
+                .entry(pid)
+                .or_insert_with(|| Bucket::new(burst, now))
+                .take(rate, burst, now)
+        } else {
+            true
+        };
+        let g = rate * GLOBAL_FACTOR;
+        ok && self.global.take(g, g, now)
+    }
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Binds the socket: parent directory made if missing, a stale socket
+/// file removed (a live one, another agent's, is left alone), mode 0660,
+/// group set, SO_PASSCRED on.
+fn bind(path: &Path, group: Option<&str>) -> io::Result<UnixDatagram> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            // Senders must reach the socket whatever the agent's umask.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            use std::os::unix::fs::FileTypeExt;
+            if !m.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a socket",
+                ));
+            }
+            let probe = UnixDatagram::unbound()?;
+            if probe.connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process (another agent?) is listening on it",
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let sock = UnixDatagram::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(g) = group {
+        let gid = group_id(g)?;
+        std::os::unix::fs::lchown(path, None, Some(gid))?;
+    }
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and
+    // its size, as SO_PASSCRED and SO_RCVBUF expect.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let size: libc::c_int = 1 << 20;
+    // SAFETY: as above. A refusal only leaves the default buffer size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(sock)
+}
+
+/// The gid of group `name` (or a number).
+fn group_id(name: &str) -> io::Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let text = std::fs::read_to_string("/etc/group")?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no group {name:?}")))
+}
+
+/// One datagram: its length (the real one, even when cut), and the
+/// sender's pid (0 when the kernel gave none).
+fn recv(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+    // SAFETY: zeroed iovec/msghdr/cmsg buffers, pointers into `buf` and
+    // `cmsg` that outlive the call; recvmsg writes at most the lengths
+    // given. The control buffer is u64-aligned as cmsghdr needs, and the
+    // CMSG_* macros walk only what the kernel wrote (msg_controllen).
+    unsafe {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut cmsg = [0u64; 8];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cmsg) as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_TRUNC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut pid = 0;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                let cred = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::ucred>());
+                pid = cred.pid as u32;
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        Ok((n as usize, pid))
+    }
+}
+
+fn listen(
+    sock: UnixDatagram,
+    runs: Arc<Mutex<Runs>>,
+    rate: f64,
+    procfs: PathBuf,
+    stop: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; events::MAX_DATAGRAM + 1];
+    let mut limiter = Limiter::new(rate, Instant::now());
+    let owner = |pid: u32| {
+        std::fs::read_to_string(procfs.join(pid.to_string()).join("cgroup"))
+            .map(|t| crate::gpu::process::parse_cgroup(&t))
+            .unwrap_or_default()
+    };
+    let mut errors = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let (n, pid) = match recv(&sock, &mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                // Not expected on a bound datagram socket; don't spin.
+                if errors == 0 {
+                    tracing::warn!(error = %e, "event socket receive failed");
+                }
+                errors = errors.saturating_add(1);
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let admitted = limiter.admit(pid, now);
+        let parsed = if !admitted {
+            Err(Reject::RateLimited)
+        } else if n > events::MAX_DATAGRAM {
+            Err(Reject::Oversize)
+        } else {
+            events::parse(&buf[..n])
+        };
+        let mut r = runs.lock().unwrap_or_else(|e| e.into_inner());
+        r.received += 1;
+        let result = parsed.and_then(|ev| r.handle(ev, pid, now, now_unix(), &owner));
+        if let Err(reason) = result {
+            r.reject(reason);
+        }
+    }
+}
+
+/// The goodput collector.
+pub struct Goodput {
+    runs: Arc<Mutex<Runs>>,
+    gpus: SharedGpus,
+    overrides: Vec<peak::Override>,
+    stop: Arc<AtomicBool>,
+    path: PathBuf,
+}
+
+impl Drop for Goodput {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the event socket and starts the listener; absent when the socket
+/// is disabled or cannot be created (one log line says why).
+pub fn build(opts: &Options) -> Result<Built, CollectError> {
+    let o = &opts.goodput;
+    let Some(path) = o.socket.clone() else {
+        return Ok(Built::Absent("--events.socket is empty".into()));
+    };
+    let sock = match bind(&path, o.socket_group.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok(Built::Absent(format!(
+                "cannot create the event socket {} ({e}); set --events.socket to a writable path, or empty to disable",
+                path.display()
+            )))
+        }
+    };
+    let runs = Arc::new(Mutex::new(Runs::new(Limits {
+        max_runs: o.max_runs.max(1),
+        run_timeout: o.run_timeout,
+        mfu_window: o.mfu_window,
+    })));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (runs, stop, procfs, rate) = (
+            runs.clone(),
+            stop.clone(),
+            opts.procfs.clone(),
+            o.rate_limit,
+        );
+        std::thread::Builder::new()
+            .name("goodput-events".into())
+            .spawn(move || listen(sock, runs, rate, procfs, stop))
+            .map_err(|e| CollectError::new(ErrorKind::Io, format!("spawn listener: {e}")))?;
+    }
+    tracing::info!(socket = %path.display(), "listening for training events");
+    Ok(Built::Ready(Box::new(Goodput {
+        runs,
+        gpus: opts.gpus.clone(),
+        overrides: o.peak_flops.clone(),
+        stop,
+        path,
+    })))
+}
+
+impl Collector for Goodput {
+    fn name(&self) -> &'static str {
+        "goodput"
+    }
+
+    fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        let gpus = self.gpus.get();
+        let now = Instant::now();
+        let mut r = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        r.expire(now);
+        r.export(now, &gpus, &self.overrides, out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_buckets_limit_each_sender_and_the_total() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(10.0, t0);
+        // A burst of twice the rate, then nothing until tokens refill.
+        assert_eq!((0..30).filter(|_| l.admit(1, t0)).count(), 20);
+        assert!(l.admit(2, t0), "another sender has its own bucket");
+        assert!(!l.admit(1, t0 + Duration::from_millis(50)));
+        assert!(l.admit(1, t0 + Duration::from_millis(150)));
+        // The global cap (20 x rate) holds whatever the number of senders.
+        let t1 = t0 + Duration::from_secs(100);
+        let mut l = Limiter::new(10.0, t1);
+        let ok = (0..1000u32).filter(|p| l.admit(*p, t1)).count();
+        assert_eq!(ok, 200);
+    }
+
+    #[test]
+    fn socket_binds_once_and_replaces_a_stale_file() {
+        let dir = std::env::temp_dir().join(format!("goodput-bind-{}", std::process::id()));
+        let path = dir.join("sub/events.sock");
+        let a = bind(&path, None).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        // A live socket is someone's: refused.
+        assert_eq!(
+            bind(&path, None).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        drop(a);
+        // The file left behind is stale: replaced.
+        let b = bind(&path, Some("0")).unwrap();
+        let c = UnixDatagram::unbound().unwrap();
+        c.send_to(b"{}", &path).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, pid) = recv(&b, &mut buf).unwrap();
+        assert_eq!((n, pid), (2, std::process::id()));
+        drop(b);
+        // --events.socket-group: by name or number; the owner may give the
+        // socket to one of its groups (root to any).
+        assert_eq!(group_id("root").unwrap(), 0);
+        assert!(group_id("no-such-group-here").is_err());
+        // SAFETY: getegid has no preconditions.
+        let mine = unsafe { libc::getegid() };
+        let want = if mine == 0 { 65534 } else { mine };
+        let _c = bind(&path, Some(&want.to_string())).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().gid(), want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
