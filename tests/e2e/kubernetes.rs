@@ -624,10 +624,16 @@ fn a_response_over_4_mib() {
     let msg = pb::list(&pods);
     assert!(msg.len() > 5 << 20, "{} bytes", msg.len());
     let _kubelet = FakeKubelet::start(&socket, Answer::Message(msg.clone()));
-    let agent = k8s_agent("8xh100-training", &socket, "10s", &[]);
+    let agent = k8s_agent("8xh100-training", &socket, "10s", &["--log.level=debug"]);
     let text = agent.wait_for("the big answer", Duration::from_secs(20), |t| {
         !pod_info(t).is_empty()
     });
+    // What the call cost (shown with --no-capture; docs/kubernetes.md).
+    for l in agent.log_lines() {
+        if l.contains("kubelet PodResources List") {
+            println!("{l}");
+        }
+    }
     assert_eq!(
         pod_info(&text),
         [info(

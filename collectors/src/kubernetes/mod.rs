@@ -466,18 +466,23 @@ impl Collector for Kubernetes {
             "A container holding the GPU (or its MIG instance gpu_instance), from the kubelet; always 1. gpu is empty when the GPU collector does not know the device, and uuid is then the kubelet's device id.",
             MetricType::Gauge,
         );
-        let mut done = BTreeSet::new();
-        for (dev, h) in &map.entries {
-            let (gpu, uuid, gi) = dev.labels(&gpus);
-            // Two ids may name one device (uuid and index): once each.
-            if !done.insert((gpu.clone(), uuid.clone(), gi.clone(), h)) {
-                continue;
-            }
+        // In GPU order (a device the GPU collector does not know last);
+        // two ids naming one device (uuid and index) give one series.
+        let key = |s: &str| s.parse::<u32>().unwrap_or(u32::MAX);
+        let rows: BTreeSet<_> = map
+            .entries
+            .iter()
+            .map(|(dev, h)| {
+                let (gpu, uuid, gi) = dev.labels(&gpus);
+                ((key(&gpu), key(&gi)), gpu, uuid, gi, h)
+            })
+            .collect();
+        for (_, gpu, uuid, gi, h) in &rows {
             info.add(
                 &[
-                    ("gpu", &gpu),
-                    ("uuid", &uuid),
-                    ("gpu_instance", &gi),
+                    ("gpu", gpu),
+                    ("uuid", uuid),
+                    ("gpu_instance", gi),
                     ("namespace", &h.namespace),
                     ("pod", &h.pod),
                     ("container", &h.container),
