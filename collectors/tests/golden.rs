@@ -32,11 +32,15 @@ fn every_collector_matches_its_golden() {
     // collector reads the test's own process (checked in its unit tests);
     // the cloud collector reads a metadata server (tests/e2e/cloud.rs, golden
     // cloud-gce.prom); the goodput collector listens on a socket for events
-    // (tests/e2e/goodput.rs, golden goodput-run.prom).
-    for spec in registry()
-        .iter()
-        .filter(|s| !matches!(s.name, "gpu" | "process" | "cloud" | "goodput"))
-    {
+    // (tests/e2e/goodput.rs, golden goodput-run.prom); the kubernetes
+    // collector asks the kubelet (tests/e2e/kubernetes.rs, golden
+    // kubernetes.prom).
+    for spec in registry().iter().filter(|s| {
+        !matches!(
+            s.name,
+            "gpu" | "process" | "cloud" | "goodput" | "kubernetes"
+        )
+    }) {
         let Built::Ready(mut c) = (spec.build)(&fixture_options()).unwrap() else {
             panic!("{} is absent on the fixture tree", spec.name);
         };
