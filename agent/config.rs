@@ -199,6 +199,7 @@ pub fn command() -> Command {
         .arg(opt("nvml.library", "PATH", "NVML library the gpu collector loads (e.g. tests/nvml-sim's libnvml_sim.so for a simulated node).".into()).default_value(accel_collectors::gpu::DEFAULT_LIBRARY))
         .arg(opt("collector.gpu.idle-threshold", "RATIO", "Utilisation (0-1) under which an allocated GPU counts as idle.".into()).default_value("0.05").value_parser(parse_ratio))
         .arg(opt("collector.gpu.max-processes", "N", "Most processes reported per GPU.".into()).default_value("32").value_parser(clap::value_parser!(usize)))
+        .arg(opt("collector.gpu.job-mapping-dir", "DIR", "Directory of GPU-to-job files, as dcgm-exporter's --hpc-job-mapping-dir reads them (one file per GPU index, or <gpu>.<gpu instance> for a MIG instance, one job id per line), written by a scheduler prolog; exported as accel_gpu_job_info. Watched in the background. Off by default.".into()))
         .arg(opt("collector.disk.device-include", "REGEX", "Regexp of block devices to include (overrides the exclude).".into()).value_parser(parse_regex))
         .arg(opt("collector.disk.device-exclude", "REGEX", "Regexp of block devices to exclude.".into()).default_value(accel_collectors::disk::DEFAULT_EXCLUDE).value_parser(parse_regex))
         .arg(opt("collector.network.device-include", "REGEX", "Regexp of network interfaces to include (overrides the exclude).".into()).value_parser(parse_regex))
@@ -446,6 +447,9 @@ impl Config {
                 max_processes: *m
                     .get_one::<usize>("collector.gpu.max-processes")
                     .expect("has a default"),
+                job_mapping_dir: s("collector.gpu.job-mapping-dir")
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from),
             },
             cloud: cloud::CloudOptions {
                 provider: *m

@@ -10,6 +10,7 @@ mod faults;
 mod golden;
 mod gpu;
 mod http;
+mod jobs;
 mod node_exporter;
 mod package;
 mod profile;
