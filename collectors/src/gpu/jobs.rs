@@ -14,8 +14,9 @@
 //! A job named by both is one series with `source="process"`; one named only
 //! by the mapping is `source="mapping"`: allocated, yet no process of the job
 //! holds it. The directory is watched by its own thread (`gpu-jobs`), which
-//! stats it and its files once a second and reads them again only when a
-//! modification time or size changed; the sampler only takes the last map.
+//! stats it and its files once a second and reads them again when a
+//! modification time or size changed (and once a minute regardless); the
+//! sampler only takes the last map.
 //! Everything read is bounded: files, bytes and lines per file, id length
 //! and characters.
 
@@ -40,6 +41,10 @@ pub const MAX_ID_LEN: usize = 64;
 const MAX_INDEX: u32 = 1023;
 /// How often the directory is looked at.
 pub const POLL: Duration = Duration::from_secs(1);
+/// Every this many looks, the files are read even if nothing seems to
+/// have changed: a file rewritten with the same size within one tick of
+/// the file system's clock keeps its signature.
+const FORCE_EVERY: u32 = 60;
 
 /// Where a GPU is: its index and, for a MIG GPU instance, the instance id.
 pub type Slot = (u32, Option<u32>);
@@ -172,8 +177,13 @@ impl Watcher {
         let spawned = std::thread::Builder::new()
             .name("gpu-jobs".into())
             .spawn(move || {
+                let mut n: u32 = 0;
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(poll);
+                    n = n.wrapping_add(1);
+                    if n % FORCE_EVERY == 0 {
+                        last = None;
+                    }
                     refresh(&dir, &mut last, &mut state, &cur);
                 }
             });
@@ -423,6 +433,32 @@ mod tests {
         );
         std::fs::remove_file(&path).unwrap();
         wait(&Mapping::new());
+    }
+
+    #[test]
+    fn a_rewrite_that_keeps_the_signature_is_read_in_time() {
+        let d = Dir::new("same");
+        d.write("2", "71\n");
+        let path = d.0.join("2");
+        let w = Watcher::start(d.0.clone(), Duration::from_millis(2));
+        assert_eq!(*w.current(), [((2, None), vec!["71".to_owned()])].into());
+        // Same size, and the old modification times put back on the file
+        // and the directory: only the periodic forced read sees it.
+        let file_mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let dir_mtime = std::fs::metadata(&d.0).unwrap().modified().unwrap();
+        std::fs::write(&path, "72\n").unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(file_mtime).unwrap();
+        std::fs::File::open(&d.0)
+            .unwrap()
+            .set_modified(dir_mtime)
+            .unwrap();
+        let want: Mapping = [((2, None), vec!["72".to_owned()])].into();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while *w.current() != want {
+            assert!(std::time::Instant::now() < deadline, "{:?}", w.current());
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]
