@@ -211,6 +211,7 @@ pub fn command() -> Command {
         .arg(opt("collector.process.match", "REGEX", "Also follow processes whose command name (/proc/PID/comm) matches this regexp, besides those holding GPUs (accel_process_*).".into()).value_parser(parse_regex))
         .arg(opt("collector.process.max", "N", "Most processes the process collector follows (GPU processes first).".into()).default_value("32").value_parser(clap::value_parser!(usize)))
         .arg(opt("collector.process.perf", "BOOL", "Count the followed processes' task clock, cycles and instructions with perf events (true or false).".into()).default_value("true").value_parser(clap::value_parser!(bool)))
+        .arg(opt("collector.gpu.job-mapping-dir", "DIR", "Directory of GPU-to-job files, as dcgm-exporter's --hpc-job-mapping-dir reads them (one file per GPU index, or <gpu>.<gpu instance> for a MIG instance, one job id per line), written by a scheduler prolog; exported as accel_gpu_job_info. Watched in the background. Off by default.".into()))
         .arg(opt("collector.disk.device-include", "REGEX", "Regexp of block devices to include (overrides the exclude).".into()).value_parser(parse_regex))
         .arg(opt("collector.disk.device-exclude", "REGEX", "Regexp of block devices to exclude.".into()).default_value(accel_collectors::disk::DEFAULT_EXCLUDE).value_parser(parse_regex))
         .arg(opt("collector.network.device-include", "REGEX", "Regexp of network interfaces to include (overrides the exclude).".into()).value_parser(parse_regex))
@@ -468,6 +469,9 @@ impl Config {
                 max_processes: *m
                     .get_one::<usize>("collector.gpu.max-processes")
                     .expect("has a default"),
+                job_mapping_dir: s("collector.gpu.job-mapping-dir")
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from),
             },
             cloud: cloud::CloudOptions {
                 provider: *m

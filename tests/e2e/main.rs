@@ -11,6 +11,7 @@ mod golden;
 mod goodput;
 mod gpu;
 mod http;
+mod jobs;
 mod kubernetes;
 mod node_exporter;
 mod package;

@@ -10,6 +10,7 @@
 
 mod events;
 mod gpm;
+pub mod jobs;
 mod mig;
 mod nvlink;
 pub mod process;
@@ -44,6 +45,8 @@ pub struct GpuOptions {
     pub idle_threshold: f64,
     /// Most processes reported per GPU.
     pub max_processes: usize,
+    /// The job-mapping directory (`--collector.gpu.job-mapping-dir`).
+    pub job_mapping_dir: Option<PathBuf>,
 }
 
 impl Default for GpuOptions {
@@ -52,6 +55,7 @@ impl Default for GpuOptions {
             library: PathBuf::from(DEFAULT_LIBRARY),
             idle_threshold: 0.05,
             max_processes: 32,
+            job_mapping_dir: None,
         }
     }
 }
@@ -180,6 +184,10 @@ pub struct Gpu {
     /// GPU identities for the kubernetes collector, and its pod map back.
     gpus_out: crate::SharedGpus,
     pods: crate::kubernetes::SharedPods,
+    /// Slurm jobs of the processes seen this sample.
+    proc_jobs: Vec<jobs::ProcessJob>,
+    /// The job-mapping directory's watcher, when one is configured.
+    job_mapping: Option<jobs::Watcher>,
 }
 
 /// One initialisation of NVML.
@@ -271,6 +279,12 @@ pub fn build(opts: &Options) -> Result<Built, CollectError> {
         pids_out: opts.gpu_pids.clone(),
         gpus_out: opts.gpus.clone(),
         pods: opts.pods.clone(),
+        proc_jobs: Vec::new(),
+        job_mapping: opts
+            .gpu
+            .job_mapping_dir
+            .clone()
+            .map(|d| jobs::Watcher::start(d, jobs::POLL)),
     })))
 }
 
@@ -928,6 +942,7 @@ impl Gpu {
                 &self.procfs,
                 self.opts.max_processes,
                 &|gi| self.pods.pod_of(&ids, gi),
+                &mut self.proc_jobs,
             );
         } else if allocated.is_some() {
             g.gauge(
@@ -1116,6 +1131,7 @@ impl Collector for Gpu {
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
         let now = Instant::now();
         self.pids.clear();
+        self.proc_jobs.clear();
         let nvml = match self.session(now) {
             Ok(n) => n,
             Err(e) => {
@@ -1211,6 +1227,21 @@ impl Collector for Gpu {
                 last.add(&[("gpu", &gpu.to_string()), ("uuid", uuid)], *t);
             }
         }
+        let uuids: Vec<Option<&str>> = self
+            .gpus
+            .iter()
+            .map(|s| s.info.as_ref().map(|_| s.uuid.as_str()))
+            .collect();
+        // Processes of a GPU lost later in its sample are not evidence.
+        self.proc_jobs
+            .retain(|p| up.get(p.gpu as usize) == Some(&true));
+        let mapping = self.job_mapping.as_ref().map(|w| w.current());
+        jobs::export(
+            out,
+            &uuids,
+            &self.proc_jobs,
+            mapping.as_deref().unwrap_or(&jobs::Mapping::new()),
+        );
         let upf = out.gauge(
             "accel_gpu_up",
             "1 when the GPU answered this sample, 0 when it is lost.",

@@ -12,6 +12,7 @@ use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::struct_wrappers::device::ProcessInfo;
 use nvml_wrapper::Nvml;
 
+use super::jobs::ProcessJob;
 use super::GpuSample;
 use crate::MetricType;
 
@@ -44,16 +45,16 @@ pub fn parse_cgroup(text: &str) -> Owner {
         .chain(lines())
         .map(|(_, p)| p)
         .collect();
+    // The Slurm job from any hierarchy: on a hybrid system (cgroup v1
+    // controllers beside the v2 line), Slurm's cgroup/v1 plugin places the
+    // job in the v1 controllers while the v2 line shows slurmd.service.
+    owner.job = paths
+        .iter()
+        .find_map(|p| slurm_job(p))
+        .unwrap_or_default()
+        .to_owned();
     if let Some(path) = paths.first() {
         for part in path.split('/') {
-            if owner.job.is_empty() {
-                if let Some(id) = part
-                    .strip_prefix("job_")
-                    .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-                {
-                    owner.job = id.to_owned();
-                }
-            }
             if owner.pod_uid.is_empty() && path.contains("kubepods") {
                 if let Some(uid) = pod_uid(part) {
                     owner.pod_uid = uid;
@@ -94,6 +95,21 @@ fn pod_uid(part: &str) -> Option<String> {
     ok.then(|| uid.replace('_', "-"))
 }
 
+/// The Slurm job id in a cgroup path: `job_<id>` under `uid_<uid>` (cgroup
+/// v1: `/slurm/uid_1000/job_42/step_0`, `/slurm_<node>/...` with several
+/// slurmd per host) or under `slurmstepd.scope` (cgroup v2:
+/// `/system.slice/slurmstepd.scope/job_42/step_0/user/task_0`, or
+/// `<node>_slurmstepd.scope`). Elsewhere a `job_<n>` component is not
+/// Slurm's.
+fn slurm_job(path: &str) -> Option<&str> {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.windows(2).find_map(|w| {
+        let parent_ok = w[0].starts_with("uid_") || w[0].ends_with("slurmstepd.scope");
+        w[1].strip_prefix("job_")
+            .filter(|id| parent_ok && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 /// A 64-hex-digit container id in a cgroup path component, as Docker,
 /// containerd, CRI-O and Podman name them (`docker-<id>.scope`,
 /// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`, or
@@ -121,6 +137,11 @@ fn owner(procfs: &Path, pid: u32) -> Owner {
 /// Exports one GPU's processes; `sm_util` maps pid to its SM utilisation
 /// (0-1) where NVML gives it; `pod_of` gives the (namespace, pod) holding
 /// the GPU (or the GPU instance a process runs in), when exactly one does.
+/// The Slurm jobs of all its processes, the ones past the cap included, are
+/// added to `jobs`.
+// The attribution sources (pod map, job list) arrived from two features;
+// bundling them in a struct would only rename the same arguments.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn export(
     g: &mut GpuSample<'_>,
     nvml: &Nvml,
@@ -129,6 +150,7 @@ pub(super) fn export(
     procfs: &Path,
     cap: usize,
     pod_of: &dyn Fn(Option<u32>) -> Option<(String, String)>,
+    jobs: &mut Vec<ProcessJob>,
 ) {
     let mut procs: Vec<&ProcessInfo> = procs.iter().collect();
     // Keep the biggest users when over the cap.
@@ -143,6 +165,16 @@ pub(super) fn export(
         "Compute processes holding the GPU.",
         procs.len() as f64,
     );
+    for p in procs.iter().skip(cap) {
+        let job = owner(procfs, p.pid).job;
+        if !job.is_empty() {
+            jobs.push(ProcessJob {
+                gpu: g.index,
+                gpu_instance: p.gpu_instance_id,
+                job,
+            });
+        }
+    }
     for p in procs.into_iter().take(cap) {
         let pid = p.pid.to_string();
         let mut comm = comm(procfs, p.pid);
@@ -155,6 +187,13 @@ pub(super) fn export(
                 .unwrap_or_default();
         }
         let o = owner(procfs, p.pid);
+        if !o.job.is_empty() {
+            jobs.push(ProcessJob {
+                gpu: g.index,
+                gpu_instance: p.gpu_instance_id,
+                job: o.job.clone(),
+            });
+        }
         // Under MIG, the instance the process runs in.
         let gi = p.gpu_instance_id.map(|i| i.to_string()).unwrap_or_default();
         // Only a process whose cgroup is a pod's is given the pod that the
@@ -222,6 +261,27 @@ mod tests {
         let o = parse_cgroup(v2);
         assert_eq!(o.job, "77");
         assert_eq!(o.unit, "slurmstepd.scope");
+    }
+
+    #[test]
+    fn slurm_hybrid_and_multiple_slurmd() {
+        // cgroup v1 controllers with the job, the v2 line with slurmd.
+        let hybrid = "13:freezer:/slurm/uid_1000/job_4243/step_0\n12:memory:/slurm/uid_1000/job_4243/step_0/task_1\n1:name=systemd:/system.slice/slurmd.service\n0::/system.slice/slurmd.service\n";
+        let o = parse_cgroup(hybrid);
+        assert_eq!(o.job, "4243");
+        assert_eq!(o.unit, "slurmd.service");
+        let v1 = "4:devices:/slurm_node07/uid_0/job_12/step_batch\n";
+        assert_eq!(parse_cgroup(v1).job, "12");
+        let v2 = "0::/system.slice/node07_slurmstepd.scope/job_4245/step_0/user/task_0\n";
+        assert_eq!(parse_cgroup(v2).job, "4245");
+        // job_<n> outside Slurm's layout is not a job.
+        for other in [
+            "0::/system.slice/job_5.service\n",
+            "0::/user.slice/job_77/x\n",
+            "0::/system.slice/slurmstepd.scope/job_x1/step_0\n",
+        ] {
+            assert_eq!(parse_cgroup(other).job, "", "{other}");
+        }
     }
 
     #[test]
