@@ -10,6 +10,7 @@ pub mod config;
 pub mod logging;
 pub mod profile;
 pub mod report;
+pub mod runs;
 pub mod sampler;
 pub mod server;
 pub mod state;

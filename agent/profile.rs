@@ -22,6 +22,10 @@ use crate::config::{self, Config, Parsed};
 /// Per-direction bandwidth of one NVLink link (NVLink 3 and 4: 25 GB/s).
 pub const NVLINK_LINK_BYTES_PER_SECOND: f64 = 25e9;
 
+/// The share of step time spent in data_wait above which the training
+/// loop itself says it is input-bound.
+pub const DATA_WAIT_BOUND: f64 = 0.2;
+
 /// The reasons that mean clocks are held down for power or heat.
 const THROTTLE_REASONS: [&str; 5] = [
     "sw_power_cap",
@@ -203,6 +207,8 @@ pub struct Summary {
     pub max_cpu_busy: Option<Stats>,
     /// The followed processes (--pid, and those holding GPUs).
     pub processes: Vec<ProcessSummary>,
+    /// Training runs that reported steps during the profile (run events).
+    pub runs: Vec<crate::runs::RunSummary>,
 }
 
 /// One followed process's signals (from accel_process_*).
@@ -411,6 +417,38 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
         }
     }
 
+    // The training loop's own account: steps that wait for input.
+    if let Some(r) = s
+        .runs
+        .iter()
+        .filter(|r| r.data_wait_share.is_some_and(|w| w >= DATA_WAIT_BOUND))
+        .max_by(|a, b| {
+            a.data_wait_share
+                .unwrap_or(0.0)
+                .total_cmp(&b.data_wait_share.unwrap_or(0.0))
+        })
+    {
+        let mut ev = vec![format!(
+            "run {}: data_wait is {} of step time over {:.0} steps (accel_run_phase_seconds_total{{phase=\"data_wait\"}} against accel_run_step_seconds_sum, from the training loop's events)",
+            r.run,
+            pct(r.data_wait_share.unwrap_or(0.0)),
+            r.steps
+        )];
+        if let Some(g) = r.runtime_goodput {
+            ev.push(format!("run {}: runtime goodput {}", r.run, pct(g)));
+        }
+        ev.push(format!("accel_gpu_utilization_ratio mean {}", pct(util)));
+        return diag(
+            Verdict::InputBound,
+            ev,
+            &[
+                "more data-loader workers and prefetching (pin memory, a deeper prefetch queue)",
+                "cache the data set on a local SSD or in memory",
+                "pre-process / decode offline",
+            ],
+        );
+    }
+
     // Input-bound.
     let underused = util < 0.7 || busy < 0.5;
     if underused {
@@ -521,6 +559,15 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
         }
         if let Some(x) = tensor {
             ev.push(format!("accel_gpu_tensor_active_ratio mean {}", pct(x)));
+        }
+        for r in &s.runs {
+            if let Some(m) = r.mfu {
+                ev.push(format!(
+                    "run {}: MFU {} (accel_run_mfu_ratio)",
+                    r.run,
+                    pct(m)
+                ));
+            }
         }
         let capped = mean_of(gpus, |g| Some(g.power_capped_share)).unwrap_or(0.0);
         if capped >= 0.5 {
@@ -903,6 +950,7 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
     let processes = process_summaries(all, &mut series);
     let summary = Summary {
         processes,
+        runs: Vec::new(),
         duration_seconds: duration,
         samples,
         gpus,
@@ -1062,6 +1110,20 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
             p.threads.map(|t| format!(", {t:.0} threads")).unwrap_or_default()
         ));
     }
+    for r in &s.runs {
+        let p = |x: Option<f64>| x.map_or("-".to_owned(), pct);
+        o.push_str(&format!(
+            "run {} ({} ranks, from {}): {:.0} steps, mean step {}, data_wait {}, runtime goodput {}, MFU {}\n",
+            r.run,
+            r.ranks,
+            r.source,
+            r.steps,
+            r.mean_step_seconds.map_or("-".to_owned(), |x| format!("{x:.2}s")),
+            p(r.data_wait_share),
+            p(r.runtime_goodput),
+            p(r.mfu),
+        ));
+    }
     if s.processes.len() > 8 {
         o.push_str(&format!(
             "({} more processes in --json)\n",
@@ -1175,11 +1237,19 @@ pub fn run(args: Vec<OsString>) -> i32 {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let mut stores = Vec::new();
+    let mut events_store = None;
+    let mut events_wanted = false;
     for cc in config.collectors.iter().filter(|c| c.enabled) {
+        if cc.spec.name == "goodput" {
+            events_wanted = config.options.goodput.socket.is_some();
+        }
         match (cc.spec.build)(&config.options) {
             Ok(Built::Ready(c)) => {
                 let store = Arc::new(Mutex::new(Vec::new()));
                 stores.push(store.clone());
+                if cc.spec.name == "goodput" {
+                    events_store = Some(store.clone());
+                }
                 let stop = stop.clone();
                 let t = std::thread::Builder::new()
                     .name(format!("profile-{}", cc.spec.name))
@@ -1197,6 +1267,20 @@ pub fn run(args: Vec<OsString>) -> i32 {
             }
         }
     }
+    // Run events: from this profile's own socket, else from the daemon that
+    // holds it (read now and at the end).
+    let daemon = |what: &str| -> Option<Vec<crate::runs::Obs>> {
+        match crate::runs::scrape_daemon(&config.web.listen_address, &config.web.telemetry_path) {
+            Ok(obs) => Some(obs),
+            Err(e) => {
+                tracing::info!(error = %e, when = what, "no run events: the event socket is taken and its agent cannot be read");
+                None
+            }
+        }
+    };
+    let daemon_first = (events_wanted && events_store.is_none())
+        .then(|| daemon("start"))
+        .flatten();
     // SAFETY: isatty only inspects the descriptor.
     let tty = unsafe { libc::isatty(2) } == 1;
     let mut err = std::io::stderr();
@@ -1229,14 +1313,29 @@ pub fn run(args: Vec<OsString>) -> i32 {
     while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
+    let runs = match (&events_store, daemon_first) {
+        (Some(store), _) => {
+            let recs = store.lock().unwrap_or_else(|e| e.into_inner());
+            // This socket opened with the profile: everything it counted
+            // happened during it.
+            recs.last().map_or_else(Vec::new, |last| {
+                crate::runs::summarise(&[], &crate::runs::flatten(&last.families), "events")
+            })
+        }
+        (None, Some(first)) => daemon("end")
+            .map(|last| crate::runs::summarise(&first, &last, "daemon"))
+            .unwrap_or_default(),
+        (None, None) => Vec::new(),
+    };
     let all: Vec<Vec<Record>> = stores
         .iter()
         .map(|s| std::mem::take(&mut *s.lock().unwrap_or_else(|e| e.into_inner())))
         .collect();
-    let (summary, series) = summarise(
+    let (mut summary, series) = summarise(
         &all,
         start.elapsed().as_secs_f64().min(duration.as_secs_f64()),
     );
+    summary.runs = runs;
     let diagnosis = diagnose(&summary);
     let text = render(&summary, &diagnosis);
     print!("{text}");

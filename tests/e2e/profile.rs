@@ -21,6 +21,8 @@ fn profile(scenario: &str, extra: &[&str]) -> Output {
             fx.join("run/udev/data").display()
         ))
         .arg("--no-collector.cloud")
+        // No event socket unless a test asks (never /run/accel-agent).
+        .arg("--events.socket=")
         .args(extra)
         .env("NVML_SIM_SCENARIO", scenario)
         .stdin(Stdio::null())
@@ -169,7 +171,12 @@ fn real_disk_reads_make_it_input_bound() {
         .arg("profile")
         .arg(format!("--nvml.library={}", sim_lib().display()))
         .arg(format!("--path.sysfs={}", fx.join("sys").display()))
-        .args(["--no-collector.cloud", "--duration=4s", "--interval=200ms"])
+        .args([
+            "--no-collector.cloud",
+            "--events.socket=",
+            "--duration=4s",
+            "--interval=200ms",
+        ])
         .arg(format!("--json={}", json.display()))
         .env("NVML_SIM_SCENARIO", &scenario)
         .stdin(Stdio::null())
@@ -282,7 +289,12 @@ fn html_report_renders_in_chromium_and_pid_is_followed() {
         .arg("profile")
         .arg(format!("--nvml.library={}", sim_lib().display()))
         .arg(format!("--path.sysfs={}", fx.join("sys").display()))
-        .args(["--no-collector.cloud", "--duration=3s", "--interval=100ms"])
+        .args([
+            "--no-collector.cloud",
+            "--events.socket=",
+            "--duration=3s",
+            "--interval=100ms",
+        ])
         .arg(format!("--pid={}", burner.id()))
         .arg(format!("--html={}", html.display()))
         .env("NVML_SIM_SCENARIO", "input-bound")
@@ -379,7 +391,7 @@ fn bad_pid_and_unwritable_report_fail_before_profiling() {
 fn progress_line_on_a_terminal() {
     let fx = fixtures();
     let cmd = format!(
-        "NVML_SIM_SCENARIO=idle-allocated {} profile --nvml.library={} --path.procfs={} --path.sysfs={} --no-collector.cloud --duration=1500ms --interval=100ms",
+        "NVML_SIM_SCENARIO=idle-allocated {} profile --nvml.library={} --path.procfs={} --path.sysfs={} --no-collector.cloud --events.socket= --duration=1500ms --interval=100ms",
         bin().display(),
         sim_lib().display(),
         fx.join("proc").display(),
@@ -402,4 +414,125 @@ fn progress_line_on_a_terminal() {
     );
     assert!(text.contains(" samples"));
     assert!(text.contains("verdict: idle"), "{text}");
+}
+
+/// A training loop that reports its steps: 100 ms steps of which 40 ms wait
+/// for input, sent to `socket` every 100 ms for `seconds`.
+fn training_loop(socket: std::path::PathBuf, seconds: f64) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let tx = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let send = |s: String| {
+            let _ = tx.send_to(s.as_bytes(), &socket);
+        };
+        send(r#"{"v":1,"kind":"run_start","run":"llm-7b","rank":0,"world_size":1,"labels":{"model":"llm-7b"}}"#.into());
+        let t0 = std::time::Instant::now();
+        let mut step = 0;
+        while t0.elapsed().as_secs_f64() < seconds {
+            step += 1;
+            send(r#"{"v":1,"kind":"phase","run":"llm-7b","rank":0,"phase":"data_wait","seconds":0.04}"#.into());
+            send(format!(
+                r#"{{"v":1,"kind":"step","run":"llm-7b","rank":0,"step":{step},"seconds":0.1,"tokens":4096,"model_flops":1e13,"dtype":"bf16"}}"#
+            ));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    })
+}
+
+/// The training loop's own events decide: the GPUs of 8xh100-training look
+/// compute-bound, but the loop says 40 % of each step waits for input.
+#[test]
+fn run_events_name_data_wait_as_the_bottleneck() {
+    let dir = TempDir::new("profile-events");
+    let socket = dir.0.join("events.sock");
+    let json = dir.0.join("profile.json");
+    let sock = socket.clone();
+    let sender = std::thread::spawn(move || {
+        // Wait for the profile's socket.
+        let t = std::time::Instant::now();
+        while !sock.exists() && t.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        training_loop(sock, 3.0).join().unwrap();
+    });
+    let out = profile(
+        "8xh100-training",
+        &[
+            &format!("--events.socket={}", socket.display()),
+            "--duration=4s",
+            "--interval=100ms",
+            &format!("--json={}", json.display()),
+        ],
+    );
+    sender.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["verdict"], "input-bound", "{stdout}");
+    let ev = evidence(&doc);
+    assert!(
+        ev.contains("run llm-7b: data_wait is 40% of step time")
+            && ev.contains("accel_run_phase_seconds_total"),
+        "{ev}"
+    );
+    let run = &doc["summary"]["runs"][0];
+    assert_eq!(run["source"], "events");
+    assert!(
+        (run["mean_step_seconds"].as_f64().unwrap() - 0.1).abs() < 1e-9,
+        "{run}"
+    );
+    assert!(
+        stdout.contains("run llm-7b (1 ranks, from events)"),
+        "{stdout}"
+    );
+}
+
+/// With the daemon holding the event socket, the profile reads the runs
+/// from the daemon's metrics (at its start and end).
+#[test]
+fn run_events_come_from_the_daemon_when_it_holds_the_socket() {
+    let daemon = crate::gpu::sim_agent(
+        "8xh100-training",
+        "1s",
+        &[
+            "--collector.disable-defaults",
+            "--collector.gpu",
+            "--collector.goodput",
+            "--collector.goodput.interval=200ms",
+        ],
+    );
+    daemon.wait_ready();
+    let socket = daemon
+        .events_socket
+        .clone()
+        .expect("the test agent has an event socket");
+    let sender = training_loop(socket.clone(), 3.5);
+    let out = profile(
+        "8xh100-training",
+        &[
+            &format!("--events.socket={}", socket.display()),
+            &format!("--web.listen-address={}", daemon.addr),
+            "--duration=3s",
+            "--interval=100ms",
+        ],
+    );
+    sender.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("run llm-7b (1 ranks, from daemon)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verdict: input-bound"), "{stdout}");
+    assert!(stdout.contains("data_wait is"), "{stdout}");
+    // The daemon still has its socket: the profile left it alone.
+    assert!(socket.exists());
 }
