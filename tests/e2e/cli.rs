@@ -8,6 +8,8 @@ use crate::util::{bin, Agent, TempDir};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())
+        // Never the default event socket under /run.
+        .arg("--events.socket=")
         .args(args)
         .output()
         .expect("run accel-agent");
@@ -157,6 +159,7 @@ fn json_logs() {
     let out = Command::new(bin())
         .args([
             "--log.format=json",
+            "--events.socket=",
             &format!("--web.listen-address={}", held.local_addr().unwrap()),
         ])
         .output()

@@ -206,6 +206,8 @@ fn start_as_service(args: &[String], env: &[(&str, &str)]) -> Agent {
     ])
     .arg(bin())
     .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+    // Never the default event socket under /run.
+    .arg("--events.socket=")
     .args(args)
     .envs(env.iter().copied())
     .env_remove("WATCHDOG_PID");
@@ -377,6 +379,12 @@ fn the_agent_makes_only_system_calls_the_unit_allows() {
             crate::gpu::sim_lib().display()
         ))
         .arg("--collector.gpu.interval=200ms")
+        // The event socket's calls (bind, SO_PASSCRED, recvmsg) are traced
+        // too, on a socket of the test's own.
+        .arg(format!(
+            "--events.socket={}",
+            dir.0.join("events.sock").display()
+        ))
         .env("NVML_SIM_SCENARIO", "8xh100-training")
         .env("NOTIFY_SOCKET", &sock.env)
         .env("WATCHDOG_USEC", "200000")
