@@ -935,10 +935,32 @@ fn manifests_are_hardened_and_complete() {
         }
     }
 
+    // Training events: the socket lives in a hostPath directory that
+    // training pods can mount, with a group they can join.
+    let ev = volumes
+        .iter()
+        .find(|v| v["hostPath"]["path"].as_str() == Some("/run/accel-agent"))
+        .expect("a hostPath volume of /run/accel-agent for the event socket");
+    assert_eq!(ev["hostPath"]["type"].as_str(), Some("DirectoryOrCreate"));
+    assert!(spec["securityContext"]["supplementalGroups"]
+        .as_sequence()
+        .is_some_and(|g| g.iter().any(|g| g.as_i64() == Some(2000))));
+
     let containers = spec["containers"].as_sequence().expect("containers");
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
     let args = strs(&c["args"]);
+    assert!(
+        args.contains(&"--events.socket=/run/accel-agent/events.sock"),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--events.socket-group=2000"), "{args:?}");
+    assert!(c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|m| m["mountPath"].as_str() == Some("/run/accel-agent")
+            && m["readOnly"].as_bool() != Some(true)));
     let mount = c["volumeMounts"]
         .as_sequence()
         .expect("volumeMounts")
