@@ -610,60 +610,81 @@ impl Workloads {
                 1.0,
             );
         }
-        let label =
-            |pid: &u32, procs: &HashMap<u32, Tracked>| (pid.to_string(), procs[pid].comm.clone());
+        // Each row's pid and comm labels, made once for all families.
+        let names: HashMap<u32, (String, String)> = rows
+            .iter()
+            .map(|r| (r.0, (r.0.to_string(), self.procs[&r.0].comm.clone())))
+            .collect();
         let cpu = out.counter(
             "accel_process_cpu_seconds_total",
             "CPU time of the process and its threads, by mode, in seconds (/proc/PID/stat).",
         );
         for (pid, s, ..) in &rows {
-            let (p, c) = label(pid, &self.procs);
+            let (p, c) = &names[pid];
             cpu.add(
-                &[("pid", &p), ("comm", &c), ("mode", "user")],
+                &[("pid", p.as_str()), ("comm", c.as_str()), ("mode", "user")],
                 s.utime as f64 / self.hz,
             );
             cpu.add(
-                &[("pid", &p), ("comm", &c), ("mode", "system")],
+                &[
+                    ("pid", p.as_str()),
+                    ("comm", c.as_str()),
+                    ("mode", "system"),
+                ],
                 s.stime as f64 / self.hz,
             );
         }
         let threads = out.gauge("accel_process_threads", "Threads of the process.");
         for (pid, s, ..) in &rows {
-            let (p, c) = label(pid, &self.procs);
-            threads.add(&[("pid", &p), ("comm", &c)], s.threads as f64);
+            let (p, c) = &names[pid];
+            threads.add(
+                &[("pid", p.as_str()), ("comm", c.as_str())],
+                s.threads as f64,
+            );
         }
         let rss = out.gauge(
             "accel_process_resident_memory_bytes",
             "Resident memory of the process, in bytes.",
         );
         for (pid, s, ..) in &rows {
-            let (p, c) = label(pid, &self.procs);
-            rss.add(&[("pid", &p), ("comm", &c)], s.rss_pages as f64 * self.page);
+            let (p, c) = &names[pid];
+            rss.add(
+                &[("pid", p.as_str()), ("comm", c.as_str())],
+                s.rss_pages as f64 * self.page,
+            );
         }
         let faults = out.counter(
             "accel_process_page_faults_total",
             "Page faults of the process, by kind: minor (no I/O) or major (read from storage).",
         );
         for (pid, s, ..) in &rows {
-            let (p, c) = label(pid, &self.procs);
+            let (p, c) = &names[pid];
             faults.add(
-                &[("pid", &p), ("comm", &c), ("kind", "minor")],
+                &[("pid", p.as_str()), ("comm", c.as_str()), ("kind", "minor")],
                 s.minflt as f64,
             );
             faults.add(
-                &[("pid", &p), ("comm", &c), ("kind", "major")],
+                &[("pid", p.as_str()), ("comm", c.as_str()), ("kind", "major")],
                 s.majflt as f64,
             );
         }
         let cs = out.counter("accel_process_context_switches_total", "Context switches of the process's threads: voluntary (it waited, e.g. for I/O or a lock) or involuntary (preempted).");
         for (pid, _, _, ctxt, ..) in &rows {
-            let (p, c) = label(pid, &self.procs);
+            let (p, c) = &names[pid];
             cs.add(
-                &[("pid", &p), ("comm", &c), ("kind", "voluntary")],
+                &[
+                    ("pid", p.as_str()),
+                    ("comm", c.as_str()),
+                    ("kind", "voluntary"),
+                ],
                 ctxt.0 as f64,
             );
             cs.add(
-                &[("pid", &p), ("comm", &c), ("kind", "involuntary")],
+                &[
+                    ("pid", p.as_str()),
+                    ("comm", c.as_str()),
+                    ("kind", "involuntary"),
+                ],
                 ctxt.1 as f64,
             );
         }
@@ -673,8 +694,8 @@ impl Workloads {
         );
         for (pid, _, io, ..) in &rows {
             if let Some((r, _)) = io {
-                let (p, c) = label(pid, &self.procs);
-                rb.add(&[("pid", &p), ("comm", &c)], *r as f64);
+                let (p, c) = &names[pid];
+                rb.add(&[("pid", p.as_str()), ("comm", c.as_str())], *r as f64);
             }
         }
         let wb = out.counter(
@@ -683,30 +704,30 @@ impl Workloads {
         );
         for (pid, _, io, ..) in &rows {
             if let Some((_, w)) = io {
-                let (p, c) = label(pid, &self.procs);
-                wb.add(&[("pid", &p), ("comm", &c)], *w as f64);
+                let (p, c) = &names[pid];
+                wb.add(&[("pid", p.as_str()), ("comm", c.as_str())], *w as f64);
             }
         }
         let tc = out.counter("accel_process_task_clock_seconds_total", "CPU time of the process's threads from the perf task clock (nanosecond precision), in seconds; threads that exited included.");
         for (pid, _, _, _, perf, ok) in &rows {
             if *ok {
-                let (p, c) = label(pid, &self.procs);
-                tc.add(&[("pid", &p), ("comm", &c)], perf[0] / 1e9);
+                let (p, c) = &names[pid];
+                tc.add(&[("pid", p.as_str()), ("comm", c.as_str())], perf[0] / 1e9);
             }
         }
         if hw {
             let cy = out.counter("accel_process_cycles_total", "CPU cycles of the process's threads (perf hardware counter, scaled for multiplexing).");
             for (pid, _, _, _, perf, ok) in &rows {
                 if *ok {
-                    let (p, c) = label(pid, &self.procs);
-                    cy.add(&[("pid", &p), ("comm", &c)], perf[1]);
+                    let (p, c) = &names[pid];
+                    cy.add(&[("pid", p.as_str()), ("comm", c.as_str())], perf[1]);
                 }
             }
             let ins = out.counter("accel_process_instructions_total", "Instructions retired by the process's threads (perf hardware counter, scaled for multiplexing).");
             for (pid, _, _, _, perf, ok) in &rows {
                 if *ok {
-                    let (p, c) = label(pid, &self.procs);
-                    ins.add(&[("pid", &p), ("comm", &c)], perf[2]);
+                    let (p, c) = &names[pid];
+                    ins.add(&[("pid", p.as_str()), ("comm", c.as_str())], perf[2]);
                 }
             }
         }
