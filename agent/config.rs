@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use accel_collectors::{cloud, kubernetes, registry, DeviceFilter, Options, Spec};
+use accel_collectors::options::{humanize, parse_interval};
+use accel_collectors::{registry, CollectorOptions, Paths, Spec};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::logging::LogFormat;
 use crate::web_config::WebSecurity;
 
-/// The shortest sampling interval accepted.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub use accel_collectors::options::{parse_duration, MIN_INTERVAL};
 
 /// HTTP settings.
 #[derive(Clone, Debug)]
@@ -39,7 +39,7 @@ pub struct WebConfig {
 }
 
 /// One collector's settings.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct CollectorConfig {
     /// Its registry entry.
     pub spec: &'static Spec,
@@ -47,6 +47,19 @@ pub struct CollectorConfig {
     pub enabled: bool,
     /// Its sampling interval.
     pub interval: Duration,
+    /// Its own options, as its module declares them.
+    pub options: Box<dyn CollectorOptions>,
+}
+
+impl Clone for CollectorConfig {
+    fn clone(&self) -> Self {
+        Self {
+            spec: self.spec,
+            enabled: self.enabled,
+            interval: self.interval,
+            options: self.options.clone_box(),
+        }
+    }
 }
 
 /// Everything the agent was told.
@@ -58,8 +71,8 @@ pub struct Config {
     pub log_level: tracing::Level,
     /// Log line format.
     pub log_format: LogFormat,
-    /// Settings handed to the collectors.
-    pub options: Options,
+    /// Filesystem roots handed to the collectors.
+    pub paths: Paths,
     /// Every known collector, enabled or not.
     pub collectors: Vec<CollectorConfig>,
 }
@@ -71,60 +84,6 @@ pub enum Parsed {
     Run(Box<Config>),
     /// `--help` or `--version` was printed: exit with this code.
     Exit(i32),
-}
-
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < MIN_INTERVAL {
-        return Err(format!("{s} is shorter than the minimum of 100ms"));
-    }
-    Ok(d)
-}
-
-/// Parses a Prometheus-style duration: `100ms`, `5s`, `1m`, `1h`, or
-/// combinations such as `1m30s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (e.g. 100ms, 5s, 1m)");
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86400)),
-            _ => return Err(bad()),
-        };
-        total += unit;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
-
-fn parse_regex(s: &str) -> Result<String, String> {
-    regex_check(s).map(|_| s.to_owned())
-}
-
-fn regex_check(s: &str) -> Result<(), String> {
-    DeviceFilter::new(Some(s), None).map(|_| ()).map_err(|e| {
-        format!(
-            "bad regex {s:?}: {}",
-            e.to_string().lines().last().unwrap_or("")
-        )
-    })
 }
 
 fn parse_level(s: &str) -> Result<tracing::Level, String> {
@@ -145,22 +104,6 @@ fn parse_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
-fn parse_ratio(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("{s:?} is not a ratio between 0 and 1")),
-    }
-}
-
-fn parse_rate(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a rate of at least 1 event per second"
-        )),
-    }
-}
-
 fn parse_path(s: &str) -> Result<String, String> {
     if s.starts_with('/') {
         Ok(s.to_owned())
@@ -169,8 +112,9 @@ fn parse_path(s: &str) -> Result<String, String> {
     }
 }
 
-fn opt(name: &'static str, value: &'static str, help: String) -> Arg {
-    Arg::new(name)
+fn opt(name: impl Into<String>, value: &'static str, help: String) -> Arg {
+    let name = name.into();
+    Arg::new(name.clone())
         .long(name)
         .value_name(value)
         .action(ArgAction::Set)
@@ -180,11 +124,9 @@ fn opt(name: &'static str, value: &'static str, help: String) -> Arg {
 /// The command-line interface, generated from the collector registry so that
 /// a new collector gets its flags without editing this file.
 pub fn command() -> Command {
-    let version: &'static str =
-        Box::leak(format!("{} (revision {})", crate::VERSION, crate::REVISION).into_boxed_str());
+    let version = format!("{} (revision {})", crate::VERSION, crate::REVISION);
     let mut cmd = Command::new("accel-agent")
         .version(version)
-        .about("Prometheus exporter and profiling agent for ML training nodes: accelerators, storage, network, InfiniBand and host metrics.")
         .after_help("Every flag except --config.file can also be set in the config file, under the same name as a TOML key (e.g. `web.listen-address = \":9445\"`, `collector.disk.enabled = false`); flags override the file.")
         .args_override_self(true)
         .max_term_width(100)
@@ -204,42 +146,11 @@ pub fn command() -> Command {
                 .long("collector.disable-defaults")
                 .action(ArgAction::SetTrue)
                 .help("Disable every collector not enabled explicitly with --collector.<name>."),
-        )
-        .arg(opt("nvml.library", "PATH", "NVML library the gpu collector loads (e.g. tests/nvml-sim's libnvml_sim.so for a simulated node).".into()).default_value(accel_collectors::gpu::DEFAULT_LIBRARY))
-        .arg(opt("collector.gpu.idle-threshold", "RATIO", "Utilisation (0-1) under which an allocated GPU counts as idle.".into()).default_value("0.05").value_parser(parse_ratio))
-        .arg(opt("collector.gpu.max-processes", "N", "Most processes reported per GPU.".into()).default_value("32").value_parser(clap::value_parser!(usize)))
-        .arg(opt("collector.process.match", "REGEX", "Also follow processes whose command name (/proc/PID/comm) matches this regexp, besides those holding GPUs (accel_process_*).".into()).value_parser(parse_regex))
-        .arg(opt("collector.process.max", "N", "Most processes the process collector follows (GPU processes first).".into()).default_value("32").value_parser(clap::value_parser!(usize)))
-        .arg(opt("collector.process.perf", "BOOL", "Count the followed processes' task clock, cycles and instructions with perf events (true or false).".into()).default_value("true").value_parser(clap::value_parser!(bool)))
-        .arg(opt("collector.gpu.job-mapping-dir", "DIR", "Directory of GPU-to-job files, as dcgm-exporter's --hpc-job-mapping-dir reads them (one file per GPU index, or <gpu>.<gpu instance> for a MIG instance, one job id per line), written by a scheduler prolog; exported as accel_gpu_job_info. Watched in the background. Off by default.".into()))
-        .arg(opt("collector.disk.device-include", "REGEX", "Regexp of block devices to include (overrides the exclude).".into()).value_parser(parse_regex))
-        .arg(opt("collector.disk.device-exclude", "REGEX", "Regexp of block devices to exclude.".into()).default_value(accel_collectors::disk::DEFAULT_EXCLUDE).value_parser(parse_regex))
-        .arg(opt("collector.network.device-include", "REGEX", "Regexp of network interfaces to include (overrides the exclude).".into()).value_parser(parse_regex))
-        .arg(opt("collector.network.device-exclude", "REGEX", "Regexp of network interfaces to exclude.".into()).default_value(accel_collectors::network::DEFAULT_EXCLUDE).value_parser(parse_regex))
-        .arg(opt("collector.cloud.provider", "PROVIDER", "Cloud whose metadata server gives maintenance and preemption notices: auto (from DMI, no network probe), gce, aws, azure or none.".into()).default_value("auto").value_parser(cloud::ProviderChoice::parse))
-        .arg(opt("collector.cloud.gce.url", "URL", "GCE metadata base URL (http only).".into()).default_value(cloud::GCE_URL))
-        .arg(opt("collector.cloud.aws.url", "URL", "AWS instance metadata base URL (http only).".into()).default_value(cloud::IMDS_URL))
-        .arg(opt("collector.cloud.azure.url", "URL", "Azure instance metadata base URL (http only).".into()).default_value(cloud::IMDS_URL))
-        .arg(opt("collector.cloud.timeout", "DURATION", "Connect and read deadline of one metadata request.".into()).default_value("2s").value_parser(parse_duration))
-        .arg(opt("collector.cloud.poll-interval", "DURATION", "Interval between polls of the metadata endpoints that are not long-polled.".into()).default_value("5s").value_parser(parse_interval))
-        .arg(opt("collector.cloud.long-poll-timeout", "DURATION", "How long a GCE long-poll (wait_for_change) waits for a change.".into()).default_value("60s").value_parser(parse_duration))
-        .arg(opt("collector.kubernetes.socket", "PATH", "The kubelet's PodResources socket (mount its directory, /var/lib/kubelet/pod-resources, into the agent's container).".into()).default_value(kubernetes::DEFAULT_SOCKET))
-        .arg(opt("collector.kubernetes.refresh-interval", "DURATION", "Interval between two calls of the kubelet PodResources API (List), on a background thread; a GPU that starts holding a process no known pod holds triggers an early call.".into()).default_value("10s").value_parser(parse_interval))
-        .arg(opt("collector.kubernetes.timeout", "DURATION", "Deadline of one PodResources call.".into()).default_value("5s").value_parser(parse_duration))
-        .arg(opt("disruption.notify-file", "FILE", "On a new preemption or terminate notice, write a JSON notice (provider, type, deadline, detected_at) to this file, atomically. Off by default.".into()))
-        .arg(opt("events.socket", "PATH", "Unix datagram socket training jobs send progress events to (docs/goodput.md); empty to disable.".into()).default_value(accel_collectors::goodput::DEFAULT_SOCKET))
-        .arg(opt("events.socket-group", "GROUP", "Group that owns the event socket (mode 0660): the users allowed to send events.".into()))
-        .arg(opt("events.max-runs", "N", "Most training runs tracked at once; the oldest ended one makes room, else new runs are refused.".into()).default_value("32").value_parser(clap::value_parser!(usize)))
-        .arg(opt("events.run-timeout", "DURATION", "A run with no event for this long is forgotten (its series disappear).".into()).default_value("1h").value_parser(parse_interval))
-        .arg(opt("events.rate-limit", "EVENTS", "Events per second accepted from one sending process (bursts of twice as many); the agent takes at most 20 times this in all.".into()).default_value("1000").value_parser(parse_rate))
-        .arg(opt("events.mfu-window", "DURATION", "Sliding window of steps over which accel_run_mfu_ratio is computed.".into()).default_value("5m").value_parser(parse_interval))
-        .arg(opt("events.peak-flops", "SPEC", "Peak dense FLOP/s overriding the built-in table: MODEL:DTYPE=FLOPS[,DTYPE=FLOPS][;...], MODEL matched in the NVML name (e.g. \"A10G:bf16=70e12\").".into()).value_parser(accel_collectors::goodput::peak::parse_overrides))
-        .arg(opt("disruption.notify-signal", "SIGNAL", "On a new preemption or terminate notice, send this signal (SIGUSR1, SIGUSR2, SIGTERM, SIGINT) to the processes holding GPUs (needs the same uid or CAP_KILL). Off by default.".into()).value_parser(cloud::parse_signal));
+        );
     for spec in registry() {
-        let on: &'static str = Box::leak(format!("collector.{}", spec.name).into_boxed_str());
-        let off: &'static str = Box::leak(format!("no-collector.{}", spec.name).into_boxed_str());
-        let interval: &'static str =
-            Box::leak(format!("collector.{}.interval", spec.name).into_boxed_str());
+        let on = format!("collector.{}", spec.name);
+        let off = format!("no-collector.{}", spec.name);
+        let interval = format!("collector.{}.interval", spec.name);
         let default = if spec.default_enabled {
             "enabled"
         } else {
@@ -247,17 +158,17 @@ pub fn command() -> Command {
         };
         cmd = cmd
             .arg(
-                Arg::new(on)
-                    .long(on)
+                Arg::new(on.clone())
+                    .long(on.clone())
                     .action(ArgAction::SetTrue)
-                    .overrides_with(off)
+                    .overrides_with(off.clone())
                     .help(format!(
                         "Enable the {} collector: {} (default: {default}).",
                         spec.name, spec.help
                     )),
             )
             .arg(
-                Arg::new(off)
+                Arg::new(off.clone())
                     .long(off)
                     .action(ArgAction::SetTrue)
                     .overrides_with(on)
@@ -272,22 +183,17 @@ pub fn command() -> Command {
                         spec.name
                     ),
                 )
-                .default_value(&*Box::leak(
-                    humanize(spec.default_interval).into_boxed_str(),
-                ))
+                .default_value(humanize(spec.default_interval))
                 .value_parser(parse_interval),
             );
+        cmd = (spec.options.augment)(cmd);
     }
-    cmd
+    // clap's derive sets `about` from each options struct's doc comment:
+    // the agent's own comes last.
+    cmd.about(ABOUT).long_about(None::<&str>)
 }
 
-fn humanize(d: Duration) -> String {
-    if d.subsec_millis() != 0 || d.as_secs() == 0 {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}s", d.as_secs())
-    }
-}
+const ABOUT: &str = "Prometheus exporter and profiling agent for ML training nodes: accelerators, storage, network, InfiniBand and host metrics.";
 
 /// Turns a TOML document into flag arguments (`--key=value`), so the file
 /// goes through exactly the validation flags do.
@@ -368,6 +274,21 @@ fn first_line(e: &clap::Error) -> String {
 }
 
 impl Config {
+    /// The options of the collector whose options struct is `T`.
+    pub fn options<T: 'static>(&self) -> Option<&T> {
+        self.collectors
+            .iter()
+            .find_map(|c| c.options.as_any().downcast_ref::<T>())
+    }
+
+    /// As [`options`](Self::options), to change them before the collectors
+    /// are built (`profile --pid`).
+    pub fn options_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.collectors
+            .iter_mut()
+            .find_map(|c| c.options.as_any_mut().downcast_mut::<T>())
+    }
+
     /// Parses the command line (program name first), reading the config
     /// file it names. `Err` is a one-line message for exit code 2.
     pub fn from_args(args: Vec<OsString>) -> Result<Parsed, String> {
@@ -431,120 +352,35 @@ impl Config {
         if self.log_format != new.log_format {
             out.push("log.format");
         }
-        if format!("{:?}", self.options) != format!("{:?}", new.options) {
-            out.push("collector options and paths");
+        if self.paths != new.paths {
+            out.push("path.*");
         }
-        let switches = |c: &Config| {
-            c.collectors
-                .iter()
-                .map(|c| (c.spec.name, c.enabled, c.interval))
-                .collect::<Vec<_>>()
-        };
-        if switches(self) != switches(new) {
-            out.push("collectors and their intervals");
+        for (a, b) in self.collectors.iter().zip(&new.collectors) {
+            if (a.enabled, a.interval) != (b.enabled, b.interval) {
+                out.push("collectors and their intervals");
+                break;
+            }
+        }
+        for (a, b) in self.collectors.iter().zip(&new.collectors) {
+            if !a.options.same(&*b.options) {
+                out.push("collector options");
+                break;
+            }
         }
         out
     }
 
     fn from_matches(m: &ArgMatches) -> Result<Self, String> {
         let s = |k: &str| m.get_one::<String>(k).cloned();
-        let filter = |what: &str| {
-            DeviceFilter::new(
-                s(&format!("collector.{what}.device-include")).as_deref(),
-                s(&format!("collector.{what}.device-exclude")).as_deref(),
-            )
-            .map_err(|e| e.to_string())
-        };
-        let options = Options {
+        let paths = Paths {
             procfs: PathBuf::from(s("path.procfs").unwrap_or_default()),
             sysfs: PathBuf::from(s("path.sysfs").unwrap_or_default()),
             udev_data: PathBuf::from(s("path.udev.data").unwrap_or_default()),
-            disk: filter("disk")?,
-            network: filter("network")?,
-            gpu: accel_collectors::gpu::GpuOptions {
-                library: PathBuf::from(s("nvml.library").unwrap_or_default()),
-                idle_threshold: *m
-                    .get_one::<f64>("collector.gpu.idle-threshold")
-                    .expect("has a default"),
-                max_processes: *m
-                    .get_one::<usize>("collector.gpu.max-processes")
-                    .expect("has a default"),
-                job_mapping_dir: s("collector.gpu.job-mapping-dir")
-                    .filter(|d| !d.is_empty())
-                    .map(PathBuf::from),
-            },
-            cloud: cloud::CloudOptions {
-                provider: *m
-                    .get_one::<cloud::ProviderChoice>("collector.cloud.provider")
-                    .expect("has a default"),
-                gce_url: s("collector.cloud.gce.url").unwrap_or_default(),
-                aws_url: s("collector.cloud.aws.url").unwrap_or_default(),
-                azure_url: s("collector.cloud.azure.url").unwrap_or_default(),
-                timeout: *m
-                    .get_one::<Duration>("collector.cloud.timeout")
-                    .expect("has a default"),
-                poll_interval: *m
-                    .get_one::<Duration>("collector.cloud.poll-interval")
-                    .expect("has a default"),
-                long_poll_timeout: *m
-                    .get_one::<Duration>("collector.cloud.long-poll-timeout")
-                    .expect("has a default"),
-                notify_file: s("disruption.notify-file")
-                    .filter(|f| !f.is_empty())
-                    .map(PathBuf::from),
-                notify_signal: m.get_one::<i32>("disruption.notify-signal").copied(),
-            },
-            gpu_pids: Default::default(),
-            process: accel_collectors::workload::WorkloadOptions {
-                matcher: s("collector.process.match")
-                    .map(|r| accel_collectors::workload::compile_match(&r))
-                    .transpose()?,
-                max: *m
-                    .get_one::<usize>("collector.process.max")
-                    .expect("has a default"),
-                perf: *m
-                    .get_one::<bool>("collector.process.perf")
-                    .expect("has a default"),
-                pids: Vec::new(),
-            },
-            kubernetes: kubernetes::KubernetesOptions {
-                socket: PathBuf::from(s("collector.kubernetes.socket").unwrap_or_default()),
-                refresh: *m
-                    .get_one::<Duration>("collector.kubernetes.refresh-interval")
-                    .expect("has a default"),
-                timeout: *m
-                    .get_one::<Duration>("collector.kubernetes.timeout")
-                    .expect("has a default"),
-            },
-            gpus: Default::default(),
-            pods: Default::default(),
-            goodput: accel_collectors::goodput::GoodputOptions {
-                socket: s("events.socket")
-                    .filter(|f| !f.is_empty())
-                    .map(PathBuf::from),
-                socket_group: s("events.socket-group").filter(|g| !g.is_empty()),
-                max_runs: *m
-                    .get_one::<usize>("events.max-runs")
-                    .expect("has a default"),
-                run_timeout: *m
-                    .get_one::<Duration>("events.run-timeout")
-                    .expect("has a default"),
-                rate_limit: *m
-                    .get_one::<f64>("events.rate-limit")
-                    .expect("has a default"),
-                mfu_window: *m
-                    .get_one::<Duration>("events.mfu-window")
-                    .expect("has a default"),
-                peak_flops: m
-                    .get_one::<Vec<accel_collectors::goodput::peak::Override>>("events.peak-flops")
-                    .cloned()
-                    .unwrap_or_default(),
-            },
         };
         let disable_defaults = m.get_flag("collector.disable-defaults");
         let collectors = registry()
             .iter()
-            .map(|spec| {
+            .map(|&spec| {
                 let on = format!("collector.{}", spec.name);
                 let off = format!("no-collector.{}", spec.name);
                 let explicit = |id: &str| {
@@ -557,15 +393,16 @@ impl Config {
                 } else {
                     spec.default_enabled && !disable_defaults
                 };
-                CollectorConfig {
+                Ok(CollectorConfig {
                     spec,
                     enabled,
                     interval: *m
                         .get_one::<Duration>(&format!("collector.{}.interval", spec.name))
                         .expect("has a default"),
-                }
+                    options: (spec.options.from_matches)(m)?,
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let security = match s("web.config.file").filter(|f| !f.is_empty()) {
             None => None,
             Some(file) => Some(Arc::new(
@@ -589,7 +426,7 @@ impl Config {
                 .get_one::<tracing::Level>("log.level")
                 .expect("has a default"),
             log_format: *m.get_one::<LogFormat>("log.format").expect("has a default"),
-            options,
+            paths,
             collectors,
         })
     }
@@ -598,6 +435,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use accel_collectors::goodput::GoodputOptions;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
         let mut v: Vec<OsString> = vec!["accel-agent".into()];
@@ -649,9 +487,9 @@ mod tests {
     #[test]
     fn event_socket_flags() {
         let c = parse(&[]).unwrap();
-        let g = &c.options.goodput;
+        let g = c.options::<GoodputOptions>().unwrap();
         assert_eq!(
-            g.socket.as_deref(),
+            g.socket(),
             Some(Path::new(accel_collectors::goodput::DEFAULT_SOCKET))
         );
         assert_eq!((g.max_runs, g.rate_limit), (32, 1000.0));
@@ -662,11 +500,11 @@ mod tests {
             "--events.mfu-window=1m",
         ])
         .unwrap();
-        let g = &c.options.goodput;
-        assert_eq!(g.socket, None);
+        let g = c.options::<GoodputOptions>().unwrap();
+        assert_eq!(g.socket(), None);
         assert_eq!(g.mfu_window, Duration::from_secs(60));
         assert_eq!(
-            accel_collectors::goodput::peak::peak("NVIDIA A10G", "bf16", &g.peak_flops),
+            accel_collectors::goodput::peak::peak("NVIDIA A10G", "bf16", g.overrides()),
             Some(70e12)
         );
         for bad in [

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod metrics_doc;
 pub mod profile;
 pub mod report;
 pub mod runs;

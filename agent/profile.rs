@@ -1205,7 +1205,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     let mut config = config;
     for pid in &pids {
         if !config
-            .options
+            .paths
             .procfs
             .join(pid.to_string())
             .join("stat")
@@ -1216,7 +1216,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
         }
     }
     if !pids.is_empty() {
-        config.options.process.pids = pids.clone();
+        if let Some(o) = config.options_mut::<accel_collectors::process::ProcessOptions>() {
+            o.pids = pids.clone();
+        }
         for c in config
             .collectors
             .iter_mut()
@@ -1239,11 +1241,17 @@ pub fn run(args: Vec<OsString>) -> i32 {
     let mut stores = Vec::new();
     let mut events_store = None;
     let mut events_wanted = false;
+    let shared = accel_collectors::Shared::default();
+    let mut keep_workers = Vec::new();
     for cc in config.collectors.iter().filter(|c| c.enabled) {
         if cc.spec.name == "goodput" {
-            events_wanted = config.options.goodput.socket.is_some();
+            events_wanted = config
+                .options::<accel_collectors::goodput::GoodputOptions>()
+                .is_some_and(|o| o.socket().is_some());
         }
-        match (cc.spec.build)(&config.options) {
+        let (built, workers) = crate::sampler::build(cc, &config.paths, &shared);
+        keep_workers.push(workers);
+        match built {
             Ok(Built::Ready(c)) => {
                 let store = Arc::new(Mutex::new(Vec::new()));
                 stores.push(store.clone());

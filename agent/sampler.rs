@@ -10,9 +10,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
-use accel_collectors::{Built, CollectError, Collector, ErrorKind, Sample};
+use accel_collectors::workers::panic_text;
+use accel_collectors::{
+    BuildContext, Built, CollectError, Collector, ErrorKind, Paths, Sample, Shared, Workers,
+};
 
-use crate::config::Config;
+use crate::config::{CollectorConfig, Config};
 use crate::state::{Agent, CollectorState};
 
 /// The sampler threads, by collector name: the systemd watchdog is pinged
@@ -33,6 +36,23 @@ impl Threads {
     }
 }
 
+/// Builds one collector with its options, the shared topics and a
+/// supervisor of its own for its workers.
+pub fn build(
+    cc: &CollectorConfig,
+    paths: &Paths,
+    shared: &Shared,
+) -> (Result<Built, CollectError>, Workers) {
+    let workers = Workers::new(cc.spec.name);
+    let built = (cc.spec.build)(&BuildContext {
+        paths,
+        options: &*cc.options,
+        shared,
+        workers: &workers,
+    });
+    (built, workers)
+}
+
 /// Builds the enabled collectors and starts their sampler threads.
 pub fn start(config: &Config) -> Arc<Agent> {
     spawn(config).0
@@ -42,16 +62,19 @@ pub fn start(config: &Config) -> Arc<Agent> {
 pub fn spawn(config: &Config) -> (Arc<Agent>, Threads) {
     let mut running: Vec<(Box<dyn Collector>, Arc<CollectorState>)> = Vec::new();
     let mut not_running = Vec::new();
+    let shared = Shared::default();
     for cc in &config.collectors {
         let name = cc.spec.name;
         if !cc.enabled {
             not_running.push((name, "disabled".to_owned()));
             continue;
         }
-        match (cc.spec.build)(&config.options) {
+        let (built, workers) = build(cc, &config.paths, &shared);
+        match built {
             Ok(Built::Ready(c)) => {
                 tracing::info!(collector = name, interval = ?cc.interval, "collector enabled");
-                running.push((c, Arc::new(CollectorState::new(name, cc.interval))));
+                let state = CollectorState::with_workers(name, cc.interval, workers.stats());
+                running.push((c, Arc::new(state)));
             }
             Ok(Built::Absent(why)) => {
                 tracing::info!(collector = name, reason = %why, "collector not started: hardware or interface absent");
@@ -93,17 +116,10 @@ fn sample_loop(mut collector: Box<dyn Collector>, state: &CollectorState, agent:
         let result = match catch_unwind(AssertUnwindSafe(|| collector.sample(&mut sample))) {
             Ok(Ok(())) => Ok(sample),
             Ok(Err(e)) => Err(e),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(CollectError::new(
-                    ErrorKind::Parse,
-                    format!("collector panicked: {what}"),
-                ))
-            }
+            Err(panic) => Err(CollectError::new(
+                ErrorKind::Parse,
+                format!("collector panicked: {}", panic_text(&*panic)),
+            )),
         };
         match &result {
             Err(e) if !failing => {

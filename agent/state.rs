@@ -10,9 +10,129 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use accel_collectors::{encode_openmetrics, encode_text, ErrorKind, Family, Sample};
+use accel_collectors::workers::WorkerStats;
+use accel_collectors::{encode_openmetrics, encode_text, ErrorKind, Family, FamilyDef, Sample};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+
+/// `accel_collector_enabled`.
+pub const COLLECTOR_ENABLED: FamilyDef = FamilyDef::gauge(
+    "accel_collector_enabled",
+    "Whether the collector runs (1), or is disabled or its hardware absent (0).",
+)
+.labels(&["collector"])
+.doc("1 when the collector runs. 0 when it is disabled (flag or config), its hardware or interface is absent (`pressure` without PSI, `infiniband` without `/sys/class/infiniband`), or it failed to build. Every known collector has a series. A collector at 0 has no other `accel_collector_*` series: absent hardware is never reported as `accel_collector_success` 0")
+.source("`agent/state.rs` (from `agent/sampler.rs`)")
+.equivalent("none (node_exporter has no series for a disabled collector and reports absent hardware as `node_scrape_collector_success` 0)");
+
+/// `accel_collector_success`.
+pub const COLLECTOR_SUCCESS: FamilyDef = FamilyDef::gauge(
+    "accel_collector_success",
+    "Whether the collector's last sample succeeded and is current.",
+)
+.labels(&["collector"])
+.doc("1 when the last sample succeeded and the collector is not stale. 0 before its first sample, after a failed sample, or while stale; its families are then withheld")
+.source("`agent/state.rs`")
+.equivalent("`node_scrape_collector_success`");
+
+/// `accel_collector_stale`.
+pub const COLLECTOR_STALE: FamilyDef = FamilyDef::gauge(
+    "accel_collector_stale",
+    "1 when the collector's sample is running past its deadline or has not finished for longer than its interval; its metrics are then withheld.",
+)
+.labels(&["collector"])
+.doc("1 when a sample has run past its deadline (max(2 × interval, 2 s)), or when no sample has finished for interval + deadline (e.g. a read hung on a wedged device). Its families are then withheld and the endpoint keeps answering")
+.source("`agent/state.rs`");
+
+/// `accel_collector_interval_seconds`.
+pub const COLLECTOR_INTERVAL_SECONDS: FamilyDef = FamilyDef::gauge(
+    "accel_collector_interval_seconds",
+    "The collector's sampling interval.",
+)
+.labels(&["collector"])
+.doc("the collector's sampling interval (`--collector.<name>.interval`), so dashboards can show duration as a share of it")
+.source("`agent/state.rs`");
+
+/// `accel_collector_duration_seconds`.
+pub const COLLECTOR_DURATION_SECONDS: FamilyDef = FamilyDef::gauge(
+    "accel_collector_duration_seconds",
+    "How long the collector's last sample took.",
+)
+.labels(&["collector"])
+.doc("seconds the last sample took (on the sampler thread). Absent before the first sample")
+.source("`agent/state.rs`")
+.equivalent(
+    "`node_scrape_collector_duration_seconds` (node_exporter times the read during the scrape)",
+);
+
+/// `accel_collector_last_success_timestamp_seconds`.
+pub const COLLECTOR_LAST_SUCCESS_TIMESTAMP_SECONDS: FamilyDef = FamilyDef::gauge(
+    "accel_collector_last_success_timestamp_seconds",
+    "Unix time of the collector's last successful sample.",
+)
+.labels(&["collector"])
+.doc("Unix time of the last successful sample. Absent until one succeeds")
+.source("`agent/state.rs`");
+
+/// `accel_collector_samples_total`.
+pub const COLLECTOR_SAMPLES_TOTAL: FamilyDef = FamilyDef::counter(
+    "accel_collector_samples_total",
+    "Samples the collector has finished, successful or not.",
+)
+.labels(&["collector"])
+.doc("samples finished, successful or not")
+.source("`agent/state.rs`");
+
+/// `accel_collector_errors_total`.
+pub const COLLECTOR_ERRORS_TOTAL: FamilyDef = FamilyDef::counter(
+    "accel_collector_errors_total",
+    "Errors met by the collector, by kind (a failed sample, or a part of one).",
+)
+.labels(&["collector", "kind"])
+.doc("errors by bounded `kind` (table below). Every running collector has all six kinds, starting at 0")
+.source("`agent/state.rs`; kinds in `collectors/src/lib.rs` (`ErrorKind`)");
+
+/// `accel_collector_overruns_total`.
+pub const COLLECTOR_OVERRUNS_TOTAL: FamilyDef = FamilyDef::counter(
+    "accel_collector_overruns_total",
+    "Sampling ticks skipped because a sample ran longer than the interval.",
+)
+.labels(&["collector"])
+.doc("sampling ticks skipped because a sample ran longer than the interval")
+.source("`agent/state.rs` (`agent/sampler.rs`)");
+
+/// `accel_collector_worker_restarts_total`.
+pub const COLLECTOR_WORKER_RESTARTS_TOTAL: FamilyDef = FamilyDef::counter(
+    "accel_collector_worker_restarts_total",
+    "Background workers of the collector (pollers, listeners, watchers) restarted after a panic.",
+)
+.labels(&["collector"])
+.source("`agent/state.rs` (from `collectors/src/workers.rs`)");
+
+/// `accel_build_info`.
+pub const BUILD_INFO: FamilyDef = FamilyDef::gauge(
+    "accel_build_info",
+    "A metric with a constant '1' value labeled by the agent's version and git revision.",
+)
+.labels(&["version", "revision"])
+.doc("always 1; `version` is the crate version, `revision` the 12-digit git hash at build time or `unknown`")
+.source("`agent/state.rs`, `agent/build.rs`")
+.equivalent("`node_exporter_build_info`");
+
+/// The agent's own families (`collector` label: a registry name).
+pub const FAMILIES: &[FamilyDef] = &[
+    COLLECTOR_ENABLED,
+    COLLECTOR_SUCCESS,
+    COLLECTOR_STALE,
+    COLLECTOR_INTERVAL_SECONDS,
+    COLLECTOR_DURATION_SECONDS,
+    COLLECTOR_LAST_SUCCESS_TIMESTAMP_SECONDS,
+    COLLECTOR_SAMPLES_TOTAL,
+    COLLECTOR_ERRORS_TOTAL,
+    COLLECTOR_OVERRUNS_TOTAL,
+    COLLECTOR_WORKER_RESTARTS_TOTAL,
+    BUILD_INFO,
+];
 
 /// What one collector last produced, immutable once published.
 #[derive(Debug, Default)]
@@ -51,6 +171,8 @@ pub struct CollectorState {
     /// Milliseconds since the agent's epoch at which the running sample
     /// began, plus one; 0 when no sample is running.
     started_ms: AtomicU64,
+    /// Its background workers' counters.
+    pub workers: Arc<WorkerStats>,
 }
 
 impl CollectorState {
@@ -62,6 +184,15 @@ impl CollectorState {
             deadline: (interval * 2).max(Duration::from_secs(2)),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             started_ms: AtomicU64::new(0),
+            workers: Arc::default(),
+        }
+    }
+
+    /// As [`new`](Self::new), with the counters of its workers.
+    pub fn with_workers(name: &'static str, interval: Duration, workers: Arc<WorkerStats>) -> Self {
+        Self {
+            workers,
+            ..Self::new(name, interval)
         }
     }
 
@@ -295,10 +426,7 @@ impl Agent {
 
     fn self_metrics(&self, snaps: &[Arc<Snapshot>], stale: u64) -> Vec<Family> {
         let mut s = Sample::new();
-        let enabled = s.gauge(
-            "accel_collector_enabled",
-            "Whether the collector runs (1), or is disabled or its hardware absent (0).",
-        );
+        let enabled = s.add(&COLLECTOR_ENABLED);
         for c in &self.collectors {
             enabled.add(&[("collector", c.name)], 1.0);
         }
@@ -306,18 +434,12 @@ impl Agent {
             enabled.add(&[("collector", name)], 0.0);
         }
         let running = || self.collectors.iter().zip(snaps).enumerate();
-        let success = s.gauge(
-            "accel_collector_success",
-            "Whether the collector's last sample succeeded and is current.",
-        );
+        let success = s.add(&COLLECTOR_SUCCESS);
         for (i, (c, snap)) in running() {
             let ok = snap.success && stale & (1 << i.min(63)) == 0;
             success.add(&[("collector", c.name)], if ok { 1.0 } else { 0.0 });
         }
-        let st = s.gauge(
-            "accel_collector_stale",
-            "1 when the collector's sample is running past its deadline or has not finished for longer than its interval; its metrics are then withheld.",
-        );
+        let st = s.add(&COLLECTOR_STALE);
         for (i, (c, _)) in running() {
             st.add(
                 &[("collector", c.name)],
@@ -328,42 +450,27 @@ impl Agent {
                 },
             );
         }
-        let iv = s.gauge(
-            "accel_collector_interval_seconds",
-            "The collector's sampling interval.",
-        );
+        let iv = s.add(&COLLECTOR_INTERVAL_SECONDS);
         for (_, (c, _)) in running() {
             iv.add(&[("collector", c.name)], c.interval.as_secs_f64());
         }
-        let d = s.gauge(
-            "accel_collector_duration_seconds",
-            "How long the collector's last sample took.",
-        );
+        let d = s.add(&COLLECTOR_DURATION_SECONDS);
         for (_, (c, snap)) in running() {
             if snap.samples > 0 {
                 d.add(&[("collector", c.name)], snap.duration.as_secs_f64());
             }
         }
-        let last = s.gauge(
-            "accel_collector_last_success_timestamp_seconds",
-            "Unix time of the collector's last successful sample.",
-        );
+        let last = s.add(&COLLECTOR_LAST_SUCCESS_TIMESTAMP_SECONDS);
         for (_, (c, snap)) in running() {
             if let Some(t) = snap.last_success {
                 last.add(&[("collector", c.name)], t);
             }
         }
-        let n = s.counter(
-            "accel_collector_samples_total",
-            "Samples the collector has finished, successful or not.",
-        );
+        let n = s.add(&COLLECTOR_SAMPLES_TOTAL);
         for (_, (c, snap)) in running() {
             n.add(&[("collector", c.name)], snap.samples as f64);
         }
-        let e = s.counter(
-            "accel_collector_errors_total",
-            "Errors met by the collector, by kind (a failed sample, or a part of one).",
-        );
+        let e = s.add(&COLLECTOR_ERRORS_TOTAL);
         for (_, (c, snap)) in running() {
             for kind in ErrorKind::ALL {
                 e.add(
@@ -372,18 +479,18 @@ impl Agent {
                 );
             }
         }
-        let o = s.counter(
-            "accel_collector_overruns_total",
-            "Sampling ticks skipped because a sample ran longer than the interval.",
-        );
+        let o = s.add(&COLLECTOR_OVERRUNS_TOTAL);
         for (_, (c, snap)) in running() {
             o.add(&[("collector", c.name)], snap.overruns as f64);
         }
-        s.gauge(
-            "accel_build_info",
-            "A metric with a constant '1' value labeled by the agent's version and git revision.",
-        )
-        .add(
+        let r = s.add(&COLLECTOR_WORKER_RESTARTS_TOTAL);
+        for (_, (c, _)) in running() {
+            r.add(
+                &[("collector", c.name)],
+                c.workers.restarts.load(Ordering::Relaxed) as f64,
+            );
+        }
+        s.add(&BUILD_INFO).add(
             &[("version", crate::VERSION), ("revision", crate::REVISION)],
             1.0,
         );

@@ -5,8 +5,9 @@
 
 use std::path::PathBuf;
 
+use crate::options::{options, NoOptions};
 use crate::util::{parse_u64, read_to_string};
-use crate::{Built, CollectError, Collector, Options, Sample};
+use crate::{BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec, HOST_INTERVAL};
 
 /// Modes of the first eight /proc/stat columns, in kernel order.
 const MODES: [&str; 8] = [
@@ -19,8 +20,25 @@ pub struct Cpu {
     ticks_per_second: f64,
 }
 
+/// The cpu collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "cpu",
+    help: "CPU time per cpu and mode, from /proc/stat",
+    default_enabled: true,
+    default_interval: HOST_INTERVAL,
+    options: options::<NoOptions>(),
+    families: FAMILIES,
+    prefixes: &["accel_cpu_"],
+    outside: &[],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
+
 /// Builds the collector.
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
+fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    let opts = ctx.paths;
     // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Ok(Built::Ready(Box::new(Cpu {

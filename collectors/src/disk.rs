@@ -7,8 +7,12 @@
 
 use std::path::PathBuf;
 
+use crate::options::{options, parse_regex};
 use crate::util::{parse_u64, read_to_string};
-use crate::{Built, CollectError, Collector, DeviceFilter, Options, Sample};
+use crate::{
+    BuildContext, Built, CollectError, Collector, DeviceFilter, FamilyDef, Sample, Spec,
+    HOST_INTERVAL,
+};
 
 /// node_exporter's default device exclusion: partitions, loop, ram and
 /// floppy devices.
@@ -203,12 +207,55 @@ fn udev_properties(path: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The disk collector's options.
+#[derive(clap::Args, Clone, Debug, PartialEq)]
+pub struct DiskOptions {
+    /// Devices to report, when set (wins over the exclude).
+    #[arg(
+        id = "collector.disk.device-include",
+        long = "collector.disk.device-include",
+        value_name = "REGEX",
+        help = "Regexp of block devices to include (overrides the exclude).",
+        value_parser = parse_regex
+    )]
+    pub device_include: Option<String>,
+    /// Devices not to report.
+    #[arg(
+        id = "collector.disk.device-exclude",
+        long = "collector.disk.device-exclude",
+        value_name = "REGEX",
+        help = "Regexp of block devices to exclude.",
+        default_value = DEFAULT_EXCLUDE,
+        value_parser = parse_regex
+    )]
+    pub device_exclude: String,
+}
+
+/// The disk collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "disk",
+    help: "block device I/O, from /proc/diskstats",
+    default_enabled: true,
+    default_interval: HOST_INTERVAL,
+    options: options::<DiskOptions>(),
+    families: FAMILIES,
+    prefixes: &["accel_disk_"],
+    outside: &[],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
+
 /// Builds the collector.
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
+fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    let (paths, o) = (ctx.paths, ctx.options::<DiskOptions>());
+    let filter = DeviceFilter::new(o.device_include.as_deref(), Some(&o.device_exclude))
+        .map_err(|e| CollectError::parse(e.to_string()))?;
     Ok(Built::Ready(Box::new(Disk {
-        path: opts.procfs.join("diskstats"),
-        udev: opts.udev_data.clone(),
-        filter: opts.disk.clone(),
+        path: paths.procfs.join("diskstats"),
+        udev: paths.udev_data.clone(),
+        filter,
     })))
 }
 

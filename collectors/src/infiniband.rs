@@ -8,8 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::options::{options, NoOptions};
 use crate::util::{io_error, parse_u64, read_attr};
-use crate::{Built, CollectError, Collector, ErrorKind, Options, Sample};
+use crate::{
+    BuildContext, Built, CollectError, Collector, ErrorKind, FamilyDef, Sample, Spec, HOST_INTERVAL,
+};
 
 /// Port counters: sysfs file, family (without prefix), help, multiplier.
 const COUNTERS: [(&str, &str, &str, f64); 21] = [
@@ -48,8 +51,25 @@ pub struct Infiniband {
     root: PathBuf,
 }
 
+/// The infiniband collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "infiniband",
+    help: "InfiniBand and RoCE port counters, from /sys/class/infiniband",
+    default_enabled: true,
+    default_interval: HOST_INTERVAL,
+    options: options::<NoOptions>(),
+    families: FAMILIES,
+    prefixes: &["accel_infiniband_"],
+    outside: &[],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
+
 /// Builds the collector; absent without /sys/class/infiniband.
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
+fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    let opts = ctx.paths;
     let root = opts.sysfs.join("class/infiniband");
     if root.is_dir() {
         Ok(Built::Ready(Box::new(Infiniband { root })))

@@ -9,26 +9,33 @@
 pub mod cloud;
 pub mod cpu;
 pub mod disk;
+pub mod family;
 pub mod goodput;
 pub mod gpu;
 pub mod infiniband;
 pub mod kubernetes;
 pub mod memory;
 pub mod network;
+pub mod options;
 pub mod pressure;
 pub mod process;
 mod sample;
+pub mod shared;
 pub mod util;
+pub mod workers;
 pub mod workload;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use family::FamilyDef;
+pub use options::{CollectorOptions, NoOptions, OptionsSpec};
 pub use sample::{
     encode_openmetrics, encode_text, format_value, Family, MetricType, Sample, Series,
 };
+pub use shared::{GpuIds, GpuSnapshot, MigIds, Shared};
+pub use workers::Workers;
 
 /// The bounded set of error kinds, exported as the `kind` label of
 /// `accel_collector_errors_total`.
@@ -165,145 +172,75 @@ impl DeviceFilter {
     }
 }
 
-/// The pids of the compute processes holding GPUs, as the GPU collector saw
-/// them in its last sample; the cloud collector signals them on a
-/// disruption notice. Its `Debug` leaves the pids out, so a reload does not
-/// see a changed configuration.
-#[derive(Clone, Default)]
-pub struct SharedPids(Arc<Mutex<Vec<u32>>>);
-
-impl SharedPids {
-    /// Replaces the list.
-    pub fn set(&self, pids: Vec<u32>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = pids;
-    }
-
-    /// The current list.
-    pub fn get(&self) -> Vec<u32> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl fmt::Debug for SharedPids {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SharedPids")
-    }
-}
-
-/// One GPU as the GPU collector saw it in its last sample: what the
-/// kubernetes collector needs to turn the kubelet's device ids (GPU and MIG
-/// uuids, or indexes) into `gpu`, `uuid` and `gpu_instance` labels.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GpuIds {
-    /// NVML index (the `gpu` label).
-    pub index: u32,
-    /// `GPU-…` uuid.
-    pub uuid: String,
-    /// Model name as NVML gives it ("NVIDIA H100 80GB HBM3"), or "".
-    pub name: String,
-    /// Pids of the compute processes holding it.
-    pub pids: Vec<u32>,
-    /// Whether a compute process held it.
-    pub busy: bool,
-    /// Its MIG instances, when MIG is on.
-    pub migs: Vec<MigIds>,
-}
-
-/// The goodput collector's name for a [`GpuIds`].
-pub type GpuDevice = GpuIds;
-
-/// One MIG instance of a [`GpuIds`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MigIds {
-    /// GPU instance id (the `gpu_instance` label).
-    pub gpu_instance: u32,
-    /// `MIG-…` uuid.
-    pub uuid: String,
-    /// Whether a compute process held it.
-    pub busy: bool,
-}
-
-/// The GPUs of the last GPU sample, filled by the GPU collector and read by
-/// the kubernetes collector (device ids to labels) and the goodput collector
-/// (a run's devices and their peak throughput). Its `Debug` leaves the GPUs out, as
-/// [`SharedPids`] does.
-#[derive(Clone, Default)]
-pub struct SharedGpus(Arc<Mutex<Arc<Vec<GpuIds>>>>);
-
-impl SharedGpus {
-    /// Replaces the list.
-    pub fn set(&self, gpus: Vec<GpuIds>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(gpus);
-    }
-
-    /// The current list (a cheap clone of a shared pointer).
-    pub fn get(&self) -> Arc<Vec<GpuIds>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl fmt::Debug for SharedGpus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SharedGpus")
-    }
-}
-
-/// Everything a collector may need to be built: filesystem roots and the
-/// collector-specific settings.
-#[derive(Clone, Debug)]
-pub struct Options {
+/// Filesystem roots every collector reads under (`--path.*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
     /// Root of procfs (`--path.procfs`).
     pub procfs: PathBuf,
     /// Root of sysfs (`--path.sysfs`).
     pub sysfs: PathBuf,
     /// udev's database of device properties (`--path.udev.data`).
     pub udev_data: PathBuf,
-    /// Block devices to report.
-    pub disk: DeviceFilter,
-    /// Network interfaces to report.
-    pub network: DeviceFilter,
-    /// The GPU collector's settings.
-    pub gpu: gpu::GpuOptions,
-    /// The cloud collector's settings.
-    pub cloud: cloud::CloudOptions,
-    /// GPU process pids, filled by the GPU collector.
-    pub gpu_pids: SharedPids,
-    /// Which processes the process collector follows.
-    pub process: workload::WorkloadOptions,
-    /// The kubernetes collector's settings.
-    pub kubernetes: kubernetes::KubernetesOptions,
-    /// GPU identities, filled by the GPU collector.
-    pub gpus: SharedGpus,
-    /// Which pod holds which GPU, filled by the kubernetes collector.
-    pub pods: kubernetes::SharedPods,
-    /// The goodput collector's settings (the event socket).
-    pub goodput: goodput::GoodputOptions,
 }
 
-impl Default for Options {
+impl Default for Paths {
     fn default() -> Self {
         Self {
             procfs: PathBuf::from("/proc"),
             sysfs: PathBuf::from("/sys"),
             udev_data: PathBuf::from("/run/udev/data"),
-            disk: DeviceFilter::new(None, Some(disk::DEFAULT_EXCLUDE)).expect("valid default"),
-            network: DeviceFilter::new(None, Some(network::DEFAULT_EXCLUDE))
-                .expect("valid default"),
-            gpu: gpu::GpuOptions::default(),
-            cloud: cloud::CloudOptions::default(),
-            gpu_pids: SharedPids::default(),
-            process: workload::WorkloadOptions::default(),
-            kubernetes: kubernetes::KubernetesOptions::default(),
-            gpus: SharedGpus::default(),
-            pods: kubernetes::SharedPods::default(),
-            goodput: goodput::GoodputOptions::default(),
         }
     }
 }
 
+/// What a collector is built from: the paths, its own options, the shared
+/// topics, and the supervisor of its background threads.
+pub struct BuildContext<'a> {
+    /// Filesystem roots.
+    pub paths: &'a Paths,
+    /// Its options, as parsed by its [`OptionsSpec`].
+    pub options: &'a dyn CollectorOptions,
+    /// Data collectors publish for each other.
+    pub shared: &'a Shared,
+    /// Starts and watches its background threads.
+    pub workers: &'a Workers,
+}
+
+impl BuildContext<'_> {
+    /// The collector's options struct.
+    ///
+    /// # Panics
+    ///
+    /// If the registry pairs the collector with another options type: a
+    /// wiring mistake every test that builds the collector finds.
+    pub fn options<T: 'static>(&self) -> &T {
+        self.options
+            .as_any()
+            .downcast_ref::<T>()
+            .expect("the registry pairs each collector with its own options type")
+    }
+}
+
+/// Builds a collector outside the agent (tests, benches): default paths
+/// unless given, the options' defaults, fresh topics and workers.
+pub fn build_with<T: CollectorOptions>(
+    spec: &Spec,
+    paths: &Paths,
+    options: &T,
+    shared: &Shared,
+) -> Result<Built, CollectError> {
+    let workers = Workers::new(spec.name);
+    (spec.build)(&BuildContext {
+        paths,
+        options,
+        shared,
+        workers: &workers,
+    })
+}
+
+/// How the agent knows a collector: adding one means a module and a line in
+/// [`registry`], nothing else. Each module declares its own `SPEC`.
 #[derive(Debug)]
-/// How the agent knows a collector: adding one means a module and an entry
-/// in [`registry`], nothing else.
 pub struct Spec {
     /// Name (flag and label).
     pub name: &'static str,
@@ -313,92 +250,42 @@ pub struct Spec {
     pub default_enabled: bool,
     /// Default `--collector.<name>.interval`.
     pub default_interval: Duration,
+    /// Its flags and their typed struct.
+    pub options: OptionsSpec,
+    /// Every family it exports.
+    pub families: &'static [FamilyDef],
+    /// The name prefixes its families are under (`accel_disk_`).
+    pub prefixes: &'static [&'static str],
+    /// Families it exports outside its prefixes, declared one by one.
+    pub outside: &'static [&'static str],
     /// Builds it, or says why it is absent here.
-    pub build: fn(&Options) -> Result<Built, CollectError>,
+    pub build: fn(&BuildContext) -> Result<Built, CollectError>,
 }
 
-const HOST_INTERVAL: Duration = Duration::from_secs(5);
+impl Spec {
+    /// The declared family named `name`, if any.
+    pub fn family(&self, name: &str) -> Option<&'static FamilyDef> {
+        self.families.iter().find(|f| f.name == name)
+    }
+}
 
-/// Every collector the agent knows, in output order.
-pub fn registry() -> &'static [Spec] {
-    static SPECS: &[Spec] = &[
-        Spec {
-            name: "gpu",
-            help: "NVIDIA GPUs through NVML",
-            default_enabled: true,
-            default_interval: Duration::from_secs(1),
-            build: gpu::build,
-        },
-        Spec {
-            name: "cpu",
-            help: "CPU time per cpu and mode, from /proc/stat",
-            default_enabled: true,
-            default_interval: HOST_INTERVAL,
-            build: cpu::build,
-        },
-        Spec {
-            name: "memory",
-            help: "memory and swap, from /proc/meminfo",
-            default_enabled: true,
-            default_interval: HOST_INTERVAL,
-            build: memory::build,
-        },
-        Spec {
-            name: "pressure",
-            help: "CPU, I/O and memory stall time, from /proc/pressure",
-            default_enabled: true,
-            default_interval: HOST_INTERVAL,
-            build: pressure::build,
-        },
-        Spec {
-            name: "disk",
-            help: "block device I/O, from /proc/diskstats",
-            default_enabled: true,
-            default_interval: HOST_INTERVAL,
-            build: disk::build,
-        },
-        Spec {
-            name: "network",
-            help: "network interface traffic and link state, from /proc/net/dev and /sys/class/net",
-            default_enabled: true,
-            default_interval: HOST_INTERVAL,
-            build: network::build,
-        },
-        Spec {
-            name: "process",
-            help: "the agent's own CPU time, memory, file descriptors and threads (process_*), and the GPU and matched processes' CPU, memory, I/O and perf counters (accel_process_*)",
-            default_enabled: true,
-            default_interval: HOST_INTERVAL,
-            build: process::build,
-        },
-        Spec {
-            name: "infiniband",
-            help: "InfiniBand and RoCE port counters, from /sys/class/infiniband",
-            default_enabled: true,
-            default_interval: HOST_INTERVAL,
-            build: infiniband::build,
-        },
-        Spec {
-            name: "cloud",
-            help: "cloud maintenance and preemption notices, from the metadata server (GCE, AWS, Azure; detected from DMI)",
-            default_enabled: true,
-            default_interval: Duration::from_secs(1),
-            build: cloud::build,
-        },
-        Spec {
-            name: "kubernetes",
-            help: "which pod holds each GPU, from the kubelet's PodResources API (refreshed in the background)",
-            default_enabled: true,
-            default_interval: HOST_INTERVAL,
-            build: kubernetes::build,
-        },
-        Spec {
-            name: "goodput",
-            help: "training progress events from the event socket (--events.socket): steps, phases, runtime goodput and MFU per run",
-            default_enabled: true,
-            default_interval: HOST_INTERVAL,
-            build: goodput::build,
-        },
+/// The default interval of the host collectors.
+pub const HOST_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Every collector the agent knows, in output order: one line each.
+pub fn registry() -> &'static [&'static Spec] {
+    static SPECS: &[&Spec] = &[
+        &gpu::SPEC,
+        &cpu::SPEC,
+        &memory::SPEC,
+        &pressure::SPEC,
+        &disk::SPEC,
+        &network::SPEC,
+        &process::SPEC,
+        &infiniband::SPEC,
+        &cloud::SPEC,
+        &kubernetes::SPEC,
+        &goodput::SPEC,
     ];
     SPECS
 }

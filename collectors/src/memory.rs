@@ -7,16 +7,34 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use crate::options::{options, NoOptions};
 use crate::util::{parse_u64, read_to_string};
-use crate::{Built, CollectError, Collector, Options, Sample};
+use crate::{BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec, HOST_INTERVAL};
 
 /// The memory collector.
 pub struct Memory {
     path: PathBuf,
 }
 
+/// The memory collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "memory",
+    help: "memory and swap, from /proc/meminfo",
+    default_enabled: true,
+    default_interval: HOST_INTERVAL,
+    options: options::<NoOptions>(),
+    families: FAMILIES,
+    prefixes: &["accel_memory_"],
+    outside: &[],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
+
 /// Builds the collector.
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
+fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    let opts = ctx.paths;
     Ok(Built::Ready(Box::new(Memory {
         path: opts.procfs.join("meminfo"),
     })))

@@ -4,8 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::options::{options, parse_regex};
 use crate::util::{parse_u64, read_attr, read_to_string};
-use crate::{Built, CollectError, Collector, DeviceFilter, Options, Sample};
+use crate::{
+    BuildContext, Built, CollectError, Collector, DeviceFilter, FamilyDef, Sample, Spec,
+    HOST_INTERVAL,
+};
 
 /// Loopback is left out by default, as Debian's node_exporter does: its
 /// traffic says nothing about a training node's network.
@@ -65,12 +69,55 @@ pub struct Network {
     filter: DeviceFilter,
 }
 
+/// The network collector's options.
+#[derive(clap::Args, Clone, Debug, PartialEq)]
+pub struct NetworkOptions {
+    /// Interfaces to report, when set (wins over the exclude).
+    #[arg(
+        id = "collector.network.device-include",
+        long = "collector.network.device-include",
+        value_name = "REGEX",
+        help = "Regexp of network interfaces to include (overrides the exclude).",
+        value_parser = parse_regex
+    )]
+    pub device_include: Option<String>,
+    /// Interfaces not to report.
+    #[arg(
+        id = "collector.network.device-exclude",
+        long = "collector.network.device-exclude",
+        value_name = "REGEX",
+        help = "Regexp of network interfaces to exclude.",
+        default_value = DEFAULT_EXCLUDE,
+        value_parser = parse_regex
+    )]
+    pub device_exclude: String,
+}
+
+/// The network collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "network",
+    help: "network interface traffic and link state, from /proc/net/dev and /sys/class/net",
+    default_enabled: true,
+    default_interval: HOST_INTERVAL,
+    options: options::<NetworkOptions>(),
+    families: FAMILIES,
+    prefixes: &["accel_network_"],
+    outside: &[],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
+
 /// Builds the collector.
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
+fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    let (opts, o) = (ctx.paths, ctx.options::<NetworkOptions>());
+    let filter = DeviceFilter::new(o.device_include.as_deref(), Some(&o.device_exclude))
+        .map_err(|e| CollectError::parse(e.to_string()))?;
     Ok(Built::Ready(Box::new(Network {
         net_dev: opts.procfs.join("net/dev"),
         class_net: opts.sysfs.join("class/net"),
-        filter: opts.network.clone(),
+        filter,
     })))
 }
 

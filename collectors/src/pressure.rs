@@ -8,8 +8,9 @@
 
 use std::path::PathBuf;
 
+use crate::options::{options, NoOptions};
 use crate::util::{parse_u64, read_to_string};
-use crate::{Built, CollectError, Collector, Options, Sample};
+use crate::{BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec, HOST_INTERVAL};
 
 const RESOURCES: [(&str, &str); 4] = [
     ("cpu", "CPU"),
@@ -23,9 +24,26 @@ pub struct Pressure {
     dir: PathBuf,
 }
 
+/// The pressure collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "pressure",
+    help: "CPU, I/O and memory stall time, from /proc/pressure",
+    default_enabled: true,
+    default_interval: HOST_INTERVAL,
+    options: options::<NoOptions>(),
+    families: FAMILIES,
+    prefixes: &["accel_pressure_"],
+    outside: &[],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
+
 /// Builds the collector; absent when the kernel has no PSI (no
 /// /proc/pressure, or PSI disabled at boot).
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
+fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    let opts = ctx.paths;
     let dir = opts.procfs.join("pressure");
     match std::fs::read_to_string(dir.join("cpu")) {
         Ok(_) => Ok(Built::Ready(Box::new(Pressure { dir }))),

@@ -7,9 +7,10 @@
 
 use std::path::PathBuf;
 
+use crate::options::{options, parse_regex};
 use crate::util::{parse_u64, read_to_string};
-use crate::workload::Workloads;
-use crate::{Built, CollectError, Collector, Options, Sample};
+use crate::workload::{compile_match, WorkloadOptions, Workloads};
+use crate::{BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec, HOST_INTERVAL};
 
 /// The process collector.
 pub struct Process {
@@ -19,8 +20,72 @@ pub struct Process {
     workloads: Workloads,
 }
 
+/// The process collector's options: which training processes it follows.
+#[derive(clap::Args, Clone, Debug, PartialEq)]
+pub struct ProcessOptions {
+    /// Command names to follow besides the GPU processes.
+    #[arg(
+        id = "collector.process.match",
+        long = "collector.process.match",
+        value_name = "REGEX",
+        help = "Also follow processes whose command name (/proc/PID/comm) matches this regexp, besides those holding GPUs (accel_process_*).",
+        value_parser = parse_regex
+    )]
+    pub r#match: Option<String>,
+    /// Most processes followed.
+    #[arg(
+        id = "collector.process.max",
+        long = "collector.process.max",
+        value_name = "N",
+        help = "Most processes the process collector follows (GPU processes first).",
+        default_value = "32"
+    )]
+    pub max: usize,
+    /// Whether to count with perf events.
+    #[arg(
+        id = "collector.process.perf",
+        long = "collector.process.perf",
+        value_name = "BOOL",
+        help = "Count the followed processes' task clock, cycles and instructions with perf events (true or false).",
+        default_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub perf: bool,
+    /// Processes always followed (`accel-agent profile --pid`); no flag.
+    #[arg(skip)]
+    pub pids: Vec<u32>,
+}
+
+/// The process collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "process",
+    help: "the agent's own CPU time, memory, file descriptors and threads (process_*), and the GPU and matched processes' CPU, memory, I/O and perf counters (accel_process_*)",
+    default_enabled: true,
+    default_interval: HOST_INTERVAL,
+    options: options::<ProcessOptions>(),
+    families: FAMILIES,
+    prefixes: &["process_", "accel_process_"],
+    outside: &[],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
+
 /// Builds the collector.
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
+fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    let o = ctx.options::<ProcessOptions>();
+    let workload = WorkloadOptions {
+        matcher: o
+            .r#match
+            .as_deref()
+            .map(compile_match)
+            .transpose()
+            .map_err(CollectError::parse)?,
+        max: o.max,
+        perf: o.perf,
+        pids: o.pids.clone(),
+    };
     // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
     let (hz, page) = unsafe {
         (
@@ -35,9 +100,9 @@ pub fn build(opts: &Options) -> Result<Built, CollectError> {
         ticks_per_second,
         page_size,
         workloads: Workloads::new(
-            opts.procfs.clone(),
-            opts.process.clone(),
-            opts.gpu_pids.clone(),
+            ctx.paths.procfs.clone(),
+            workload,
+            ctx.shared.gpus.clone(),
             ticks_per_second,
             page_size,
         ),
@@ -140,7 +205,9 @@ mod tests {
 
     #[test]
     fn samples_this_process() {
-        let Built::Ready(mut c) = build(&Options::default()).unwrap() else {
+        let opts = crate::options::defaults::<ProcessOptions>();
+        let built = crate::build_with(&SPEC, &Default::default(), &opts, &Default::default());
+        let Built::Ready(mut c) = built.unwrap() else {
             panic!()
         };
         let mut s = Sample::new();

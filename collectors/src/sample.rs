@@ -148,6 +148,13 @@ impl Sample {
         self.families.last_mut().expect("just pushed")
     }
 
+    /// The family `def` declares, created if this sample has none yet: how
+    /// collectors add series (their families are declared in their tables,
+    /// see [`crate::family`]).
+    pub fn add(&mut self, def: &'static crate::FamilyDef) -> &mut Family {
+        self.family(def.name, def.help, def.kind)
+    }
+
     /// Shorthand for a counter family.
     pub fn counter(&mut self, name: &str, help: &str) -> &mut Family {
         self.family(name, help, MetricType::Counter)

@@ -21,8 +21,9 @@ use std::path::PathBuf;
 use regex::Regex;
 
 use crate::gpu::process::{parse_cgroup, Owner};
+use crate::shared::{GpuSnapshot, Topic};
 use crate::util::parse_u64;
-use crate::{CollectError, Sample, SharedPids};
+use crate::{CollectError, Sample};
 
 /// Most threads per process whose perf counters are opened.
 const MAX_PERF_THREADS: usize = 256;
@@ -270,7 +271,7 @@ type Row = (u32, Stat, Option<(u64, u64)>, (u64, u64), [f64; 3], bool);
 pub struct Workloads {
     procfs: PathBuf,
     opts: WorkloadOptions,
-    gpu_pids: SharedPids,
+    gpus: Topic<GpuSnapshot>,
     hz: f64,
     page: f64,
     access: Access,
@@ -284,7 +285,7 @@ impl Workloads {
     pub fn new(
         procfs: PathBuf,
         opts: WorkloadOptions,
-        gpu_pids: SharedPids,
+        gpus: Topic<GpuSnapshot>,
         hz: f64,
         page: f64,
     ) -> Self {
@@ -296,7 +297,7 @@ impl Workloads {
             procfs,
             access: if perf { Access::Unknown } else { Access::Off },
             opts,
-            gpu_pids,
+            gpus,
             hz,
             page,
             hardware: None,
@@ -315,7 +316,8 @@ impl Workloads {
                 out.push((pid, "pid"));
             }
         }
-        let mut gpu = self.gpu_pids.get();
+        let gpus = self.gpus.latest();
+        let mut gpu = gpus.pids.clone();
         gpu.sort_unstable();
         for pid in gpu {
             if seen.insert(pid) {

@@ -5,22 +5,20 @@
 
 use std::path::PathBuf;
 
-use accel_collectors::{registry, Built, DeviceFilter, Options, Sample};
+use accel_collectors::network::NetworkOptions;
+use accel_collectors::{registry, BuildContext, Built, Paths, Sample, Shared, Workers};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Options pointing at the fixtures, with loopback included so every
-/// fixture interface is exercised.
-pub fn fixture_options() -> Options {
+/// Paths pointing at the fixtures.
+pub fn fixture_paths() -> Paths {
     let fx = root().join("tests/fixtures");
-    Options {
+    Paths {
         procfs: fx.join("proc"),
         sysfs: fx.join("sys"),
         udev_data: fx.join("run/udev/data"),
-        network: DeviceFilter::new(None, Some("^$")).unwrap(),
-        ..Options::default()
     }
 }
 
@@ -41,7 +39,21 @@ fn every_collector_matches_its_golden() {
             "gpu" | "process" | "cloud" | "goodput" | "kubernetes"
         )
     }) {
-        let Built::Ready(mut c) = (spec.build)(&fixture_options()).unwrap() else {
+        // Loopback included, so every fixture interface is exercised.
+        let options = match spec.name {
+            "network" => Box::new(NetworkOptions {
+                device_include: None,
+                device_exclude: "^$".into(),
+            }),
+            _ => (spec.options.defaults)(),
+        };
+        let built = (spec.build)(&BuildContext {
+            paths: &fixture_paths(),
+            options: &*options,
+            shared: &Shared::default(),
+            workers: &Workers::new(spec.name),
+        });
+        let Built::Ready(mut c) = built.unwrap() else {
             panic!("{} is absent on the fixture tree", spec.name);
         };
         let mut sample = Sample::new();

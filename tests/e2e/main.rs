@@ -6,6 +6,7 @@ mod util;
 mod cli;
 mod cloud;
 mod dashboards;
+mod docs;
 mod faults;
 mod golden;
 mod goodput;

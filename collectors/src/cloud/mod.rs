@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::{Built, CollectError, Collector, Options, Sample, SharedPids};
+use crate::options::{options, parse_duration, parse_interval};
+use crate::shared::{GpuSnapshot, Topic};
+use crate::{BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec};
 
 /// A cloud whose metadata server the collector reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,48 +104,115 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
 }
 
 /// Settings of the cloud collector.
-#[derive(Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct CloudOptions {
     /// Which metadata server to read.
+    #[arg(
+        id = "collector.cloud.provider",
+        long = "collector.cloud.provider",
+        value_name = "PROVIDER",
+        help = "Cloud whose metadata server gives maintenance and preemption notices: auto (from DMI, no network probe), gce, aws, azure or none.",
+        default_value = "auto",
+        value_parser = ProviderChoice::parse
+    )]
     pub provider: ProviderChoice,
     /// GCE metadata base URL (…/computeMetadata/v1).
+    #[arg(
+        id = "collector.cloud.gce.url",
+        long = "collector.cloud.gce.url",
+        value_name = "URL",
+        help = "GCE metadata base URL (http only).",
+        default_value = GCE_URL
+    )]
     pub gce_url: String,
     /// AWS IMDS base URL.
+    #[arg(
+        id = "collector.cloud.aws.url",
+        long = "collector.cloud.aws.url",
+        value_name = "URL",
+        help = "AWS instance metadata base URL (http only).",
+        default_value = IMDS_URL
+    )]
     pub aws_url: String,
     /// Azure IMDS base URL.
+    #[arg(
+        id = "collector.cloud.azure.url",
+        long = "collector.cloud.azure.url",
+        value_name = "URL",
+        help = "Azure instance metadata base URL (http only).",
+        default_value = IMDS_URL
+    )]
     pub azure_url: String,
     /// Connect and read deadline of one ordinary request.
+    #[arg(
+        id = "collector.cloud.timeout",
+        long = "collector.cloud.timeout",
+        value_name = "DURATION",
+        help = "Connect and read deadline of one metadata request.",
+        default_value = "2s",
+        value_parser = parse_duration
+    )]
     pub timeout: Duration,
-    /// How long a GCE long-poll waits for a change (`timeout_sec`).
-    pub long_poll_timeout: Duration,
     /// Interval between polls of the endpoints that cannot be long-polled.
+    #[arg(
+        id = "collector.cloud.poll-interval",
+        long = "collector.cloud.poll-interval",
+        value_name = "DURATION",
+        help = "Interval between polls of the metadata endpoints that are not long-polled.",
+        default_value = "5s",
+        value_parser = parse_interval
+    )]
     pub poll_interval: Duration,
+    /// How long a GCE long-poll waits for a change (`timeout_sec`).
+    #[arg(
+        id = "collector.cloud.long-poll-timeout",
+        long = "collector.cloud.long-poll-timeout",
+        value_name = "DURATION",
+        help = "How long a GCE long-poll (wait_for_change) waits for a change.",
+        default_value = "60s",
+        value_parser = parse_duration
+    )]
+    pub long_poll_timeout: Duration,
     /// `--disruption.notify-file`.
+    #[arg(
+        id = "disruption.notify-file",
+        long = "disruption.notify-file",
+        value_name = "FILE",
+        help = "On a new preemption or terminate notice, write a JSON notice (provider, type, deadline, detected_at) to this file, atomically. Off by default.",
+        value_parser = crate::options::parse_path
+    )]
     pub notify_file: Option<PathBuf>,
     /// `--disruption.notify-signal`, as a signal number.
+    #[arg(
+        id = "disruption.notify-signal",
+        long = "disruption.notify-signal",
+        value_name = "SIGNAL",
+        help = "On a new preemption or terminate notice, send this signal (SIGUSR1, SIGUSR2, SIGTERM, SIGINT) to the processes holding GPUs (needs the same uid or CAP_KILL). Off by default.",
+        value_parser = parse_signal
+    )]
     pub notify_signal: Option<i32>,
 }
+
+/// The cloud collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "cloud",
+    help: "cloud maintenance and preemption notices, from the metadata server (GCE, AWS, Azure; detected from DMI)",
+    default_enabled: true,
+    default_interval: Duration::from_secs(1),
+    options: options::<CloudOptions>(),
+    families: FAMILIES,
+    prefixes: &["accel_node_", "accel_cloud_"],
+    outside: &[],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
 
 /// Default GCE metadata base URL.
 pub const GCE_URL: &str = "http://metadata.google.internal/computeMetadata/v1";
 /// Default AWS and Azure metadata base URL.
 pub const IMDS_URL: &str = "http://169.254.169.254";
-
-impl Default for CloudOptions {
-    fn default() -> Self {
-        Self {
-            provider: ProviderChoice::Auto,
-            gce_url: GCE_URL.into(),
-            aws_url: IMDS_URL.into(),
-            azure_url: IMDS_URL.into(),
-            timeout: Duration::from_secs(2),
-            long_poll_timeout: Duration::from_secs(60),
-            poll_interval: Duration::from_secs(5),
-            notify_file: None,
-            notify_signal: None,
-        }
-    }
-}
 
 /// The provider DMI names, if any (no network is touched).
 pub fn detect(sysfs: &Path) -> Option<Provider> {
@@ -240,7 +309,7 @@ struct Notifier {
     provider: Provider,
     file: Option<PathBuf>,
     signal: Option<i32>,
-    pids: SharedPids,
+    gpus: Topic<GpuSnapshot>,
 }
 
 fn now_unix() -> f64 {
@@ -278,7 +347,14 @@ impl Notifier {
         }
         if let Some(sig) = self.signal {
             let me = std::process::id();
-            for pid in self.pids.get().into_iter().filter(|p| *p != 0 && *p != me) {
+            for pid in self
+                .gpus
+                .latest()
+                .pids
+                .iter()
+                .copied()
+                .filter(|p| *p != 0 && *p != me)
+            {
                 // SAFETY: kill(2) with a positive pid and a valid signal.
                 let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
                 if r == 0 {
@@ -394,8 +470,8 @@ impl Drop for Cloud {
 
 /// Builds the collector and starts its pollers; absent when no cloud is
 /// detected (or `--collector.cloud.provider=none`).
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
-    let o = &opts.cloud;
+fn build(bctx: &BuildContext) -> Result<Built, CollectError> {
+    let (opts, o) = (bctx.paths, bctx.options::<CloudOptions>());
     let provider = match o.provider {
         ProviderChoice::None => return Ok(Built::Absent("--collector.cloud.provider=none".into())),
         ProviderChoice::Forced(p) => p,
@@ -427,9 +503,9 @@ pub fn build(opts: &Options) -> Result<Built, CollectError> {
     }));
     let notifier = Arc::new(Notifier {
         provider,
-        file: o.notify_file.clone(),
+        file: o.notify_file.clone().filter(|f| !f.as_os_str().is_empty()),
         signal: o.notify_signal,
-        pids: opts.gpu_pids.clone(),
+        gpus: bctx.shared.gpus.clone(),
     });
     let stop = Arc::new(AtomicBool::new(false));
     for (i, ep) in endpoints.into_iter().enumerate() {
@@ -543,11 +619,13 @@ mod tests {
         assert_eq!(detect(&fx.join("azure")), Some(Provider::Azure));
         assert_eq!(detect(&fx.join("none")), None);
         // The host fixture tree has no DMI: absent, nothing contacted.
-        let opts = Options {
+        let paths = crate::Paths {
             sysfs: fx.join("none"),
-            ..Options::default()
+            ..Default::default()
         };
-        assert!(matches!(build(&opts), Ok(Built::Absent(_))));
+        let opts = crate::options::defaults::<CloudOptions>();
+        let built = crate::build_with(&SPEC, &paths, &opts, &Default::default());
+        assert!(matches!(built, Ok(Built::Absent(_))));
     }
 
     #[test]

@@ -25,7 +25,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::{Built, CollectError, Collector, ErrorKind, Options, Sample, SharedGpus};
+use crate::options::{options, parse_interval, parse_rate};
+use crate::shared::{GpuSnapshot, Topic};
+use crate::{
+    BuildContext, Built, CollectError, Collector, ErrorKind, FamilyDef, Sample, Spec, HOST_INTERVAL,
+};
 use events::Reject;
 use state::{Limits, Runs};
 
@@ -33,37 +37,104 @@ use state::{Limits, Runs};
 pub const DEFAULT_SOCKET: &str = "/run/accel-agent/events.sock";
 
 /// Settings of the goodput collector.
-#[derive(Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct GoodputOptions {
-    /// The event socket; `None` disables the collector.
-    pub socket: Option<PathBuf>,
+    /// The event socket; empty disables the collector (see
+    /// [`socket`](Self::socket)).
+    #[arg(
+        id = "events.socket",
+        long = "events.socket",
+        value_name = "PATH",
+        help = "Unix datagram socket training jobs send progress events to (docs/goodput.md); empty to disable.",
+        default_value = DEFAULT_SOCKET,
+        value_parser = crate::options::parse_path
+    )]
+    pub socket_path: PathBuf,
     /// Group to own the socket.
+    #[arg(
+        id = "events.socket-group",
+        long = "events.socket-group",
+        value_name = "GROUP",
+        help = "Group that owns the event socket (mode 0660): the users allowed to send events."
+    )]
     pub socket_group: Option<String>,
     /// Most runs tracked.
+    #[arg(
+        id = "events.max-runs",
+        long = "events.max-runs",
+        value_name = "N",
+        help = "Most training runs tracked at once; the oldest ended one makes room, else new runs are refused.",
+        default_value = "32"
+    )]
     pub max_runs: usize,
     /// A run idle this long is forgotten.
+    #[arg(
+        id = "events.run-timeout",
+        long = "events.run-timeout",
+        value_name = "DURATION",
+        help = "A run with no event for this long is forgotten (its series disappear).",
+        default_value = "1h",
+        value_parser = parse_interval
+    )]
     pub run_timeout: Duration,
     /// Events per second from one sending process.
+    #[arg(
+        id = "events.rate-limit",
+        long = "events.rate-limit",
+        value_name = "EVENTS",
+        help = "Events per second accepted from one sending process (bursts of twice as many); the agent takes at most 20 times this in all.",
+        default_value = "1000",
+        value_parser = parse_rate
+    )]
     pub rate_limit: f64,
     /// The MFU window.
+    #[arg(
+        id = "events.mfu-window",
+        long = "events.mfu-window",
+        value_name = "DURATION",
+        help = "Sliding window of steps over which accel_run_mfu_ratio is computed.",
+        default_value = "5m",
+        value_parser = parse_interval
+    )]
     pub mfu_window: Duration,
     /// `--events.peak-flops`.
-    pub peak_flops: Vec<peak::Override>,
+    #[arg(
+        id = "events.peak-flops",
+        long = "events.peak-flops",
+        value_name = "SPEC",
+        help = "Peak dense FLOP/s overriding the built-in table: MODEL:DTYPE=FLOPS[,DTYPE=FLOPS][;...], MODEL matched in the NVML name (e.g. \"A10G:bf16=70e12\").",
+        value_parser = peak::parse_overrides_flag
+    )]
+    pub peak_flops: Option<peak::Overrides>,
 }
 
-impl Default for GoodputOptions {
-    fn default() -> Self {
-        Self {
-            socket: Some(PathBuf::from(DEFAULT_SOCKET)),
-            socket_group: None,
-            max_runs: 32,
-            run_timeout: Duration::from_secs(3600),
-            rate_limit: 1000.0,
-            mfu_window: Duration::from_secs(300),
-            peak_flops: Vec::new(),
-        }
+impl GoodputOptions {
+    /// The event socket, `None` when disabled.
+    pub fn socket(&self) -> Option<&Path> {
+        Some(self.socket_path.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// The `--events.peak-flops` entries.
+    pub fn overrides(&self) -> &[peak::Override] {
+        self.peak_flops.as_ref().map_or(&[], |o| &o.0)
     }
 }
+
+/// The goodput collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "goodput",
+    help: "training progress events from the event socket (--events.socket): steps, phases, runtime goodput and MFU per run",
+    default_enabled: true,
+    default_interval: HOST_INTERVAL,
+    options: options::<GoodputOptions>(),
+    families: FAMILIES,
+    prefixes: &["accel_run_", "accel_events_"],
+    outside: &["accel_gpu_peak_flops"],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
 
 /// The agent's own cap, as a multiple of the per-sender rate.
 const GLOBAL_FACTOR: f64 = 20.0;
@@ -319,7 +390,7 @@ fn listen(
 /// The goodput collector.
 pub struct Goodput {
     runs: Arc<Mutex<Runs>>,
-    gpus: SharedGpus,
+    gpus: Topic<GpuSnapshot>,
     overrides: Vec<peak::Override>,
     stop: Arc<AtomicBool>,
     path: PathBuf,
@@ -334,9 +405,9 @@ impl Drop for Goodput {
 
 /// Binds the event socket and starts the listener; absent when the socket
 /// is disabled or cannot be created (one log line says why).
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
-    let o = &opts.goodput;
-    let Some(path) = o.socket.clone() else {
+fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    let (opts, o) = (ctx.paths, ctx.options::<GoodputOptions>());
+    let Some(path) = o.socket().map(Path::to_path_buf) else {
         return Ok(Built::Absent("--events.socket is empty".into()));
     };
     let sock = match bind(&path, o.socket_group.as_deref()) {
@@ -369,8 +440,8 @@ pub fn build(opts: &Options) -> Result<Built, CollectError> {
     tracing::info!(socket = %path.display(), "listening for training events");
     Ok(Built::Ready(Box::new(Goodput {
         runs,
-        gpus: opts.gpus.clone(),
-        overrides: o.peak_flops.clone(),
+        gpus: ctx.shared.gpus.clone(),
+        overrides: o.overrides().to_vec(),
         stop,
         path,
     })))
@@ -382,11 +453,12 @@ impl Collector for Goodput {
     }
 
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
-        let gpus = self.gpus.get();
+        let snapshot = self.gpus.latest();
+        let gpus = &snapshot.gpus;
         let now = Instant::now();
         let mut r = self.runs.lock().unwrap_or_else(|e| e.into_inner());
         r.expire(now);
-        r.export(now, &gpus, &self.overrides, out);
+        r.export(now, gpus, &self.overrides, out);
         Ok(())
     }
 }

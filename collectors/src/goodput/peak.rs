@@ -98,6 +98,15 @@ pub struct Override {
     figures: Vec<(&'static str, f64)>,
 }
 
+/// The entries of `--events.peak-flops`, as one flag value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Overrides(pub Vec<Override>);
+
+/// [`parse_overrides`] as the flag's value parser.
+pub fn parse_overrides_flag(s: &str) -> Result<Overrides, String> {
+    parse_overrides(s).map(Overrides)
+}
+
 /// Parses `--events.peak-flops`: entries separated by `;`, each
 /// `MODEL:DTYPE=FLOPS[,DTYPE=FLOPS...]`, e.g.
 /// `A10G:bf16=70e12;H100:bf16=900e12,fp8=1800e12`.

@@ -31,34 +31,75 @@ use nvml_wrapper::enum_wrappers::device::{
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, GpmSample, Nvml};
 
-use crate::{Built, CollectError, Collector, ErrorKind, MetricType, Options, Sample};
+use crate::kubernetes::PodMap;
+use crate::options::{options, parse_ratio};
+use crate::shared::{GpuSnapshot, Topic};
+use crate::{
+    BuildContext, Built, CollectError, Collector, ErrorKind, FamilyDef, MetricType, Sample, Spec,
+};
 
 /// The library loaded when `--nvml.library` is not given.
 pub const DEFAULT_LIBRARY: &str = "libnvidia-ml.so.1";
 
 /// Settings of the GPU collector.
-#[derive(Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct GpuOptions {
     /// NVML library to load (`--nvml.library`).
+    #[arg(
+        id = "nvml.library",
+        long = "nvml.library",
+        value_name = "PATH",
+        help = "NVML library the gpu collector loads (e.g. tests/nvml-sim's libnvml_sim.so for a simulated node).",
+        default_value = DEFAULT_LIBRARY,
+        value_parser = crate::options::parse_path
+    )]
     pub library: PathBuf,
     /// Utilisation under which an allocated GPU counts as idle.
+    #[arg(
+        id = "collector.gpu.idle-threshold",
+        long = "collector.gpu.idle-threshold",
+        value_name = "RATIO",
+        help = "Utilisation (0-1) under which an allocated GPU counts as idle.",
+        default_value = "0.05",
+        value_parser = parse_ratio
+    )]
     pub idle_threshold: f64,
     /// Most processes reported per GPU.
+    #[arg(
+        id = "collector.gpu.max-processes",
+        long = "collector.gpu.max-processes",
+        value_name = "N",
+        help = "Most processes reported per GPU.",
+        default_value = "32"
+    )]
     pub max_processes: usize,
-    /// The job-mapping directory (`--collector.gpu.job-mapping-dir`).
+    /// The job-mapping directory (`--collector.gpu.job-mapping-dir`); empty
+    /// means none.
+    #[arg(
+        id = "collector.gpu.job-mapping-dir",
+        long = "collector.gpu.job-mapping-dir",
+        value_name = "DIR",
+        help = "Directory of GPU-to-job files, as dcgm-exporter's --hpc-job-mapping-dir reads them (one file per GPU index, or <gpu>.<gpu instance> for a MIG instance, one job id per line), written by a scheduler prolog; exported as accel_gpu_job_info. Watched in the background. Off by default.",
+        value_parser = crate::options::parse_path
+    )]
     pub job_mapping_dir: Option<PathBuf>,
 }
 
-impl Default for GpuOptions {
-    fn default() -> Self {
-        Self {
-            library: PathBuf::from(DEFAULT_LIBRARY),
-            idle_threshold: 0.05,
-            max_processes: 32,
-            job_mapping_dir: None,
-        }
-    }
-}
+/// The GPU collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "gpu",
+    help: "NVIDIA GPUs through NVML",
+    default_enabled: true,
+    default_interval: Duration::from_secs(1),
+    options: options::<GpuOptions>(),
+    families: FAMILIES,
+    prefixes: &["accel_gpu_"],
+    outside: &[],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
 
 /// XIDs exported at 0 before they first happen: the ones operators alert
 /// on (application faults 13, 31, 43, 45; memory 48, 63, 64, 92, 94, 95;
@@ -177,13 +218,13 @@ pub struct Gpu {
     gpus: Vec<GpuState>,
     /// (gpu index, function) pairs already logged as unsupported.
     unsupported: HashSet<(u32, &'static str)>,
-    /// Compute process pids seen this sample, published to `pids_out`.
+    /// Compute process pids seen this sample, published with the GPUs.
     pids: Vec<u32>,
-    /// Shared with the cloud collector, which signals these processes.
-    pids_out: crate::SharedPids,
-    /// GPU identities for the kubernetes collector, and its pod map back.
-    gpus_out: crate::SharedGpus,
-    pods: crate::kubernetes::SharedPods,
+    /// GPU identities and their processes, published for the kubernetes,
+    /// goodput, cloud and process collectors.
+    gpus_out: Topic<GpuSnapshot>,
+    /// The kubernetes collector's pod map.
+    pods: Topic<PodMap>,
     /// Slurm jobs of the processes seen this sample.
     proc_jobs: Vec<jobs::ProcessJob>,
     /// The job-mapping directory's watcher, when one is configured.
@@ -242,8 +283,9 @@ fn nvidia_on_pci(sysfs: &std::path::Path) -> bool {
 /// PCI. When NVML cannot start but an NVIDIA GPU is there (the driver loads
 /// after the agent, or is broken), the collector runs, reports the failure,
 /// and keeps trying with backoff.
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
-    let lib = &opts.gpu.library;
+fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    let (opts, gpu_opts) = (ctx.paths, ctx.options::<GpuOptions>());
+    let lib = &gpu_opts.library;
     let xids = Arc::new(Mutex::new(events::Xids::default()));
     let (session, count) = match init(lib, &xids) {
         Ok((_, 0)) => return Ok(Built::Absent("NVML reports no GPU".into())),
@@ -271,19 +313,18 @@ pub fn build(opts: &Options) -> Result<Built, CollectError> {
         init_retry_at: None,
         init_backoff: Duration::ZERO,
         xids,
-        opts: opts.gpu.clone(),
+        opts: gpu_opts.clone(),
         procfs: opts.procfs.clone(),
         gpus: (0..count).map(|_| GpuState::default()).collect(),
         unsupported: HashSet::new(),
         pids: Vec::new(),
-        pids_out: opts.gpu_pids.clone(),
-        gpus_out: opts.gpus.clone(),
-        pods: opts.pods.clone(),
+        gpus_out: ctx.shared.gpus.clone(),
+        pods: ctx.shared.pods.clone(),
         proc_jobs: Vec::new(),
-        job_mapping: opts
-            .gpu
+        job_mapping: gpu_opts
             .job_mapping_dir
             .clone()
+            .filter(|d| !d.as_os_str().is_empty())
             .map(|d| jobs::Watcher::start(d, jobs::POLL)),
     })))
 }
@@ -934,6 +975,7 @@ impl Gpu {
                 migs: state.migs.clone(),
                 ..Default::default()
             };
+            let pods = self.pods.latest();
             process::export(
                 &mut g,
                 nvml,
@@ -941,7 +983,7 @@ impl Gpu {
                 &sm,
                 &self.procfs,
                 self.opts.max_processes,
-                &|gi| self.pods.pod_of(&ids, gi),
+                &|gi| pods.pod_of(&ids, gi),
                 &mut self.proc_jobs,
             );
         } else if allocated.is_some() {
@@ -1135,7 +1177,11 @@ impl Collector for Gpu {
         let nvml = match self.session(now) {
             Ok(n) => n,
             Err(e) => {
-                self.pids_out.set(Vec::new());
+                let last = self.gpus_out.latest();
+                self.gpus_out.publish(GpuSnapshot {
+                    gpus: last.gpus.clone(),
+                    pids: Vec::new(),
+                });
                 return Err(e);
             }
         };
@@ -1255,7 +1301,6 @@ impl Collector for Gpu {
         let mut pids = std::mem::take(&mut self.pids);
         pids.sort_unstable();
         pids.dedup();
-        self.pids_out.set(pids);
         let name =
             |info: &[(&str, String)]| info.iter().find(|l| l.0 == "name").map(|l| l.1.clone());
         let ids = self
@@ -1263,17 +1308,19 @@ impl Collector for Gpu {
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.uuid.is_empty());
-        self.gpus_out.set(
-            ids.map(|(i, s)| crate::GpuIds {
-                index: i as u32,
-                uuid: s.uuid.clone(),
-                name: s.info.as_deref().and_then(name).unwrap_or_default(),
-                pids: s.held.clone(),
-                busy: s.busy,
-                migs: s.migs.clone(),
-            })
-            .collect(),
-        );
+        self.gpus_out.publish(GpuSnapshot {
+            pids,
+            gpus: ids
+                .map(|(i, s)| crate::GpuIds {
+                    index: i as u32,
+                    uuid: s.uuid.clone(),
+                    name: s.info.as_deref().and_then(name).unwrap_or_default(),
+                    pids: s.held.clone(),
+                    busy: s.busy,
+                    migs: s.migs.clone(),
+                })
+                .collect(),
+        });
         Ok(())
     }
 }

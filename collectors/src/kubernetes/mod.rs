@@ -5,7 +5,7 @@
 //! `--collector.kubernetes.refresh-interval` and early when a GPU or MIG
 //! instance starts holding a process the last answer did not place; never
 //! on the scrape path and never from `sample()`, which only joins the last
-//! good answer with the GPU collector's identities ([`SharedGpus`]). When a
+//! good answer with the GPU collector's identities (the [`gpus`](crate::Shared::gpus) topic). When a
 //! call fails the last good answer stays, with its age exported. A missing
 //! socket is not an error: this may not be a Kubernetes node, or the
 //! kubelet starts later or is recreating its socket; it is logged once and
@@ -25,9 +25,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::options::{options, parse_duration, parse_interval};
+use crate::shared::{GpuSnapshot, Topic};
 use crate::{
-    Built, CollectError, Collector, ErrorKind, GpuIds, MetricType, MigIds, Options, Sample,
-    SharedGpus,
+    BuildContext, Built, CollectError, Collector, ErrorKind, FamilyDef, GpuIds, MetricType, MigIds,
+    Sample, Spec, HOST_INTERVAL,
 };
 
 /// Where the kubelet serves PodResources.
@@ -42,25 +44,55 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 const MIN_GAP: Duration = Duration::from_secs(1);
 
 /// Settings of the kubernetes collector.
-#[derive(Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct KubernetesOptions {
     /// The kubelet's PodResources socket.
+    #[arg(
+        id = "collector.kubernetes.socket",
+        long = "collector.kubernetes.socket",
+        value_name = "PATH",
+        help = "The kubelet's PodResources socket (mount its directory, /var/lib/kubelet/pod-resources, into the agent's container).",
+        default_value = DEFAULT_SOCKET,
+        value_parser = crate::options::parse_path
+    )]
     pub socket: PathBuf,
     /// Interval between two `List` calls.
+    #[arg(
+        id = "collector.kubernetes.refresh-interval",
+        long = "collector.kubernetes.refresh-interval",
+        value_name = "DURATION",
+        help = "Interval between two calls of the kubelet PodResources API (List), on a background thread; a GPU that starts holding a process no known pod holds triggers an early call.",
+        default_value = "10s",
+        value_parser = parse_interval
+    )]
     pub refresh: Duration,
     /// Deadline of one call.
+    #[arg(
+        id = "collector.kubernetes.timeout",
+        long = "collector.kubernetes.timeout",
+        value_name = "DURATION",
+        help = "Deadline of one PodResources call.",
+        default_value = "5s",
+        value_parser = parse_duration
+    )]
     pub timeout: Duration,
 }
 
-impl Default for KubernetesOptions {
-    fn default() -> Self {
-        Self {
-            socket: PathBuf::from(DEFAULT_SOCKET),
-            refresh: Duration::from_secs(10),
-            timeout: Duration::from_secs(5),
-        }
-    }
-}
+/// The kubernetes collector's registry entry.
+pub const SPEC: Spec = Spec {
+    name: "kubernetes",
+    help: "which pod holds each GPU, from the kubelet's PodResources API (refreshed in the background)",
+    default_enabled: true,
+    default_interval: HOST_INTERVAL,
+    options: options::<KubernetesOptions>(),
+    families: FAMILIES,
+    prefixes: &["accel_kubernetes_"],
+    outside: &["accel_gpu_pod_info"],
+    build,
+};
+
+/// Every family this collector exports.
+pub const FAMILIES: &[FamilyDef] = &[];
 
 /// A kubelet device id for an NVIDIA resource, as NVIDIA's device plugin
 /// names them.
@@ -196,34 +228,13 @@ impl PodMap {
         }
     }
 
-    /// Whether some entry places `gpu` (or its instance `mig`).
-    fn places(&self, gpu: &GpuIds, mig: Option<&MigIds>) -> bool {
-        self.entries.iter().any(|(d, _)| d.holds(gpu, mig))
-    }
-}
-
-/// The last good [`PodMap`], shared with the GPU collector, which labels
-/// processes running in a pod with it. Its `Debug` leaves the map out.
-#[derive(Clone, Default)]
-pub struct SharedPods(Arc<Mutex<Arc<PodMap>>>);
-
-impl SharedPods {
-    fn set(&self, map: PodMap) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
-    }
-
-    /// The current map.
-    pub fn get(&self) -> Arc<PodMap> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
     /// The (namespace, pod) holding `gpu` (or its instance `gpu_instance`),
     /// when exactly one pod does; `None` when none does or when several
     /// share it (replicas), as the answer cannot tell which one a process
     /// belongs to.
     pub fn pod_of(&self, gpu: &GpuIds, gpu_instance: Option<u32>) -> Option<(String, String)> {
         let mig = gpu_instance.and_then(|gi| gpu.migs.iter().find(|m| m.gpu_instance == gi));
-        let map = self.get();
+        let map = self;
         let mut found: Option<(&str, &str)> = None;
         for (_, h) in map.entries.iter().filter(|(d, _)| d.holds(gpu, mig)) {
             let this = (h.namespace.as_str(), h.pod.as_str());
@@ -235,11 +246,10 @@ impl SharedPods {
         }
         found.map(|(ns, pod)| (ns.to_owned(), pod.to_owned()))
     }
-}
 
-impl std::fmt::Debug for SharedPods {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedPods")
+    /// Whether some entry places `gpu` (or its instance `mig`).
+    fn places(&self, gpu: &GpuIds, mig: Option<&MigIds>) -> bool {
+        self.entries.iter().any(|(d, _)| d.holds(gpu, mig))
     }
 }
 
@@ -282,8 +292,8 @@ fn unplaced(gpus: &[GpuIds], map: &PodMap) -> HashSet<String> {
 /// process outside Kubernetes does not make it call every second).
 fn refresh_loop(
     opts: KubernetesOptions,
-    gpus: SharedGpus,
-    pods: SharedPods,
+    gpus: Topic<GpuSnapshot>,
+    pods: Topic<PodMap>,
     status: Arc<Mutex<Status>>,
     stop: Arc<AtomicBool>,
 ) {
@@ -308,7 +318,7 @@ fn refresh_loop(
         let now = Instant::now();
         let gap_ok = last_call.map_or(true, |t| now.duration_since(t) >= MIN_GAP);
         let early = gap_ok && {
-            let new = unplaced(&gpus.get(), &pods.get());
+            let new = unplaced(&gpus.latest().gpus, &pods.latest());
             new.iter().any(|u| !asked.contains(u))
         };
         let due = now >= next && gap_ok;
@@ -347,8 +357,8 @@ fn refresh_loop(
                     .map_or(0.0, |d| d.as_secs_f64());
                 st.last_success = Some((Instant::now(), unix, listed.bytes));
                 drop(st);
-                asked = unplaced(&gpus.get(), &map);
-                pods.set(map);
+                asked = unplaced(&gpus.latest().gpus, &map);
+                pods.publish(map);
             }
             Err(grpc::Error::Missing) => {
                 st.up = false;
@@ -362,7 +372,7 @@ fn refresh_loop(
                     tracing::info!(socket = %opts.socket.display(), "the kubelet PodResources socket is gone (kubelet restarting?); keeping the last answer and checking again");
                 }
                 failing = st.seen;
-                asked = unplaced(&gpus.get(), &pods.get());
+                asked = unplaced(&gpus.latest().gpus, &pods.latest());
             }
             Err(e) => {
                 st.seen = true;
@@ -374,7 +384,7 @@ fn refresh_loop(
                     tracing::debug!(error = %e, "kubelet PodResources call failed again");
                 }
                 failing = true;
-                asked = unplaced(&gpus.get(), &pods.get());
+                asked = unplaced(&gpus.latest().gpus, &pods.latest());
             }
         }
     }
@@ -382,8 +392,8 @@ fn refresh_loop(
 
 /// The kubernetes collector.
 pub struct Kubernetes {
-    gpus: SharedGpus,
-    pods: SharedPods,
+    gpus: Topic<GpuSnapshot>,
+    pods: Topic<PodMap>,
     status: Arc<Mutex<Status>>,
     stop: Arc<AtomicBool>,
 }
@@ -396,13 +406,13 @@ impl Drop for Kubernetes {
 
 /// Builds the collector and starts its refresher. Always ready: the
 /// kubelet may start after the agent.
-pub fn build(opts: &Options) -> Result<Built, CollectError> {
+fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let status = Arc::new(Mutex::new(Status::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let (o, gpus, pods, st, sp) = (
-        opts.kubernetes.clone(),
-        opts.gpus.clone(),
-        opts.pods.clone(),
+        ctx.options::<KubernetesOptions>().clone(),
+        ctx.shared.gpus.clone(),
+        ctx.shared.pods.clone(),
         status.clone(),
         stop.clone(),
     );
@@ -411,8 +421,8 @@ pub fn build(opts: &Options) -> Result<Built, CollectError> {
         .spawn(move || refresh_loop(o, gpus, pods, st, sp))
         .map_err(|e| CollectError::new(ErrorKind::Io, format!("spawn refresher: {e}")))?;
     Ok(Built::Ready(Box::new(Kubernetes {
-        gpus: opts.gpus.clone(),
-        pods: opts.pods.clone(),
+        gpus: ctx.shared.gpus.clone(),
+        pods: ctx.shared.pods.clone(),
         status,
         stop,
     })))
@@ -459,8 +469,9 @@ impl Collector for Kubernetes {
             "Size of the last successful PodResources answer, in bytes.",
         )
         .add(&[], bytes as f64);
-        let gpus = self.gpus.get();
-        let map = self.pods.get();
+        let snapshot = self.gpus.latest();
+        let gpus = &snapshot.gpus;
+        let map = self.pods.latest();
         let info = out.family(
             "accel_gpu_pod_info",
             "A container holding the GPU (or its MIG instance gpu_instance), from the kubelet; always 1. gpu is empty when the GPU collector does not know the device, and uuid is then the kubelet's device id.",
@@ -473,7 +484,7 @@ impl Collector for Kubernetes {
             .entries
             .iter()
             .map(|(dev, h)| {
-                let (gpu, uuid, gi) = dev.labels(&gpus);
+                let (gpu, uuid, gi) = dev.labels(gpus);
                 ((key(&gpu), key(&gi)), gpu, uuid, gi, h)
             })
             .collect();
@@ -596,25 +607,28 @@ mod tests {
 
     #[test]
     fn pod_of_a_process() {
-        let shared = SharedPods::default();
+        let shared = Topic::<PodMap>::default();
         let g = gpus();
-        shared.set(PodMap::from_pods(&[
+        shared.publish(PodMap::from_pods(&[
             pod("ml", "mig-user", &[("nvidia.com/mig-3g.40gb", &["MIG-m2"])]),
             pod("ml", "s1", &[("nvidia.com/gpu", &["GPU-bbbb::0"])]),
         ]));
         assert_eq!(
-            shared.pod_of(&g[0], Some(2)),
+            shared.latest().pod_of(&g[0], Some(2)),
             Some(("ml".into(), "mig-user".into()))
         );
-        assert_eq!(shared.pod_of(&g[0], Some(3)), None);
-        assert_eq!(shared.pod_of(&g[0], None), None);
-        assert_eq!(shared.pod_of(&g[1], None), Some(("ml".into(), "s1".into())));
+        assert_eq!(shared.latest().pod_of(&g[0], Some(3)), None);
+        assert_eq!(shared.latest().pod_of(&g[0], None), None);
+        assert_eq!(
+            shared.latest().pod_of(&g[1], None),
+            Some(("ml".into(), "s1".into()))
+        );
         // A second pod shares GPU 1: which one a process belongs to is unknown.
-        shared.set(PodMap::from_pods(&[
+        shared.publish(PodMap::from_pods(&[
             pod("ml", "s1", &[("nvidia.com/gpu", &["GPU-bbbb::0"])]),
             pod("ml", "s2", &[("nvidia.com/gpu", &["GPU-bbbb::1"])]),
         ]));
-        assert_eq!(shared.pod_of(&g[1], None), None);
+        assert_eq!(shared.latest().pod_of(&g[1], None), None);
     }
 
     #[test]

@@ -1,0 +1,123 @@
+//! Data one collector publishes for others: the only way collectors talk.
+//!
+//! Each [`Topic`] has one writer and any number of readers, who see the
+//! latest published value (an `ArcSwap` load: no lock, no waiting on the
+//! writer, never torn). The flows, writer -> readers:
+//!
+//! | topic | writer | readers | what for |
+//! |---|---|---|---|
+//! | [`Shared::gpus`] | `gpu` | `kubernetes`, `goodput`, `cloud`, `process` | device ids to labels (kubernetes); a run's devices and their peak FLOP/s (goodput); the processes to signal on a preemption notice (cloud); the GPU processes to follow (process) |
+//! | [`Shared::pods`] | `kubernetes` | `gpu` | the pod and namespace on `accel_gpu_process_info` |
+//!
+//! `gpu` and `kubernetes` each read what the other writes; neither waits on
+//! the other, and each uses the last value, so the loop adds at most one
+//! sample interval of delay to a new pod's labels.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::kubernetes::PodMap;
+
+/// One value with one writer and many readers.
+pub struct Topic<T>(Arc<ArcSwap<T>>);
+
+impl<T> Clone for Topic<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T: Default> Default for Topic<T> {
+    fn default() -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(T::default())))
+    }
+}
+
+impl<T> Topic<T> {
+    /// Replaces the value readers see.
+    pub fn publish(&self, value: T) {
+        self.0.store(Arc::new(value));
+    }
+
+    /// The latest value (a cheap clone of a shared pointer).
+    pub fn latest(&self) -> Arc<T> {
+        self.0.load_full()
+    }
+}
+
+impl<T> std::fmt::Debug for Topic<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Topic")
+    }
+}
+
+/// Every topic, handed to each collector when it is built.
+#[derive(Clone, Debug, Default)]
+pub struct Shared {
+    /// The GPUs of the GPU collector's last sample.
+    pub gpus: Topic<GpuSnapshot>,
+    /// Which pod holds which GPU, from the kubernetes collector's last good
+    /// answer.
+    pub pods: Topic<PodMap>,
+}
+
+/// What the GPU collector saw in its last sample.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuSnapshot {
+    /// The GPUs whose identity is known, in index order.
+    pub gpus: Vec<GpuIds>,
+    /// The pids of the compute processes holding any GPU, sorted, unique.
+    pub pids: Vec<u32>,
+}
+
+/// One GPU as the GPU collector saw it in its last sample: what the
+/// kubernetes collector needs to turn the kubelet's device ids (GPU and MIG
+/// uuids, or indexes) into `gpu`, `uuid` and `gpu_instance` labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuIds {
+    /// NVML index (the `gpu` label).
+    pub index: u32,
+    /// `GPU-…` uuid.
+    pub uuid: String,
+    /// Model name as NVML gives it ("NVIDIA H100 80GB HBM3"), or "".
+    pub name: String,
+    /// Pids of the compute processes holding it.
+    pub pids: Vec<u32>,
+    /// Whether a compute process held it.
+    pub busy: bool,
+    /// Its MIG instances, when MIG is on.
+    pub migs: Vec<MigIds>,
+}
+
+/// One MIG instance of a [`GpuIds`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigIds {
+    /// GPU instance id (the `gpu_instance` label).
+    pub gpu_instance: u32,
+    /// `MIG-…` uuid.
+    pub uuid: String,
+    /// Whether a compute process held it.
+    pub busy: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_see_the_latest_value() {
+        let shared = Shared::default();
+        let reader = shared.clone();
+        assert!(reader.gpus.latest().gpus.is_empty());
+        shared.gpus.publish(GpuSnapshot {
+            gpus: vec![GpuIds {
+                index: 3,
+                ..Default::default()
+            }],
+            pids: vec![7],
+        });
+        assert_eq!(reader.gpus.latest().gpus[0].index, 3);
+        assert_eq!(reader.gpus.latest().pids, [7]);
+    }
+}
