@@ -14,6 +14,7 @@ pub mod goodput;
 pub mod gpu;
 pub mod infiniband;
 pub mod kubernetes;
+pub mod load;
 pub mod memory;
 pub mod network;
 pub mod options;
@@ -279,6 +280,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &cpu::SPEC,
         &memory::SPEC,
         &pressure::SPEC,
+        &load::SPEC,
         &disk::SPEC,
         &network::SPEC,
         &process::SPEC,

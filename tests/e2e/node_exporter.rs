@@ -1,6 +1,7 @@
 //! node_exporter as the oracle: Debian's prometheus-node-exporter 1.5.0 and
 //! the agent read the same fixture tree, and every host series the agent
-//! mirrors (`node_{disk,network,infiniband,pressure,cpu}_*` as `accel_*`)
+//! mirrors (`node_{disk,network,infiniband,pressure,cpu}_*`, the load
+//! averages and the /proc/stat counters, as `accel_*`)
 //! must carry the same labels and value, both ways, apart from a short list
 //! of deliberate differences that are asserted on their own.
 //!
@@ -15,7 +16,19 @@ use std::time::Duration;
 use crate::util::{fixtures, free_port, require, wait_http, Agent, Proc, TempDir};
 
 /// The families compared, as the part after `node_` / `accel_`.
-const FAMILIES: [&str; 5] = ["disk_", "network_", "infiniband_", "pressure_", "cpu_"];
+const FAMILIES: [&str; 11] = [
+    "disk_",
+    "network_",
+    "infiniband_",
+    "pressure_",
+    "cpu_",
+    "load",
+    "boot_time_",
+    "context_switches_",
+    "forks_",
+    "intr_",
+    "procs_",
+];
 
 /// Series (name without prefix, labels) where the agent deliberately
 /// differs from node_exporter 1.5.0. Each is checked in its own assertion
@@ -222,6 +235,8 @@ fn scrape_node_exporter() -> String {
                     "--collector.pressure",
                     "--collector.cpu",
                     "--collector.cpu.guest",
+                    "--collector.loadavg",
+                    "--collector.stat",
                 ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -392,6 +407,8 @@ fn host_metrics_match_node_exporter() {
         "netclass",
         "netdev",
         "pressure",
+        "loadavg",
+        "stat",
     ] {
         let k = key("node_scrape_collector_success", &[("collector", c)]);
         assert_eq!(
@@ -421,6 +438,12 @@ fn host_metrics_match_node_exporter() {
         ("infiniband_", 70, 60),
         ("pressure_", 5, 5),
         ("cpu_", 40, 35),
+        ("load", 3, 3),
+        ("boot_time_", 1, 1),
+        ("context_switches_", 1, 1),
+        ("forks_", 1, 1),
+        ("intr_", 1, 1),
+        ("procs_", 2, 2),
     ] {
         let (n, nonzero) = compared.get(family).copied().unwrap_or_default();
         assert!(
