@@ -9,7 +9,6 @@
 pub mod config;
 pub mod logging;
 pub mod profile;
-pub mod report;
 pub mod runs;
 pub mod sampler;
 pub mod server;
