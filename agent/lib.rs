@@ -10,7 +10,6 @@ pub mod config;
 pub mod logging;
 pub mod metrics_doc;
 pub mod profile;
-pub mod report;
 pub mod runs;
 pub mod sampler;
 pub mod server;

@@ -6,6 +6,7 @@
 //! missed and counts them; a sample that hangs is seen by the server as
 //! stale (see [`Agent::is_stale`](crate::state::Agent::is_stale)).
 
+use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use accel_collectors::{
 };
 
 use crate::config::{CollectorConfig, Config};
-use crate::state::{Agent, CollectorState};
+use crate::state::{Agent, CollectorState, Snapshot};
 
 /// The sampler threads, by collector name: the systemd watchdog is pinged
 /// only while all of them run (see [`crate::systemd`]).
@@ -58,8 +59,18 @@ pub fn start(config: &Config) -> Arc<Agent> {
     spawn(config).0
 }
 
+/// Called on a sampler thread after each sample is published, with the
+/// collector and the snapshot just published; `Break` ends that thread.
+/// `accel-agent profile` records every sample this way.
+pub type Hook = Arc<dyn Fn(&CollectorState, &Arc<Snapshot>) -> ControlFlow<()> + Send + Sync>;
+
 /// As [`start`], and returns the sampler threads too.
 pub fn spawn(config: &Config) -> (Arc<Agent>, Threads) {
+    spawn_with(config, None)
+}
+
+/// As [`spawn`], calling `hook` after every published sample.
+pub fn spawn_with(config: &Config, hook: Option<Hook>) -> (Arc<Agent>, Threads) {
     let mut running: Vec<(Box<dyn Collector>, Arc<CollectorState>)> = Vec::new();
     let mut not_running = Vec::new();
     let shared = Shared::default();
@@ -94,9 +105,10 @@ pub fn spawn(config: &Config) -> (Arc<Agent>, Threads) {
     for (collector, state) in running {
         let agent = agent.clone();
         let name = state.name;
+        let hook = hook.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("sample-{}", state.name))
-            .spawn(move || sample_loop(collector, &state, &agent));
+            .spawn(move || sample_loop(collector, &state, &agent, hook.as_ref()));
         match spawned {
             Ok(t) => threads.0.push((name, t)),
             Err(e) => tracing::error!(error = %e, "cannot start a sampler thread"),
@@ -105,7 +117,12 @@ pub fn spawn(config: &Config) -> (Arc<Agent>, Threads) {
     (agent, threads)
 }
 
-fn sample_loop(mut collector: Box<dyn Collector>, state: &CollectorState, agent: &Agent) {
+fn sample_loop(
+    mut collector: Box<dyn Collector>,
+    state: &CollectorState,
+    agent: &Agent,
+    hook: Option<&Hook>,
+) {
     let mut next = Instant::now();
     let mut failing = false;
     let mut overruns = 0;
@@ -138,6 +155,9 @@ fn sample_loop(mut collector: Box<dyn Collector>, state: &CollectorState, agent:
             }
         }
         agent.publish(state, result, started, overruns);
+        if hook.is_some_and(|h| h(state, &state.snapshot()).is_break()) {
+            return;
+        }
         overruns = 0;
         next += state.interval;
         let now = Instant::now();

@@ -1,13 +1,29 @@
-//! A tiny blocking HTTP/1.1 client for metadata servers: plain http, one
-//! request per connection, strict connect and read deadlines. Enough for
-//! 169.254.169.254 and metadata.google.internal; no TLS, no redirects.
+//! A blocking HTTP/1.1 client for metadata servers, on hyper's HTTP/1
+//! client connection: plain http, one request per connection, one deadline
+//! for the whole exchange (connecting included), a cap on the body. Enough
+//! for 169.254.169.254 and metadata.google.internal; no TLS, no redirects.
+//!
+//! The pollers are plain threads, so each request runs on a current-thread
+//! tokio runtime of its own, made for it and dropped with it. Whatever the
+//! server sends (a malformed head, bad or huge chunk sizes, a truncated
+//! body) is an `Err`, never a panic: hyper parses, and this module only
+//! counts bytes.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::error::Error as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, HOST, USER_AGENT};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
 
 /// Largest body accepted; metadata answers are a few KiB.
 const MAX_BODY: usize = 1 << 20;
+
+/// Largest response head (status line and headers) accepted.
+const MAX_HEAD: usize = 64 << 10;
 
 /// A response.
 #[derive(Debug)]
@@ -28,14 +44,13 @@ impl Response {
 }
 
 /// Sends `method url` with `headers` and reads the whole answer; the whole
-/// exchange must finish within `timeout` (connecting within `timeout` too).
+/// exchange, connecting included, must finish within `timeout`.
 pub fn request(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Response, String> {
-    let deadline = Instant::now() + timeout;
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// is supported"))?;
@@ -48,184 +63,252 @@ pub fn request(
     } else {
         format!("{hostport}:80")
     };
-    let addrs: Vec<_> = addr_text
+    let addr = addr_text
         .to_socket_addrs()
         .map_err(|e| format!("{hostport}: {e}"))?
-        .collect();
-    let addr = addrs
-        .first()
+        .next()
         .ok_or_else(|| format!("{hostport}: no address"))?;
-    let mut s =
-        TcpStream::connect_timeout(addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    let left = |d: Instant| {
-        d.checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| "timed out".to_owned())
-    };
-    s.set_write_timeout(Some(left(deadline)?))
-        .map_err(|e| e.to_string())?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nUser-Agent: accel-agent\r\n"
-    );
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|_| format!("bad method {method:?}"))?;
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(HOST, hostport)
+        .header(CONNECTION, "close")
+        .header(USER_AGENT, "accel-agent");
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        req = req.header(*k, *v);
     }
-    if method == "PUT" || method == "POST" {
-        req.push_str("Content-Length: 0\r\n");
+    if method == Method::PUT || method == Method::POST {
+        req = req.header(CONTENT_LENGTH, "0");
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        s.set_read_timeout(Some(left(deadline)?))
-            .map_err(|e| e.to_string())?;
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                raw.extend_from_slice(&buf[..n]);
-                if raw.len() > MAX_BODY + 65536 {
-                    return Err("response too large".into());
-                }
-                if let Some(r) = parse(&raw, false)? {
-                    return Ok(r);
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err("timed out".into())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("read: {e}")),
-        }
-    }
-    parse(&raw, true)?.ok_or_else(|| "connection closed mid-response".into())
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(async {
+        tokio::time::timeout(timeout, exchange(addr, req))
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()))
+    })
 }
 
-/// Parses a complete response from `raw`; `Ok(None)` when more bytes are
-/// needed (`eof`: the peer closed, so a body without a length ends here).
-pub fn parse(raw: &[u8], eof: bool) -> Result<Option<Response>, String> {
-    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if eof {
-            Err("malformed response: no end of headers".into())
-        } else {
-            Ok(None)
-        };
-    };
-    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "non-UTF-8 headers")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("malformed status line {status_line:?}"));
+/// A hyper error with its causes ("error reading a body from connection:
+/// invalid chunk size: overflow").
+fn describe(what: &str, e: hyper::Error) -> String {
+    let mut s = format!("{what}: {e}");
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
     }
-    let status: u16 = parts
-        .next()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("malformed status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+    s
+}
+
+async fn exchange(addr: SocketAddr, req: Request<Empty<Bytes>>) -> Result<Response, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let (mut send, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| describe("handshake", e))?;
+    // Drives the connection; the runtime ends it when the request is done.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| describe("read", e))?;
+    let status = resp.status().as_u16();
+    let headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).trim().to_owned(),
+            )
+        })
         .collect();
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.as_str())
-    };
-    let body = &raw[split + 4..];
-    let body: Vec<u8> = if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        match dechunk(body)? {
-            Some(b) => b,
-            None if eof => return Err("truncated chunked body".into()),
-            None => return Ok(None),
+    let announced = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err("response too large".into());
+    }
+    let mut body = Vec::new();
+    let mut incoming = resp.into_body();
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|e| describe("read", e))?;
+        if let Ok(data) = frame.into_data() {
+            if body.len() + data.len() > MAX_BODY {
+                return Err("response too large".into());
+            }
+            body.extend_from_slice(&data);
         }
-    } else if let Some(len) = get("content-length") {
-        let len: usize = len.parse().map_err(|_| "bad Content-Length")?;
-        if len > MAX_BODY {
-            return Err("response too large".into());
-        }
-        if body.len() < len {
-            return if eof {
-                Err("truncated body".into())
-            } else {
-                Ok(None)
-            };
-        }
-        body[..len].to_vec()
-    } else if eof {
-        body.to_vec()
-    } else {
-        return Ok(None);
-    };
+    }
     let body = String::from_utf8(body).map_err(|_| "non-UTF-8 body")?;
-    Ok(Some(Response {
+    Ok(Response {
         status,
         headers,
         body,
-    }))
-}
-
-fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    loop {
-        let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let size_text = std::str::from_utf8(&rest[..nl]).map_err(|_| "bad chunk size")?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let n = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
-        if n == 0 {
-            return Ok(Some(out));
-        }
-        if out.len() + n > MAX_BODY {
-            return Err("response too large".into());
-        }
-        if rest.len() < nl + 2 + n + 2 {
-            return Ok(None);
-        }
-        out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
-        rest = &rest[nl + 2 + n + 2..];
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    /// A server for one connection: reads the request head, sends `answer`
+    /// as raw bytes, then waits `linger` before closing. Returns its URL and
+    /// the request head it received.
+    fn serve(answer: Vec<u8>, linger: Duration) -> (String, mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                head.push(b[0]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            let _ = s.write_all(&answer);
+            std::thread::sleep(linger);
+        });
+        (url, rx)
+    }
+
+    fn get(answer: &[u8]) -> Result<Response, String> {
+        let (url, _) = serve(answer.to_vec(), Duration::ZERO);
+        request("GET", &format!("{url}/x"), &[], Duration::from_secs(5))
+    }
 
     #[test]
-    fn parses_lengths_and_chunks() {
-        let r = parse(
-            b"HTTP/1.1 200 OK\r\nETag: abc\r\nContent-Length: 4\r\n\r\nNONE",
-            false,
-        )
-        .unwrap()
-        .unwrap();
+    fn lengths_chunks_and_no_length() {
+        let r = get(b"HTTP/1.1 200 OK\r\nETag: abc\r\nContent-Length: 4\r\n\r\nNONE").unwrap();
         assert_eq!(
             (r.status, r.body.as_str(), r.header("etag")),
             (200, "NONE", Some("abc"))
         );
+        let r = get(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nNO\r\n2;x\r\nNE\r\n0\r\n\r\n")
+            .unwrap();
+        assert_eq!(r.body, "NONE");
+        // No length: the body ends when the server closes.
+        let r = get(b"HTTP/1.0 404 NF\r\n\r\nx").unwrap();
+        assert_eq!((r.status, r.body.as_str()), (404, "x"));
+    }
+
+    #[test]
+    fn sends_method_headers_and_length() {
+        let (url, head) = serve(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntok".to_vec(),
+            Duration::ZERO,
+        );
+        let r = request(
+            "PUT",
+            &format!("{url}/latest/api/token"),
+            &[("X-aws-ec2-metadata-token-ttl-seconds", "21600")],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(r.body, "tok");
+        let head = head.recv().unwrap().to_ascii_lowercase();
         assert!(
-            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nNONE", false)
-                .unwrap()
-                .is_none()
+            head.starts_with("put /latest/api/token http/1.1\r\n"),
+            "{head}"
         );
-        let c = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nNO\r\n2;x\r\nNE\r\n0\r\n\r\n";
-        assert_eq!(parse(c, false).unwrap().unwrap().body, "NONE");
-        assert_eq!(
-            parse(b"HTTP/1.0 404 NF\r\n\r\nx", true)
-                .unwrap()
-                .unwrap()
-                .status,
-            404
+        for h in [
+            "x-aws-ec2-metadata-token-ttl-seconds: 21600",
+            "content-length: 0",
+            "connection: close",
+            &format!("host: {}", url.trim_start_matches("http://")),
+        ] {
+            assert!(head.contains(h), "{h} not in {head}");
+        }
+    }
+
+    #[test]
+    fn malformed_answers_are_errors() {
+        for (answer, want) in [
+            (&b"garbage\r\n\r\n"[..], ""),
+            (b"HTTP/1.1 200", ""),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nNONE", ""),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nNONE", ""),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\nNONE",
+                "too large",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nNO\r\n",
+                "",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nNO\r\n0\r\n\r\n",
+                "",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n\xff\xfe",
+                "UTF-8",
+            ),
+        ] {
+            match get(answer) {
+                Ok(r) => panic!("{}: accepted: {r:?}", String::from_utf8_lossy(answer)),
+                Err(e) => assert!(e.contains(want), "{e}"),
+            }
+        }
+    }
+
+    /// The old hand-written dechunker panicked (an add overflow) on a
+    /// 2-byte chunk followed by a chunk size near 2^64.
+    #[test]
+    fn huge_chunk_sizes_are_errors_not_panics() {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nNO\r\n";
+        for size in ["FFFFFFFFFFFFFFFF", "FFFFFFFFFFFFFFFE", "1FFFFFFFFFFFFFFFF"] {
+            let mut answer = head.to_vec();
+            answer.extend_from_slice(format!("{size}\r\n").as_bytes());
+            assert!(get(&answer).is_err(), "{size}");
+            // The same followed by more data than the cap allows.
+            answer.extend(vec![b'x'; MAX_BODY + 10]);
+            let e = get(&answer).unwrap_err();
+            assert!(size.len() > 16 || e.contains("too large"), "{size}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_silent_server_times_out() {
+        let (url, _) = serve(Vec::new(), Duration::from_secs(3));
+        let t = Instant::now();
+        let e = request("GET", &url, &[], Duration::from_millis(300)).unwrap_err();
+        assert_eq!(e, "timed out");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // Headers sent, the body never finishes.
+        let (url, _) = serve(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nNO".to_vec(),
+            Duration::from_secs(3),
         );
-        assert!(parse(b"garbage\r\n\r\n", true).is_err());
-        assert!(parse(b"HTTP/1.1 200", true).is_err());
+        let e = request("GET", &url, &[], Duration::from_millis(300)).unwrap_err();
+        assert_eq!(e, "timed out");
+    }
+
+    #[test]
+    fn only_plain_http() {
+        assert!(request("GET", "https://x/", &[], Duration::from_secs(1))
+            .unwrap_err()
+            .contains("only http://"));
     }
 }

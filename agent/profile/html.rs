@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::profile::{Diagnosis, Summary};
-
-type Points = Vec<(f64, f64)>;
+use super::diagnosis::Diagnosis;
+use super::summary::{Points, Summary};
 
 /// One chart: a title, a unit, the scale applied to values, a fixed y
 /// maximum (after scaling) if any, and which signals go in it.
@@ -390,7 +389,7 @@ svg.chart {{ display: block; font-family: system-ui, sans-serif; }}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{diagnose, Summary};
+    use crate::profile::diagnosis::diagnose;
 
     #[test]
     fn nice_ceilings() {

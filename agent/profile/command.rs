@@ -1,0 +1,250 @@
+//! The `accel-agent profile` command: its flags and [`run`], which samples,
+//! summarises, diagnoses and writes the outputs (text on stdout, `--html`,
+//! `--json`).
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use clap::{Arg, ArgAction, Command};
+
+use super::diagnosis::diagnose;
+use super::sample::Sampling;
+use super::summary::{summarise, Record};
+use super::text::render;
+use crate::config::{self, Config, Parsed};
+
+fn parse_profile_interval(s: &str) -> Result<Duration, String> {
+    let d = config::parse_duration(s)?;
+    if d < config::MIN_INTERVAL {
+        return Err(format!("{s} is shorter than the minimum of 100ms"));
+    }
+    Ok(d)
+}
+
+fn parse_positive(s: &str) -> Result<Duration, String> {
+    let d = config::parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s} must be longer than 0"));
+    }
+    Ok(d)
+}
+
+/// The daemon's flags plus the profile-only ones.
+pub fn command() -> Command {
+    config::command()
+        .name("accel-agent profile")
+        .bin_name("accel-agent profile")
+        .about("Samples every enabled collector at --interval for --duration, prints a summary of the key signals and a verdict naming the bottleneck (idle, compute-bound, memory-bandwidth-bound, input-bound, communication-bound, host-CPU-bound, throttled).")
+        .arg(
+            Arg::new("duration")
+                .long("duration")
+                .value_name("DURATION")
+                .action(ArgAction::Set)
+                .default_value("60s")
+                .value_parser(parse_positive)
+                .help("How long to sample."),
+        )
+        .arg(
+            Arg::new("interval")
+                .long("interval")
+                .value_name("DURATION")
+                .action(ArgAction::Set)
+                .default_value("100ms")
+                .value_parser(parse_profile_interval)
+                .help("Sampling interval of every collector (minimum 100ms)."),
+        )
+        .arg(
+            Arg::new("pid")
+                .long("pid")
+                .value_name("PID")
+                .action(ArgAction::Append)
+                .value_parser(clap::value_parser!(u32))
+                .help("The training process to follow (CPU, I/O, page faults, context switches), besides the processes holding GPUs; repeatable."),
+        )
+        .arg(
+            Arg::new("html")
+                .long("html")
+                .value_name("FILE")
+                .action(ArgAction::Set)
+                .help("Write a self-contained HTML report (verdict, summary, SVG time series of the key signals on one time axis) to FILE."),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .value_name("FILE")
+                .action(ArgAction::Set)
+                .help("Write the sampled series, the summary and the verdict to FILE as JSON."),
+        )
+}
+
+/// Runs `accel-agent profile` (the arguments without `profile`); returns
+/// the exit code.
+pub fn run(args: Vec<OsString>) -> i32 {
+    let (config, m): (Config, _) = match Config::parse_with(command, args) {
+        Ok((Parsed::Run(c), Some(m))) => (*c, m),
+        Ok((Parsed::Exit(code), _)) => return code,
+        Ok((Parsed::Run(_), None)) => return 2,
+        Err(msg) => {
+            eprintln!("accel-agent profile: {msg}");
+            return 2;
+        }
+    };
+    let duration = *m.get_one::<Duration>("duration").expect("has a default");
+    let interval = *m.get_one::<Duration>("interval").expect("has a default");
+    let json = m.get_one::<String>("json").cloned();
+    let html = m.get_one::<String>("html").cloned();
+    let pids: Vec<u32> = m
+        .get_many::<u32>("pid")
+        .map(|v| v.copied().collect())
+        .unwrap_or_default();
+    // A bad output path fails now, not after the whole profile.
+    for file in json.iter().chain(html.iter()) {
+        if let Err(e) = std::fs::File::create(file) {
+            eprintln!("accel-agent profile: cannot write {file}: {e}");
+            return 2;
+        }
+    }
+    let mut config = config;
+    for pid in &pids {
+        if !config
+            .paths
+            .procfs
+            .join(pid.to_string())
+            .join("stat")
+            .exists()
+        {
+            eprintln!("accel-agent profile: --pid {pid}: no such process");
+            return 2;
+        }
+    }
+    if !pids.is_empty() {
+        if let Some(o) = config.options_mut::<accel_collectors::process::ProcessOptions>() {
+            o.pids = pids.clone();
+        }
+        for c in config
+            .collectors
+            .iter_mut()
+            .filter(|c| c.spec.name == "process")
+        {
+            c.enabled = true;
+        }
+    }
+    // Warnings only unless asked: stdout carries the summary.
+    let level = if config.log_level == tracing::Level::INFO {
+        tracing::Level::WARN
+    } else {
+        config.log_level
+    };
+    crate::logging::init(level, config.log_format);
+
+    for c in &mut config.collectors {
+        c.interval = interval;
+    }
+    let events_wanted = config
+        .collectors
+        .iter()
+        .any(|c| c.enabled && c.spec.name == "goodput")
+        && config
+            .options::<accel_collectors::goodput::GoodputOptions>()
+            .is_some_and(|o| o.socket().is_some());
+    let start = Instant::now();
+    let sampling = Sampling::start(&config, start, interval, duration);
+    let events_here = sampling.runs("goodput");
+    // Run events: from this profile's own socket, else from the daemon that
+    // holds it (read now and at the end).
+    let daemon = |what: &str| -> Option<Vec<crate::runs::Obs>> {
+        match crate::runs::scrape_daemon(&config.web.listen_address, &config.web.telemetry_path) {
+            Ok(obs) => Some(obs),
+            Err(e) => {
+                tracing::info!(error = %e, when = what, "no run events: the event socket is taken and its agent cannot be read");
+                None
+            }
+        }
+    };
+    let daemon_first = (events_wanted && !events_here)
+        .then(|| daemon("start"))
+        .flatten();
+    let mut err = std::io::stderr();
+    let tty = err.is_terminal();
+    while start.elapsed() < duration {
+        std::thread::sleep(
+            Duration::from_millis(200).min(duration.saturating_sub(start.elapsed())),
+        );
+        if tty {
+            let n = sampling.samples();
+            let _ = write!(
+                err,
+                "\r\x1b[Kprofiling: {:.1}s / {:.1}s, {n} samples",
+                start.elapsed().as_secs_f64().min(duration.as_secs_f64()),
+                duration.as_secs_f64()
+            );
+            let _ = err.flush();
+        }
+    }
+    if tty {
+        let _ = write!(err, "\r\x1b[K");
+        let _ = err.flush();
+    }
+    let mut records = sampling.stop();
+    let events = records.iter().find(|(name, _)| *name == "goodput");
+    let runs = match (events, daemon_first) {
+        (Some((_, recs)), _) => {
+            // This socket opened with the profile: everything it counted
+            // happened during it.
+            recs.last().map_or_else(Vec::new, |last| {
+                crate::runs::summarise(&[], &crate::runs::flatten(&last.families), "events")
+            })
+        }
+        (None, Some(first)) => daemon("end")
+            .map(|last| crate::runs::summarise(&first, &last, "daemon"))
+            .unwrap_or_default(),
+        (None, None) => Vec::new(),
+    };
+    let all: Vec<Vec<Record>> = records.drain(..).map(|(_, r)| r).collect();
+    let (mut summary, series) = summarise(
+        &all,
+        start.elapsed().as_secs_f64().min(duration.as_secs_f64()),
+    );
+    summary.runs = runs;
+    let diagnosis = diagnose(&summary);
+    let text = render(&summary, &diagnosis);
+    print!("{text}");
+    if let Some(file) = &html {
+        let page = super::html::html(&summary, &diagnosis, &text, &series, interval.as_secs_f64());
+        if let Err(e) = std::fs::write(file, page) {
+            eprintln!("accel-agent profile: cannot write {file}: {e}");
+            return 1;
+        }
+    }
+    if let Some(file) = json {
+        let signals: serde_json::Map<String, serde_json::Value> = series
+            .into_iter()
+            .map(|(k, p)| {
+                (
+                    k,
+                    serde_json::json!({
+                        "t": p.iter().map(|x| x.0).collect::<Vec<_>>(),
+                        "v": p.iter().map(|x| x.1).collect::<Vec<_>>(),
+                    }),
+                )
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "version": crate::VERSION,
+            "interval_seconds": interval.as_secs_f64(),
+            "duration_seconds": summary.duration_seconds,
+            "verdict": diagnosis.verdict,
+            "evidence": diagnosis.evidence,
+            "advice": diagnosis.advice,
+            "summary": summary,
+            "signals": signals,
+        });
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        if let Err(e) = std::fs::write(&file, text + "\n") {
+            eprintln!("accel-agent profile: cannot write {file}: {e}");
+            return 1;
+        }
+    }
+    0
+}

@@ -1,0 +1,527 @@
+//! The verdict: [`diagnose`] names the bottleneck from a [`Summary`]. It is a
+//! pure function of the summary, so each rule is unit-tested without a node.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::summary::{GpuSummary, Summary};
+
+/// The share of step time spent in data_wait above which the training
+/// loop itself says it is input-bound.
+pub const DATA_WAIT_BOUND: f64 = 0.2;
+
+/// The bottleneck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Idle,
+    ComputeBound,
+    MemoryBandwidthBound,
+    InputBound,
+    CommunicationBound,
+    HostCpuBound,
+    Throttled,
+}
+
+impl Verdict {
+    /// As printed and in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Idle => "idle",
+            Verdict::ComputeBound => "compute-bound",
+            Verdict::MemoryBandwidthBound => "memory-bandwidth-bound",
+            Verdict::InputBound => "input-bound",
+            Verdict::CommunicationBound => "communication-bound",
+            Verdict::HostCpuBound => "host-cpu-bound",
+            Verdict::Throttled => "throttled",
+        }
+    }
+}
+
+/// The verdict, the numbers that decided it and what to try.
+#[derive(Clone, Debug, Serialize)]
+pub struct Diagnosis {
+    pub verdict: Verdict,
+    pub evidence: Vec<String>,
+    pub advice: Vec<String>,
+}
+
+pub(super) fn pct(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
+}
+
+fn mean_of(gpus: &[GpuSummary], f: impl Fn(&GpuSummary) -> Option<f64>) -> Option<f64> {
+    let v: Vec<f64> = gpus.iter().filter_map(f).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn diag(verdict: Verdict, evidence: Vec<String>, advice: &[&str]) -> Diagnosis {
+    Diagnosis {
+        verdict,
+        evidence,
+        advice: advice.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Names the bottleneck from a summary. Rules, in order: idle; throttled;
+/// communication-bound; input-bound (utilisation saw-tooth, iowait, I/O
+/// pressure, a busy disk); host-CPU-bound; memory-bandwidth-bound;
+/// compute-bound; and GPUs underused with no saturated signal (input-bound,
+/// weakly).
+pub fn diagnose(s: &Summary) -> Diagnosis {
+    let gpus = &s.gpus;
+    let n = gpus.len();
+    let allocated = gpus.iter().filter(|g| g.allocated).count();
+    let util = mean_of(gpus, |g| g.utilization.map(|u| u.mean));
+    let Some(util) = util else {
+        return diag(
+            Verdict::Idle,
+            vec![
+                "no GPU was sampled (accel_gpu_utilization_ratio absent): nothing to profile"
+                    .into(),
+            ],
+            &["check that the gpu collector is enabled and NVML loads (--nvml.library)"],
+        );
+    };
+    let util_p95 = mean_of(gpus, |g| g.utilization.map(|u| u.p95)).unwrap_or(0.0);
+    let sm = mean_of(gpus, |g| g.sm_active.map(|x| x.mean));
+    let tensor = mean_of(gpus, |g| g.tensor_active.map(|x| x.mean));
+    let dram = mean_of(gpus, |g| g.dram_active.map(|x| x.mean));
+    let busy = sm.unwrap_or(util);
+
+    // Idle.
+    if util < 0.05 && util_p95 < 0.10 {
+        return diag(
+            Verdict::Idle,
+            vec![format!(
+                "accel_gpu_utilization_ratio mean {} (p95 {}) over {n} GPUs, {allocated} of them allocated (accel_gpu_allocated)",
+                pct(util),
+                pct(util_p95)
+            )],
+            if allocated > 0 {
+                &["GPUs are held but do no work: check the job is running (stuck in setup, a deadlock, waiting on other ranks) or release them"][..]
+            } else {
+                &["no work on the GPUs: nothing to tune"][..]
+            },
+        );
+    }
+
+    // Throttled.
+    let throttle = mean_of(gpus, |g| Some(g.throttle_share)).unwrap_or(0.0);
+    let clock = mean_of(gpus, |g| g.sm_clock_ratio);
+    if throttle >= 0.5 && !matches!(clock, Some(c) if c >= 0.97) {
+        let mut reasons: BTreeMap<&str, f64> = BTreeMap::new();
+        for g in gpus {
+            for (r, v) in &g.throttle_reasons {
+                *reasons.entry(r).or_default() += v / n as f64;
+            }
+        }
+        let mut ev = vec![format!(
+            "accel_gpu_throttle_reason: clocks held down {} of the time",
+            pct(throttle)
+        )];
+        for g in gpus.iter().filter(|g| {
+            g.throttle_reasons
+                .get("sw_power_cap")
+                .is_some_and(|v| *v > 0.0)
+        }) {
+            if let (Some(l), Some(d)) = (g.power_limit_watts, g.power_default_limit_watts) {
+                if l < d - 1.0 {
+                    ev.push(format!(
+                        "GPU {}: accel_gpu_power_limit_watts {l:.0} W below the default {d:.0} W (accel_gpu_power_default_limit_watts)",
+                        g.gpu
+                    ));
+                }
+            }
+        }
+        for (r, v) in reasons.iter().filter(|(_, v)| **v > 0.0) {
+            ev.push(format!("reason {r} active {} of the time", pct(*v)));
+        }
+        if let Some(c) = clock {
+            ev.push(format!(
+                "accel_gpu_clock_hertz{{clock=\"sm\"}} at {} of accel_gpu_clock_max_hertz",
+                pct(c)
+            ));
+        }
+        let thermal = reasons
+            .iter()
+            .any(|(r, v)| *v > 0.0 && (r.contains("thermal") || *r == "hw_slowdown"));
+        return diag(
+            Verdict::Throttled,
+            ev,
+            if thermal {
+                &[
+                    "check cooling: airflow, fan or chassis faults, inlet temperature",
+                    "check accel_gpu_temperature_celsius against the slowdown temperature",
+                ][..]
+            } else {
+                &["check the power cap (accel_gpu_power_limit_watts against the default limit) and the node's power supply / power brake", "a lower power limit or clock lock may give steadier throughput"][..]
+            },
+        );
+    }
+
+    // Communication-bound.
+    let mut comm: Vec<(String, f64)> = Vec::new();
+    for g in gpus {
+        if let (Some(r), Some(c)) = (
+            g.nvlink_bytes_per_second,
+            g.nvlink_capacity_bytes_per_second,
+        ) {
+            if c > 0.0 {
+                comm.push((
+                    format!("NVLink of GPU {} (accel_gpu_nvlink_*_bytes_total)", g.gpu),
+                    r.mean / c,
+                ));
+            }
+        }
+    }
+    for (what, links) in [
+        ("accel_network_*_bytes_total", &s.networks),
+        ("accel_infiniband_port_data_*_bytes_total", &s.infiniband),
+    ] {
+        for l in links {
+            if let Some(c) = l.capacity_bytes_per_second.filter(|c| *c > 0.0) {
+                let r = l.read_bytes_per_second.map_or(0.0, |x| x.mean);
+                let w = l.write_bytes_per_second.map_or(0.0, |x| x.mean);
+                comm.push((format!("{} ({what})", l.device), r.max(w) / c));
+            }
+        }
+    }
+    if let Some((what, share)) = comm.iter().cloned().max_by(|a, b| a.1.total_cmp(&b.1)) {
+        if share >= 0.7 && busy < 0.5 {
+            return diag(
+                Verdict::CommunicationBound,
+                vec![
+                    format!("{what} at {} of its capacity", pct(share)),
+                    format!("accel_gpu_sm_active_ratio mean {}", pct(busy)),
+                ],
+                &["check for a degraded link (accel_gpu_nvlink_up, accel_infiniband_rate_bytes_per_second, link errors)", "overlap communication with compute (bucketed all-reduce), use gradient compression or a larger batch per step"],
+            );
+        }
+    }
+
+    // The training loop's own account: steps that wait for input.
+    if let Some(r) = s
+        .runs
+        .iter()
+        .filter(|r| r.data_wait_share.is_some_and(|w| w >= DATA_WAIT_BOUND))
+        .max_by(|a, b| {
+            a.data_wait_share
+                .unwrap_or(0.0)
+                .total_cmp(&b.data_wait_share.unwrap_or(0.0))
+        })
+    {
+        let mut ev = vec![format!(
+            "run {}: data_wait is {} of step time over {:.0} steps (accel_run_phase_seconds_total{{phase=\"data_wait\"}} against accel_run_step_seconds_sum, from the training loop's events)",
+            r.run,
+            pct(r.data_wait_share.unwrap_or(0.0)),
+            r.steps
+        )];
+        if let Some(g) = r.runtime_goodput {
+            ev.push(format!("run {}: runtime goodput {}", r.run, pct(g)));
+        }
+        ev.push(format!("accel_gpu_utilization_ratio mean {}", pct(util)));
+        return diag(
+            Verdict::InputBound,
+            ev,
+            &[
+                "more data-loader workers and prefetching (pin memory, a deeper prefetch queue)",
+                "cache the data set on a local SSD or in memory",
+                "pre-process / decode offline",
+            ],
+        );
+    }
+
+    // Input-bound.
+    let underused = util < 0.7 || busy < 0.5;
+    if underused {
+        let mut ev = Vec::new();
+        if util_p95 >= 0.6 && util_p95 - util >= 0.25 {
+            ev.push(format!(
+                "utilisation saw-tooth: accel_gpu_utilization_ratio mean {} but p95 {} (GPUs wait for each batch)",
+                pct(util),
+                pct(util_p95)
+            ));
+        }
+        if let Some(w) = s.iowait_share.filter(|w| w.mean >= 0.2) {
+            ev.push(format!(
+                "accel_cpu_seconds_total{{mode=\"iowait\"}} {} of CPU time",
+                pct(w.mean)
+            ));
+        }
+        if let Some(p) = s.io_pressure_waiting.filter(|p| p.mean >= 0.2) {
+            ev.push(format!(
+                "accel_pressure_io_waiting_seconds_total rate {}",
+                pct(p.mean)
+            ));
+        }
+        for d in &s.disks {
+            if let Some(u) = d.utilization.filter(|u| u.mean >= 0.8) {
+                ev.push(format!(
+                    "disk {} busy {} of the time (accel_disk_io_time_seconds_total)",
+                    d.device,
+                    pct(u.mean)
+                ));
+            }
+        }
+        for p in &s.processes {
+            let read = p.read_bytes_per_second.map_or(0.0, |r| r.mean);
+            let major = p.major_faults_per_second.map_or(0.0, |m| m.mean);
+            if read >= 20e6 || major >= 50.0 {
+                ev.push(format!(
+                    "process {} ({}) reads {:.0} MB/s from storage (accel_process_read_bytes_total), {major:.0} major page faults/s",
+                    p.pid,
+                    p.comm,
+                    read / 1e6
+                ));
+            }
+        }
+        if !ev.is_empty() {
+            ev.push(format!("accel_gpu_utilization_ratio mean {}", pct(util)));
+            return diag(
+                Verdict::InputBound,
+                ev,
+                &["more data-loader workers and prefetching (pin memory, a deeper prefetch queue)", "cache the data set on a local SSD or in memory", "pre-process / decode offline"],
+            );
+        }
+        if let Some(c) = s.max_cpu_busy.filter(|c| c.mean >= 0.9) {
+            let mut ev = vec![
+                format!(
+                    "the busiest CPU is busy {} of the time (accel_cpu_seconds_total)",
+                    pct(c.mean)
+                ),
+                format!("accel_gpu_utilization_ratio mean {}", pct(util)),
+            ];
+            if let Some(p) = s
+                .processes
+                .iter()
+                .filter(|p| p.cpu.is_some())
+                .max_by(|a, b| {
+                    a.cpu
+                        .map_or(0.0, |c| c.mean)
+                        .total_cmp(&b.cpu.map_or(0.0, |c| c.mean))
+                })
+            {
+                ev.push(format!(
+                    "process {} ({}) uses {:.2} CPUs (accel_process_cpu_seconds_total)",
+                    p.pid,
+                    p.comm,
+                    p.cpu.map_or(0.0, |c| c.mean)
+                ));
+            }
+            return diag(
+                Verdict::HostCpuBound,
+                ev,
+                &["a single-threaded step (data loader in the main process, Python GIL) saturates a CPU: more data-loader worker processes", "move augmentation to the GPU, check CPU affinity / NUMA placement"],
+            );
+        }
+    }
+
+    // Memory-bandwidth-bound.
+    if let (Some(d), s_act) = (dram, sm.unwrap_or(0.0)) {
+        if d >= 0.5 && d >= 0.9 * s_act {
+            return diag(
+                Verdict::MemoryBandwidthBound,
+                vec![format!(
+                    "accel_gpu_dram_active_ratio mean {} against accel_gpu_sm_active_ratio {}",
+                    pct(d),
+                    pct(s_act)
+                )],
+                &[
+                    "fuse kernels and use mixed precision to move fewer bytes",
+                    "a larger batch or sequence raises arithmetic intensity",
+                ],
+            );
+        }
+    }
+
+    if !underused {
+        let mut ev = vec![format!("accel_gpu_utilization_ratio mean {}", pct(util))];
+        if let Some(x) = sm {
+            ev.push(format!("accel_gpu_sm_active_ratio mean {}", pct(x)));
+        }
+        if let Some(x) = tensor {
+            ev.push(format!("accel_gpu_tensor_active_ratio mean {}", pct(x)));
+        }
+        for r in &s.runs {
+            if let Some(m) = r.mfu {
+                ev.push(format!(
+                    "run {}: MFU {} (accel_run_mfu_ratio)",
+                    r.run,
+                    pct(m)
+                ));
+            }
+        }
+        let capped = mean_of(gpus, |g| Some(g.power_capped_share)).unwrap_or(0.0);
+        if capped >= 0.5 {
+            let limit = mean_of(gpus, |g| g.power_limit_watts);
+            ev.push(format!(
+                "at the power limit {} of the time (sw_power_cap{}): expected under a heavy tensor load, not a fault",
+                pct(capped),
+                limit.map_or(String::new(), |l| format!(", {l:.0} W, the default"))
+            ));
+        }
+        return diag(
+            Verdict::ComputeBound,
+            ev,
+            &["the GPUs are the limit, as they should be: mixed precision / tensor cores (raise tensor active), a larger batch, or more GPUs"],
+        );
+    }
+
+    diag(
+        Verdict::InputBound,
+        vec![format!(
+            "accel_gpu_utilization_ratio mean {} (p95 {}) with no host, storage or network signal saturated: the pipeline feeding the GPUs is the likely limit",
+            pct(util),
+            pct(util_p95)
+        )],
+        &["more data-loader workers and prefetching", "a larger batch", "profile the training step (host-side work between kernels)"],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::summary::{IoSummary, Stats};
+
+    fn gpu(util: Stats, sm: f64, tensor: f64, dram: f64) -> GpuSummary {
+        GpuSummary {
+            gpu: "0".into(),
+            allocated: true,
+            utilization: Some(util),
+            sm_active: Some(Stats::constant(sm)),
+            tensor_active: Some(Stats::constant(tensor)),
+            dram_active: Some(Stats::constant(dram)),
+            sm_clock_ratio: Some(1.0),
+            ..Default::default()
+        }
+    }
+
+    fn node(g: GpuSummary) -> Summary {
+        Summary {
+            gpus: vec![g],
+            ..Default::default()
+        }
+    }
+
+    fn has(d: &Diagnosis, what: &str) -> bool {
+        d.evidence.iter().any(|e| e.contains(what))
+    }
+
+    #[test]
+    fn idle() {
+        let d = diagnose(&node(gpu(Stats::constant(0.0), 0.0, 0.0, 0.0)));
+        assert_eq!(d.verdict, Verdict::Idle);
+        assert!(has(&d, "accel_gpu_utilization_ratio") && has(&d, "1 of them allocated"));
+        assert_eq!(diagnose(&Summary::default()).verdict, Verdict::Idle);
+    }
+
+    #[test]
+    fn compute_bound() {
+        let d = diagnose(&node(gpu(Stats::constant(0.95), 0.88, 0.61, 0.47)));
+        assert_eq!(d.verdict, Verdict::ComputeBound);
+        assert!(has(&d, "accel_gpu_sm_active_ratio"));
+    }
+
+    #[test]
+    fn memory_bandwidth_bound() {
+        let d = diagnose(&node(gpu(Stats::constant(0.95), 0.6, 0.1, 0.8)));
+        assert_eq!(d.verdict, Verdict::MemoryBandwidthBound);
+        assert!(has(&d, "accel_gpu_dram_active_ratio"));
+    }
+
+    #[test]
+    fn input_bound_saw_tooth_and_storage() {
+        let saw = Stats {
+            mean: 0.4,
+            p50: 0.03,
+            p95: 0.85,
+            max: 0.85,
+        };
+        let d = diagnose(&node(gpu(saw, 0.36, 0.2, 0.2)));
+        assert_eq!(d.verdict, Verdict::InputBound);
+        assert!(has(&d, "saw-tooth"));
+        let mut s = node(gpu(Stats::constant(0.3), 0.27, 0.1, 0.1));
+        s.iowait_share = Some(Stats::constant(0.35));
+        let d = diagnose(&s);
+        assert_eq!(d.verdict, Verdict::InputBound);
+        assert!(has(&d, "iowait"));
+        let mut s = node(gpu(Stats::constant(0.3), 0.27, 0.1, 0.1));
+        s.disks.push(IoSummary {
+            device: "nvme0n1".into(),
+            utilization: Some(Stats::constant(0.97)),
+            ..Default::default()
+        });
+        assert!(has(&diagnose(&s), "accel_disk_io_time_seconds_total"));
+    }
+
+    #[test]
+    fn communication_bound() {
+        let mut g = gpu(Stats::constant(0.6), 0.3, 0.1, 0.1);
+        g.nvlink_bytes_per_second = Some(Stats::constant(400e9));
+        g.nvlink_capacity_bytes_per_second = Some(450e9);
+        let d = diagnose(&node(g));
+        assert_eq!(d.verdict, Verdict::CommunicationBound);
+        assert!(has(&d, "NVLink"));
+        let mut s = node(gpu(Stats::constant(0.6), 0.3, 0.1, 0.1));
+        s.infiniband.push(IoSummary {
+            device: "mlx5_0:1".into(),
+            read_bytes_per_second: Some(Stats::constant(24e9)),
+            capacity_bytes_per_second: Some(25e9),
+            ..Default::default()
+        });
+        let d = diagnose(&s);
+        assert_eq!(d.verdict, Verdict::CommunicationBound);
+        assert!(has(&d, "accel_infiniband"));
+    }
+
+    #[test]
+    fn host_cpu_bound() {
+        let mut s = node(gpu(Stats::constant(0.3), 0.27, 0.1, 0.1));
+        s.max_cpu_busy = Some(Stats::constant(0.99));
+        let d = diagnose(&s);
+        assert_eq!(d.verdict, Verdict::HostCpuBound);
+        assert!(has(&d, "accel_cpu_seconds_total"));
+    }
+
+    #[test]
+    fn throttled() {
+        let mut g = gpu(Stats::constant(0.95), 0.85, 0.5, 0.4);
+        g.throttle_share = 1.0;
+        g.throttle_reasons.insert("hw_thermal_slowdown".into(), 1.0);
+        g.sm_clock_ratio = Some(0.8);
+        let d = diagnose(&node(g.clone()));
+        assert_eq!(d.verdict, Verdict::Throttled);
+        assert!(has(&d, "hw_thermal_slowdown") && has(&d, "accel_gpu_clock_hertz"));
+        assert!(d.advice.iter().any(|a| a.contains("cooling")));
+        // Reasons set but clocks at max: not throttled.
+        g.sm_clock_ratio = Some(1.0);
+        assert_eq!(diagnose(&node(g)).verdict, Verdict::ComputeBound);
+    }
+
+    /// As seen on a real H100 SXM under a bf16 matmul: sw_power_cap all the
+    /// time at the default 700 W limit, SM clock at 69 % of its maximum.
+    /// That is the GPU working flat out, not a fault.
+    #[test]
+    fn power_cap_at_default_limit_is_compute_bound() {
+        let mut g = gpu(Stats::constant(1.0), 0.96, 0.94, 0.26);
+        g.throttle_reasons.insert("sw_power_cap".into(), 1.0);
+        g.power_capped_share = 1.0;
+        g.throttle_share = 0.0;
+        g.power_limit_watts = Some(700.0);
+        g.power_default_limit_watts = Some(700.0);
+        g.sm_clock_ratio = Some(0.69);
+        let d = diagnose(&node(g.clone()));
+        assert_eq!(d.verdict, Verdict::ComputeBound);
+        assert!(has(&d, "at the power limit 100% of the time"), "{d:?}");
+        // The same with the limit lowered to 500 W: throttled, and the
+        // evidence names the limit.
+        g.power_limit_watts = Some(500.0);
+        g.throttle_share = 1.0;
+        let d = diagnose(&node(g));
+        assert_eq!(d.verdict, Verdict::Throttled);
+        assert!(has(&d, "500 W below the default 700 W"), "{d:?}");
+        assert!(d.advice.iter().any(|a| a.contains("power cap")));
+    }
+}

@@ -1,0 +1,176 @@
+//! The web config file (`--web.config.file`): TLS, HTTP basic
+//! authentication and a few response headers, in the format of the
+//! Prometheus exporter-toolkit, so that a file written for node_exporter
+//! works unchanged:
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt        # relative paths: from the file's directory
+//!   key_file: server.key
+//!   client_auth_type: RequireAndVerifyClientCert
+//!   client_ca_file: ca.crt
+//!   min_version: TLS12
+//! http_server_config:
+//!   headers:
+//!     X-Content-Type-Options: nosniff
+//! basic_auth_users:
+//!   prometheus: $2y$10$...       # bcrypt hash
+//! ```
+//!
+//! TLS is rustls (ring provider), which speaks TLS 1.2 and 1.3 only and
+//! only AEAD cipher suites: settings that ask for what it cannot do are
+//! reported as warnings when they only widen what is accepted (an old
+//! `min_version`, a CBC suite in `cipher_suites`) and as errors when
+//! ignoring them would weaken the server (`client_allowed_sans`). Unknown
+//! keys are errors, as in the exporter-toolkit.
+//!
+//! Loading reads and checks everything (files, certificates, the key, every
+//! hash), so a bad file is refused whole: at start with one line and exit
+//! code 2, on SIGHUP with an error log line while the old settings stay.
+//!
+//! One file per part: [`schema`] (the YAML structs), [`tls`], [`auth`]
+//! (basic auth), [`http`] (response headers and the rate limit); this file
+//! assembles them into a [`WebSecurity`].
+
+mod auth;
+mod http;
+mod schema;
+mod tls;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper::header::{HeaderName, HeaderValue};
+use rustls::ServerConfig;
+
+pub use auth::BasicAuth;
+pub use http::RateLimiter;
+use schema::File;
+
+/// A loaded web config: what the server applies to every connection and
+/// request.
+pub struct WebSecurity {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The TLS settings; `None` serves plain HTTP.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// How TLS is set up, for the log.
+    pub tls_summary: String,
+    /// Basic authentication; `None` lets every request in.
+    pub auth: Option<Arc<BasicAuth>>,
+    /// Headers added to every response.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The `rate_limit` section: requests beyond it get 429.
+    pub rate_limit: Option<RateLimiter>,
+    /// Settings accepted but not (fully) honoured, for the log.
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Debug for WebSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSecurity")
+            .field("path", &self.path)
+            .field("tls", &self.tls_summary)
+            .field("users", &self.auth.as_ref().map_or(0, |a| a.users()))
+            .field("headers", &self.headers)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads and checks a web config file. `Err` is one line naming the
+/// problem (the caller adds the file name).
+pub fn load(path: &Path) -> Result<WebSecurity, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    parse(&text, path)
+}
+
+fn parse(text: &str, path: &Path) -> Result<WebSecurity, String> {
+    let file = File::from_yaml(text)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut warnings = Vec::new();
+    let (tls, tls_summary) = match file.tls_server_config {
+        Some(t) => match tls::tls(t, dir, &mut warnings)? {
+            Some((config, summary)) => (Some(config), summary),
+            None => (None, String::new()),
+        },
+        None => (None, String::new()),
+    };
+    let headers = match file.http_server_config {
+        Some(h) => http::headers(h, &mut warnings)?,
+        None => Vec::new(),
+    };
+    let rate_limit = match file.rate_limit {
+        Some(r) => http::rate_limit(r)?,
+        None => None,
+    };
+    let auth = match file.basic_auth_users {
+        Some(users) if !users.is_empty() => Some(Arc::new(BasicAuth::new(users)?)),
+        _ => None,
+    };
+    Ok(WebSecurity {
+        path: path.to_owned(),
+        tls,
+        tls_summary,
+        auth,
+        headers,
+        rate_limit,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<WebSecurity, String> {
+        parse(text, Path::new("/nonexistent/web.yml"))
+    }
+
+    #[test]
+    fn empty_and_auth_only() {
+        let w = parse_str("").unwrap();
+        assert!(w.tls.is_none() && w.auth.is_none());
+        let w = parse_str("{}\n").unwrap();
+        assert!(w.tls.is_none());
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let w = parse_str(&format!(
+            "basic_auth_users:\n  alice: {hash}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+        ))
+        .unwrap();
+        assert_eq!(w.auth.unwrap().users(), 1);
+        assert_eq!(w.headers.len(), 1);
+    }
+
+    #[test]
+    fn bad_files_are_one_line() {
+        for (text, want) in [
+            (
+                "tls_server_config:\n  cert_file: a.crt\n",
+                "missing one of key",
+            ),
+            (
+                "tls_server_config:\n  key_file: a.key\n",
+                "missing one of cert",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n",
+                "/nonexistent/a.crt",
+            ),
+            ("basic_auth_users:\n  alice: plain\n", "not a bcrypt hash"),
+            ("basic_auth_user:\n  alice: x\n", "unknown field"),
+            ("tls_server_config: [\n", ""),
+            (
+                "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+                "X-Frame-Options",
+            ),
+            ("http_server_config:\n  headers:\n    Server: x\n", "Server"),
+            ("rate_limit:\n  interval: soon\n", "rate_limit"),
+        ] {
+            let e = parse_str(text).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+}
