@@ -30,13 +30,11 @@ pub const SPEC: Spec = Spec {
 };
 
 /// Usable RAM.
-pub const TOTAL: FamilyDef = FamilyDef::gauge(
-    "accel_memory_total_bytes",
-    "Total usable memory in bytes.",
-)
-.doc("bytes, usable RAM")
-.source("`/proc/meminfo` `MemTotal`; `collectors/src/memory.rs`")
-.equivalent("`node_memory_MemTotal_bytes`");
+pub const TOTAL: FamilyDef =
+    FamilyDef::gauge("accel_memory_total_bytes", "Total usable memory in bytes.")
+        .doc("bytes, usable RAM")
+        .source("`/proc/meminfo` `MemTotal`; `collectors/src/memory.rs`")
+        .equivalent("`node_memory_MemTotal_bytes`");
 
 /// Unused RAM.
 pub const FREE: FamilyDef = FamilyDef::gauge(
@@ -129,27 +127,15 @@ pub const SWAP_FREE: FamilyDef = FamilyDef::gauge(
 .equivalent("`node_memory_SwapFree_bytes`");
 
 /// Used swap.
-pub const SWAP_USED: FamilyDef = FamilyDef::gauge(
-    "accel_memory_swap_used_bytes",
-    "Used swap space in bytes.",
-)
-.doc("bytes of used swap: `SwapTotal − SwapFree`, floored at 0")
-.source("`SwapTotal`, `SwapFree`; `collectors/src/memory.rs`")
-.equivalent("none (`node_memory_SwapTotal_bytes - node_memory_SwapFree_bytes`)");
+pub const SWAP_USED: FamilyDef =
+    FamilyDef::gauge("accel_memory_swap_used_bytes", "Used swap space in bytes.")
+        .doc("bytes of used swap: `SwapTotal − SwapFree`, floored at 0")
+        .source("`SwapTotal`, `SwapFree`; `collectors/src/memory.rs`")
+        .equivalent("none (`node_memory_SwapTotal_bytes - node_memory_SwapFree_bytes`)");
 
 /// Every family this collector exports.
 pub const FAMILIES: &[FamilyDef] = &[
-    TOTAL,
-    FREE,
-    AVAILABLE,
-    USED,
-    BUFFERS,
-    CACHED,
-    SHARED,
-    DIRTY,
-    WRITEBACK,
-    SWAP_TOTAL,
-    SWAP_FREE,
+    TOTAL, FREE, AVAILABLE, USED, BUFFERS, CACHED, SHARED, DIRTY, WRITEBACK, SWAP_TOTAL, SWAP_FREE,
     SWAP_USED,
 ];
 
@@ -221,9 +207,12 @@ impl Collector for Memory {
             (&WRITEBACK, m.get("Writeback").copied()),
             (&SWAP_TOTAL, m.get("SwapTotal").copied()),
             (&SWAP_FREE, m.get("SwapFree").copied()),
-            (&SWAP_USED, m.get("SwapTotal")
+            (
+                &SWAP_USED,
+                m.get("SwapTotal")
                     .zip(m.get("SwapFree"))
-                    .map(|(t, f)| t.saturating_sub(*f))),
+                    .map(|(t, f)| t.saturating_sub(*f)),
+            ),
         ];
         for (family, value) in gauges {
             if let Some(v) = value {
