@@ -21,9 +21,14 @@ use std::path::PathBuf;
 use regex::Regex;
 
 use crate::gpu::process::{parse_cgroup, Owner};
+use crate::process::{
+    FEATURE_ENABLED, WORKLOAD_CONTEXT_SWITCHES, WORKLOAD_CPU_SECONDS, WORKLOAD_CYCLES,
+    WORKLOAD_INFO, WORKLOAD_INSTRUCTIONS, WORKLOAD_PAGE_FAULTS, WORKLOAD_READ_BYTES,
+    WORKLOAD_RESIDENT_MEMORY, WORKLOAD_TASK_CLOCK, WORKLOAD_THREADS, WORKLOAD_WRITE_BYTES,
+};
+use crate::procfs::{parse_ctxt, parse_io, parse_stat, Stat};
 use crate::shared::{GpuSnapshot, Topic};
-use crate::util::parse_u64;
-use crate::{CollectError, Sample};
+use crate::Sample;
 
 /// Most threads per process whose perf counters are opened.
 const MAX_PERF_THREADS: usize = 256;
@@ -56,66 +61,6 @@ impl Default for WorkloadOptions {
 pub fn compile_match(re: &str) -> Result<Regex, String> {
     Regex::new(&format!("^(?:{re})$"))
         .map_err(|e| format!("--collector.process.match: bad regex {re:?}: {e}"))
-}
-
-/// The fields of /proc/PID/stat the series need.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    pub minflt: u64,
-    pub majflt: u64,
-    pub utime: u64,
-    pub stime: u64,
-    pub threads: u64,
-    pub starttime: u64,
-    pub rss_pages: u64,
-}
-
-/// Parses /proc/PID/stat (fields 10, 12, 14, 15, 20, 22, 24).
-pub fn parse_stat(text: &str) -> Result<Stat, CollectError> {
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| CollectError::parse("stat: no command name"))?;
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let at = |n: usize| {
-        f.get(n - 3)
-            .ok_or_else(|| CollectError::parse(format!("stat: no field {n}")))
-            .and_then(|v| parse_u64(v, &format_args!("stat field {n}")))
-    };
-    Ok(Stat {
-        minflt: at(10)?,
-        majflt: at(12)?,
-        utime: at(14)?,
-        stime: at(15)?,
-        threads: at(20)?,
-        starttime: at(22)?,
-        rss_pages: at(24)?,
-    })
-}
-
-/// `read_bytes` and `write_bytes` of /proc/PID/io: bytes the process made
-/// the storage layer fetch and send.
-pub fn parse_io(text: &str) -> Option<(u64, u64)> {
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    Some((get("read_bytes:")?, get("write_bytes:")?))
-}
-
-/// Voluntary and involuntary context switches of one task's status file.
-pub fn parse_ctxt(text: &str) -> (u64, u64) {
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (
-        get("voluntary_ctxt_switches:"),
-        get("nonvoluntary_ctxt_switches:"),
-    )
 }
 
 // ---- perf events ----
@@ -462,7 +407,6 @@ impl Workloads {
         let wanted: HashSet<u32> = candidates.iter().map(|c| c.0).collect();
         self.procs.retain(|pid, _| wanted.contains(pid));
 
-        let info = "accel_process_info";
         let mut rows: Vec<Row> = Vec::new();
         for (pid, reason) in candidates {
             let dir = self.procfs.join(pid.to_string());
@@ -597,7 +541,7 @@ impl Workloads {
         }
 
         let hw = self.hardware == Some(true);
-        let fam_info = out.gauge(info, "A process the agent follows (it holds a GPU, or its command matches --collector.process.match), with its owner; always 1.");
+        let fam_info = out.add(&WORKLOAD_INFO);
         for (pid, ..) in &rows {
             let t = &self.procs[pid];
             fam_info.add(
@@ -617,10 +561,7 @@ impl Workloads {
             .iter()
             .map(|r| (r.0, (r.0.to_string(), self.procs[&r.0].comm.clone())))
             .collect();
-        let cpu = out.counter(
-            "accel_process_cpu_seconds_total",
-            "CPU time of the process and its threads, by mode, in seconds (/proc/PID/stat).",
-        );
+        let cpu = out.add(&WORKLOAD_CPU_SECONDS);
         for (pid, s, ..) in &rows {
             let (p, c) = &names[pid];
             cpu.add(
@@ -636,7 +577,7 @@ impl Workloads {
                 s.stime as f64 / self.hz,
             );
         }
-        let threads = out.gauge("accel_process_threads", "Threads of the process.");
+        let threads = out.add(&WORKLOAD_THREADS);
         for (pid, s, ..) in &rows {
             let (p, c) = &names[pid];
             threads.add(
@@ -644,10 +585,7 @@ impl Workloads {
                 s.threads as f64,
             );
         }
-        let rss = out.gauge(
-            "accel_process_resident_memory_bytes",
-            "Resident memory of the process, in bytes.",
-        );
+        let rss = out.add(&WORKLOAD_RESIDENT_MEMORY);
         for (pid, s, ..) in &rows {
             let (p, c) = &names[pid];
             rss.add(
@@ -655,10 +593,7 @@ impl Workloads {
                 s.rss_pages as f64 * self.page,
             );
         }
-        let faults = out.counter(
-            "accel_process_page_faults_total",
-            "Page faults of the process, by kind: minor (no I/O) or major (read from storage).",
-        );
+        let faults = out.add(&WORKLOAD_PAGE_FAULTS);
         for (pid, s, ..) in &rows {
             let (p, c) = &names[pid];
             faults.add(
@@ -670,7 +605,7 @@ impl Workloads {
                 s.majflt as f64,
             );
         }
-        let cs = out.counter("accel_process_context_switches_total", "Context switches of the process's threads: voluntary (it waited, e.g. for I/O or a lock) or involuntary (preempted).");
+        let cs = out.add(&WORKLOAD_CONTEXT_SWITCHES);
         for (pid, _, _, ctxt, ..) in &rows {
             let (p, c) = &names[pid];
             cs.add(
@@ -690,27 +625,21 @@ impl Workloads {
                 ctxt.1 as f64,
             );
         }
-        let rb = out.counter(
-            "accel_process_read_bytes_total",
-            "Bytes the process caused to be read from storage (/proc/PID/io read_bytes).",
-        );
+        let rb = out.add(&WORKLOAD_READ_BYTES);
         for (pid, _, io, ..) in &rows {
             if let Some((r, _)) = io {
                 let (p, c) = &names[pid];
                 rb.add(&[("pid", p.as_str()), ("comm", c.as_str())], *r as f64);
             }
         }
-        let wb = out.counter(
-            "accel_process_write_bytes_total",
-            "Bytes the process caused to be written to storage (/proc/PID/io write_bytes).",
-        );
+        let wb = out.add(&WORKLOAD_WRITE_BYTES);
         for (pid, _, io, ..) in &rows {
             if let Some((_, w)) = io {
                 let (p, c) = &names[pid];
                 wb.add(&[("pid", p.as_str()), ("comm", c.as_str())], *w as f64);
             }
         }
-        let tc = out.counter("accel_process_task_clock_seconds_total", "CPU time of the process's threads from the perf task clock (nanosecond precision), in seconds; threads that exited included.");
+        let tc = out.add(&WORKLOAD_TASK_CLOCK);
         for (pid, _, _, _, perf, ok) in &rows {
             if *ok {
                 let (p, c) = &names[pid];
@@ -718,14 +647,14 @@ impl Workloads {
             }
         }
         if hw {
-            let cy = out.counter("accel_process_cycles_total", "CPU cycles of the process's threads (perf hardware counter, scaled for multiplexing).");
+            let cy = out.add(&WORKLOAD_CYCLES);
             for (pid, _, _, _, perf, ok) in &rows {
                 if *ok {
                     let (p, c) = &names[pid];
                     cy.add(&[("pid", p.as_str()), ("comm", c.as_str())], perf[1]);
                 }
             }
-            let ins = out.counter("accel_process_instructions_total", "Instructions retired by the process's threads (perf hardware counter, scaled for multiplexing).");
+            let ins = out.add(&WORKLOAD_INSTRUCTIONS);
             for (pid, _, _, _, perf, ok) in &rows {
                 if *ok {
                     let (p, c) = &names[pid];
@@ -733,7 +662,7 @@ impl Workloads {
                 }
             }
         }
-        let feat = out.gauge("accel_collector_feature_enabled", "1 where an optional part of a collector works on this machine, 0 where it does not (see the log for why).");
+        let feat = out.add(&FEATURE_ENABLED);
         let perf_ok = matches!(self.access, Access::Full | Access::UserOnly);
         let known = !matches!(self.access, Access::Unknown | Access::Off);
         if known {
@@ -770,27 +699,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_stat_io_and_status() {
-        let line = "4242 (py thon) S 1 4242 4242 0 -1 4194560 100 0 7 0 250 75 0 0 20 0 7 0 123456 987654321 2048 18446744073709551615\n";
-        let s = parse_stat(line).unwrap();
-        assert_eq!(
-            (
-                s.minflt,
-                s.majflt,
-                s.utime,
-                s.stime,
-                s.threads,
-                s.starttime,
-                s.rss_pages
-            ),
-            (100, 7, 250, 75, 7, 123456, 2048)
-        );
-        assert!(parse_stat("1 (x) S 1").is_err());
-        let io = "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n";
-        assert_eq!(parse_io(io), Some((4096, 8192)));
-        assert_eq!(parse_io("rchar: 1\n"), None);
-        let st = "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
-        assert_eq!(parse_ctxt(st), (12, 3));
+    fn perf_attr_has_the_size_it_declares() {
         assert_eq!(std::mem::size_of::<PerfEventAttr>(), 112);
     }
 }
