@@ -27,13 +27,9 @@ pub fn read_attr(path: &Path) -> Result<Option<String>, CollectError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s.trim().to_owned())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc_einval()) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
         Err(e) => Err(io_error(path, &e)),
     }
-}
-
-const fn libc_einval() -> i32 {
-    22
 }
 
 /// Parses an unsigned decimal counter as f64, with a parse error naming
