@@ -33,8 +33,28 @@ pub const SPEC: Spec = Spec {
     build,
 };
 
+/// Seconds per cpu and mode.
+pub const SECONDS: FamilyDef = FamilyDef::counter(
+    "accel_cpu_seconds_total",
+    "Seconds the CPUs spent in each mode.",
+)
+.labels(&["cpu", "mode"])
+.doc("seconds each CPU spent in each `mode`: `user`, `nice`, `system`, `idle`, `iowait`, `irq`, `softirq`, `steal`. A kernel that writes fewer columns gets fewer modes (at least 4)")
+.source("`/proc/stat` columns 1–8; `collectors/src/cpu.rs`")
+.equivalent("`node_cpu_seconds_total`");
+
+/// Seconds in guests per cpu and mode.
+pub const GUEST_SECONDS: FamilyDef = FamilyDef::counter(
+    "accel_cpu_guest_seconds_total",
+    "Seconds the CPUs spent in guests (VMs) for each mode.",
+)
+.labels(&["cpu", "mode"])
+.doc("seconds spent running guests (VMs): `mode=\"user\"` (guest), `mode=\"nice\"` (guest_nice). The kernel also counts this time in `user` / `nice` above")
+.source("`/proc/stat` columns 9–10; `collectors/src/cpu.rs`")
+.equivalent("`node_cpu_guest_seconds_total`");
+
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[];
+pub const FAMILIES: &[FamilyDef] = &[SECONDS, GUEST_SECONDS];
 
 /// Builds the collector.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
@@ -89,19 +109,13 @@ impl Collector for Cpu {
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
         let cpus = parse(&read_to_string(&self.path)?)?;
         let hz = self.ticks_per_second;
-        let secs = out.counter(
-            "accel_cpu_seconds_total",
-            "Seconds the CPUs spent in each mode.",
-        );
+        let secs = out.add(&SECONDS);
         for (cpu, ticks) in &cpus {
             for (mode, t) in MODES.iter().zip(ticks) {
                 secs.add(&[("cpu", cpu), ("mode", mode)], *t as f64 / hz);
             }
         }
-        let guest = out.counter(
-            "accel_cpu_guest_seconds_total",
-            "Seconds the CPUs spent in guests (VMs) for each mode.",
-        );
+        let guest = out.add(&GUEST_SECONDS);
         for (cpu, ticks) in &cpus {
             for (mode, t) in ["user", "nice"].iter().zip(ticks.iter().skip(8)) {
                 guest.add(&[("cpu", cpu), ("mode", mode)], *t as f64 / hz);

@@ -23,113 +23,6 @@ pub const DEFAULT_EXCLUDE: &str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)
 const SECTOR: f64 = 512.0;
 const MS: f64 = 0.001;
 
-/// How each counter (by position after the device name) is exported:
-/// family suffix, help, scale to base units, and whether it is a gauge.
-const FIELDS: [(&str, &str, f64, bool); 17] = [
-    (
-        "reads_completed_total",
-        "The total number of reads completed successfully.",
-        1.0,
-        false,
-    ),
-    (
-        "reads_merged_total",
-        "The total number of reads merged.",
-        1.0,
-        false,
-    ),
-    (
-        "read_bytes_total",
-        "The total number of bytes read successfully.",
-        SECTOR,
-        false,
-    ),
-    (
-        "read_time_seconds_total",
-        "The total number of seconds spent by all reads.",
-        MS,
-        false,
-    ),
-    (
-        "writes_completed_total",
-        "The total number of writes completed successfully.",
-        1.0,
-        false,
-    ),
-    (
-        "writes_merged_total",
-        "The number of writes merged.",
-        1.0,
-        false,
-    ),
-    (
-        "written_bytes_total",
-        "The total number of bytes written successfully.",
-        SECTOR,
-        false,
-    ),
-    (
-        "write_time_seconds_total",
-        "This is the total number of seconds spent by all writes.",
-        MS,
-        false,
-    ),
-    (
-        "io_now",
-        "The number of I/Os currently in progress.",
-        1.0,
-        true,
-    ),
-    (
-        "io_time_seconds_total",
-        "Total seconds spent doing I/Os.",
-        MS,
-        false,
-    ),
-    (
-        "io_time_weighted_seconds_total",
-        "The weighted # of seconds spent doing I/Os.",
-        MS,
-        false,
-    ),
-    (
-        "discards_completed_total",
-        "The total number of discards completed successfully.",
-        1.0,
-        false,
-    ),
-    (
-        "discards_merged_total",
-        "The total number of discards merged.",
-        1.0,
-        false,
-    ),
-    (
-        "discarded_sectors_total",
-        "The total number of sectors discarded successfully.",
-        1.0,
-        false,
-    ),
-    (
-        "discard_time_seconds_total",
-        "This is the total number of seconds spent by all discards.",
-        MS,
-        false,
-    ),
-    (
-        "flush_requests_total",
-        "The total number of flush requests completed successfully",
-        1.0,
-        false,
-    ),
-    (
-        "flush_requests_time_seconds_total",
-        "This is the total number of seconds spent by all flush requests.",
-        MS,
-        false,
-    ),
-];
-
 /// One line of /proc/diskstats.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DiskLine<'a> {
@@ -244,8 +137,229 @@ pub const SPEC: Spec = Spec {
     build,
 };
 
+/// Identity of each device.
+pub const INFO: FamilyDef = FamilyDef::gauge(
+    "accel_disk_info",
+    "Identity of each block device from /proc/diskstats and the udev database (model, serial, wwn, path, revision); always 1.",
+)
+.labels(&["device", "major", "minor", "model", "path", "revision", "serial", "wwn"])
+.doc("always 1; `model`, `path`, `revision`, `serial`, `wwn` are udev's `ID_MODEL`, `ID_PATH`, `ID_REVISION`, `ID_SERIAL_SHORT`, `ID_WWN` (`\"\"` when the udev database is missing)")
+.source("`/proc/diskstats` + `<udev data>/b<major>:<minor>` `E:` lines; `collectors/src/disk.rs`")
+.equivalent("`node_disk_info`");
+
+/// diskstats field 1.
+pub const READS_COMPLETED: FamilyDef = FamilyDef::counter(
+    "accel_disk_reads_completed_total",
+    "The total number of reads completed successfully.",
+)
+.labels(&["device"])
+.doc("reads completed")
+.source("diskstats field 1; `collectors/src/disk.rs`")
+.equivalent("`node_disk_reads_completed_total`");
+
+/// diskstats field 2.
+pub const READS_MERGED: FamilyDef = FamilyDef::counter(
+    "accel_disk_reads_merged_total",
+    "The total number of reads merged.",
+)
+.labels(&["device"])
+.doc("adjacent reads merged")
+.source("field 2; `collectors/src/disk.rs`")
+.equivalent("`node_disk_reads_merged_total`");
+
+/// diskstats field 3.
+pub const READ_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_disk_read_bytes_total",
+    "The total number of bytes read successfully.",
+)
+.labels(&["device"])
+.doc("bytes read (sectors × 512)")
+.source("field 3; `collectors/src/disk.rs`")
+.equivalent("`node_disk_read_bytes_total`");
+
+/// diskstats field 4.
+pub const READ_TIME_SECONDS: FamilyDef = FamilyDef::counter(
+    "accel_disk_read_time_seconds_total",
+    "The total number of seconds spent by all reads.",
+)
+.labels(&["device"])
+.doc("seconds spent by all reads")
+.source("field 4; `collectors/src/disk.rs`")
+.equivalent("`node_disk_read_time_seconds_total`");
+
+/// diskstats field 5.
+pub const WRITES_COMPLETED: FamilyDef = FamilyDef::counter(
+    "accel_disk_writes_completed_total",
+    "The total number of writes completed successfully.",
+)
+.labels(&["device"])
+.doc("writes completed")
+.source("field 5; `collectors/src/disk.rs`")
+.equivalent("`node_disk_writes_completed_total`");
+
+/// diskstats field 6.
+pub const WRITES_MERGED: FamilyDef = FamilyDef::counter(
+    "accel_disk_writes_merged_total",
+    "The number of writes merged.",
+)
+.labels(&["device"])
+.doc("adjacent writes merged")
+.source("field 6; `collectors/src/disk.rs`")
+.equivalent("`node_disk_writes_merged_total`");
+
+/// diskstats field 7.
+pub const WRITTEN_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_disk_written_bytes_total",
+    "The total number of bytes written successfully.",
+)
+.labels(&["device"])
+.doc("bytes written (sectors × 512)")
+.source("field 7; `collectors/src/disk.rs`")
+.equivalent("`node_disk_written_bytes_total`");
+
+/// diskstats field 8.
+pub const WRITE_TIME_SECONDS: FamilyDef = FamilyDef::counter(
+    "accel_disk_write_time_seconds_total",
+    "This is the total number of seconds spent by all writes.",
+)
+.labels(&["device"])
+.doc("seconds spent by all writes")
+.source("field 8; `collectors/src/disk.rs`")
+.equivalent("`node_disk_write_time_seconds_total`");
+
+/// diskstats field 9.
+pub const IO_NOW: FamilyDef = FamilyDef::gauge(
+    "accel_disk_io_now",
+    "The number of I/Os currently in progress.",
+)
+.labels(&["device"])
+.doc("I/Os in progress")
+.source("field 9; `collectors/src/disk.rs`")
+.equivalent("`node_disk_io_now`");
+
+/// diskstats field 10.
+pub const IO_TIME_SECONDS: FamilyDef = FamilyDef::counter(
+    "accel_disk_io_time_seconds_total",
+    "Total seconds spent doing I/Os.",
+)
+.labels(&["device"])
+.doc("seconds the device had I/O in flight (`rate()` = utilisation, 0–1)")
+.source("field 10; `collectors/src/disk.rs`")
+.equivalent("`node_disk_io_time_seconds_total`");
+
+/// diskstats field 11.
+pub const IO_TIME_WEIGHTED_SECONDS: FamilyDef = FamilyDef::counter(
+    "accel_disk_io_time_weighted_seconds_total",
+    "The weighted # of seconds spent doing I/Os.",
+)
+.labels(&["device"])
+.doc("seconds of I/O × I/Os in flight (`rate()` = average queue depth)")
+.source("field 11; `collectors/src/disk.rs`")
+.equivalent("`node_disk_io_time_weighted_seconds_total`");
+
+/// diskstats field 12.
+pub const DISCARDS_COMPLETED: FamilyDef = FamilyDef::counter(
+    "accel_disk_discards_completed_total",
+    "The total number of discards completed successfully.",
+)
+.labels(&["device"])
+.doc("discards completed")
+.source("field 12; `collectors/src/disk.rs`")
+.equivalent("`node_disk_discards_completed_total`");
+
+/// diskstats field 13.
+pub const DISCARDS_MERGED: FamilyDef = FamilyDef::counter(
+    "accel_disk_discards_merged_total",
+    "The total number of discards merged.",
+)
+.labels(&["device"])
+.doc("discards merged")
+.source("field 13; `collectors/src/disk.rs`")
+.equivalent("`node_disk_discards_merged_total`");
+
+/// diskstats field 14.
+pub const DISCARDED_SECTORS: FamilyDef = FamilyDef::counter(
+    "accel_disk_discarded_sectors_total",
+    "The total number of sectors discarded successfully.",
+)
+.labels(&["device"])
+.doc("sectors discarded (512-byte sectors, not bytes, as node_exporter)")
+.source("field 14; `collectors/src/disk.rs`")
+.equivalent("`node_disk_discarded_sectors_total`");
+
+/// diskstats field 15.
+pub const DISCARD_TIME_SECONDS: FamilyDef = FamilyDef::counter(
+    "accel_disk_discard_time_seconds_total",
+    "This is the total number of seconds spent by all discards.",
+)
+.labels(&["device"])
+.doc("seconds spent by all discards")
+.source("field 15; `collectors/src/disk.rs`")
+.equivalent("`node_disk_discard_time_seconds_total`");
+
+/// diskstats field 16.
+pub const FLUSH_REQUESTS: FamilyDef = FamilyDef::counter(
+    "accel_disk_flush_requests_total",
+    "The total number of flush requests completed successfully",
+)
+.labels(&["device"])
+.doc("flush requests completed")
+.source("field 16; `collectors/src/disk.rs`")
+.equivalent("`node_disk_flush_requests_total`");
+
+/// diskstats field 17.
+pub const FLUSH_REQUESTS_TIME_SECONDS: FamilyDef = FamilyDef::counter(
+    "accel_disk_flush_requests_time_seconds_total",
+    "This is the total number of seconds spent by all flush requests.",
+)
+.labels(&["device"])
+.doc("seconds spent by all flushes")
+.source("field 17; `collectors/src/disk.rs`")
+.equivalent("`node_disk_flush_requests_time_seconds_total`");
+
+/// How each counter (by position after the device name) is exported: its
+/// family and the scale to base units.
+const FIELDS: [(&FamilyDef, f64); 17] = [
+    (&READS_COMPLETED, 1.0),
+    (&READS_MERGED, 1.0),
+    (&READ_BYTES, SECTOR),
+    (&READ_TIME_SECONDS, MS),
+    (&WRITES_COMPLETED, 1.0),
+    (&WRITES_MERGED, 1.0),
+    (&WRITTEN_BYTES, SECTOR),
+    (&WRITE_TIME_SECONDS, MS),
+    (&IO_NOW, 1.0),
+    (&IO_TIME_SECONDS, MS),
+    (&IO_TIME_WEIGHTED_SECONDS, MS),
+    (&DISCARDS_COMPLETED, 1.0),
+    (&DISCARDS_MERGED, 1.0),
+    (&DISCARDED_SECTORS, 1.0),
+    (&DISCARD_TIME_SECONDS, MS),
+    (&FLUSH_REQUESTS, 1.0),
+    (&FLUSH_REQUESTS_TIME_SECONDS, MS),
+];
+
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[];
+pub const FAMILIES: &[FamilyDef] = &[
+    INFO,
+    READS_COMPLETED,
+    READS_MERGED,
+    READ_BYTES,
+    READ_TIME_SECONDS,
+    WRITES_COMPLETED,
+    WRITES_MERGED,
+    WRITTEN_BYTES,
+    WRITE_TIME_SECONDS,
+    IO_NOW,
+    IO_TIME_SECONDS,
+    IO_TIME_WEIGHTED_SECONDS,
+    DISCARDS_COMPLETED,
+    DISCARDS_MERGED,
+    DISCARDED_SECTORS,
+    DISCARD_TIME_SECONDS,
+    FLUSH_REQUESTS,
+    FLUSH_REQUESTS_TIME_SECONDS,
+];
 
 /// Builds the collector.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
@@ -271,7 +385,7 @@ impl Collector for Disk {
             .iter()
             .filter(|l| self.filter.accepts(l.device))
             .collect();
-        let info = out.gauge("accel_disk_info", "Identity of each block device from /proc/diskstats and the udev database (model, serial, wwn, path, revision); always 1.");
+        let info = out.add(&INFO);
         for l in &lines {
             let props = udev_properties(&self.udev.join(format!("b{}:{}", l.major, l.minor)));
             let prop = |key: &str| {
@@ -289,16 +403,11 @@ impl Collector for Disk {
             labels.extend(UDEV_LABELS.iter().map(|(label, key)| (*label, prop(key))));
             info.add(&labels, 1.0);
         }
-        for (i, (suffix, help, scale, gauge)) in FIELDS.iter().enumerate() {
-            let name = format!("accel_disk_{suffix}");
+        for (i, (family, scale)) in FIELDS.iter().enumerate() {
             for l in &lines {
                 let Some(v) = l.counters.get(i) else { continue };
-                let family = if *gauge {
-                    out.gauge(&name, help)
-                } else {
-                    out.counter(&name, help)
-                };
-                family.add(&[("device", l.device)], *v as f64 * scale);
+                out.add(family)
+                    .add(&[("device", l.device)], *v as f64 * scale);
             }
         }
         Ok(())

@@ -14,37 +14,330 @@ use crate::{
     BuildContext, Built, CollectError, Collector, ErrorKind, FamilyDef, Sample, Spec, HOST_INTERVAL,
 };
 
-/// Port counters: sysfs file, family (without prefix), help, multiplier.
-const COUNTERS: [(&str, &str, &str, f64); 21] = [
-    ("excessive_buffer_overrun_errors", "excessive_buffer_overrun_errors_total", "Number of times that OverrunErrors consecutive flow control update periods occurred, each having at least one overrun error.", 1.0),
-    ("link_downed", "link_downed_total", "Number of times the link failed to recover from an error state and went down", 1.0),
-    ("link_error_recovery", "link_error_recovery_total", "Number of times the link successfully recovered from an error state", 1.0),
-    ("local_link_integrity_errors", "local_link_integrity_errors_total", "Number of times that the count of local physical errors exceeded the threshold specified by LocalPhyErrors.", 1.0),
-    ("multicast_rcv_packets", "multicast_packets_received_total", "Number of multicast packets received (including errors)", 1.0),
-    ("multicast_xmit_packets", "multicast_packets_transmitted_total", "Number of multicast packets transmitted (including errors)", 1.0),
-    ("port_rcv_constraint_errors", "port_constraint_errors_received_total", "Number of packets received on the switch physical port that are discarded", 1.0),
-    ("port_xmit_constraint_errors", "port_constraint_errors_transmitted_total", "Number of packets not transmitted from the switch physical port", 1.0),
-    ("port_rcv_data", "port_data_received_bytes_total", "Number of data octets received on all links", 4.0),
-    ("port_xmit_data", "port_data_transmitted_bytes_total", "Number of data octets transmitted on all links", 4.0),
-    ("port_rcv_discards", "port_discards_received_total", "Number of inbound packets discarded by the port because the port is down or congested", 1.0),
-    ("port_xmit_discards", "port_discards_transmitted_total", "Number of outbound packets discarded by the port because the port is down or congested", 1.0),
-    ("port_rcv_errors", "port_errors_received_total", "Number of packets containing an error that were received on this port", 1.0),
-    ("port_rcv_packets", "port_packets_received_total", "Number of packets received on all VLs by this port (including errors)", 1.0),
-    ("port_xmit_packets", "port_packets_transmitted_total", "Number of packets transmitted on all VLs from this port (including errors)", 1.0),
-    ("port_xmit_wait", "port_transmit_wait_total", "Number of ticks during which the port had data to transmit but no data was sent during the entire tick", 1.0),
-    ("port_rcv_remote_physical_errors", "port_receive_remote_physical_errors_total", "Number of packets marked with the EBP (End of Bad Packet) delimiter received on the port.", 1.0),
-    ("port_rcv_switch_relay_errors", "port_receive_switch_relay_errors_total", "Number of packets that could not be forwarded by the switch.", 1.0),
-    ("symbol_error", "symbol_error_total", "Number of minor link errors detected on one or more physical lanes.", 1.0),
-    ("unicast_rcv_packets", "unicast_packets_received_total", "Number of unicast packets received (including errors)", 1.0),
-    ("unicast_xmit_packets", "unicast_packets_transmitted_total", "Number of unicast packets transmitted (including errors)", 1.0),
-];
+/// Identity of each HCA.
+pub const INFO: FamilyDef = FamilyDef::gauge(
+    "accel_infiniband_info",
+    "Non-numeric data from /sys/class/infiniband/<device>, value is always 1.",
+)
+.labels(&["board_id", "device", "firmware_version", "hca_type"])
+.doc("always 1")
+.source("`<device>/{board_id,fw_ver,hca_type}`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_info`");
 
-/// VL15_dropped is upper-case in sysfs.
-const VL15: (&str, &str, &str) = (
-    "VL15_dropped",
-    "vl15_dropped_total",
+/// Logical port state.
+pub const STATE: FamilyDef = FamilyDef::gauge(
+    "accel_infiniband_state_id",
+    "State of the InfiniBand port (0: no change, 1: down, 2: init, 3: armed, 4: active, 5: act defer)",
+)
+.labels(&["device", "port"])
+.doc("logical port state: 0 no change, 1 down, 2 init, 3 armed, 4 active, 5 act defer")
+.source("`ports/<port>/state` (`4: ACTIVE` → 4); `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_state_id`");
+
+/// Physical port state.
+pub const PHYSICAL_STATE: FamilyDef = FamilyDef::gauge(
+    "accel_infiniband_physical_state_id",
+    "Physical state of the InfiniBand port (0: no change, 1: sleep, 2: polling, 3: disable, 4: shift, 5: link up, 6: link error recover, 7: phytest)",
+)
+.labels(&["device", "port"])
+.doc("physical state: 0 no change, 1 sleep, 2 polling, 3 disabled, 4 shift, 5 link up, 6 link error recovery, 7 phytest")
+.source("`ports/<port>/phys_state`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_physical_state_id`");
+
+/// Signalling rate.
+pub const RATE: FamilyDef = FamilyDef::gauge(
+    "accel_infiniband_rate_bytes_per_second",
+    "Maximum signal transfer rate",
+)
+.labels(&["device", "port"])
+.doc("signalling rate, bytes/s (`200 Gb/sec (4X HDR)` → 200 × 10^9 / 8)")
+.source("`ports/<port>/rate`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_rate_bytes_per_second`");
+
+/// `counters/excessive_buffer_overrun_errors`.
+pub const EXCESSIVE_BUFFER_OVERRUN_ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_excessive_buffer_overrun_errors_total",
+    "Number of times that OverrunErrors consecutive flow control update periods occurred, each having at least one overrun error.",
+)
+.labels(&["device", "port"])
+.doc("times OverrunErrors consecutive flow-control update periods each had an overrun")
+.source("`counters/excessive_buffer_overrun_errors`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_excessive_buffer_overrun_errors_total`");
+
+/// `counters/link_downed`.
+pub const LINK_DOWNED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_link_downed_total",
+    "Number of times the link failed to recover from an error state and went down",
+)
+.labels(&["device", "port"])
+.doc("times the link failed error recovery and went down")
+.source("`counters/link_downed`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_link_downed_total`");
+
+/// `counters/link_error_recovery`.
+pub const LINK_ERROR_RECOVERY: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_link_error_recovery_total",
+    "Number of times the link successfully recovered from an error state",
+)
+.labels(&["device", "port"])
+.doc("times the link recovered from an error state")
+.source("`counters/link_error_recovery`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_link_error_recovery_total`");
+
+/// `counters/local_link_integrity_errors`.
+pub const LOCAL_LINK_INTEGRITY_ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_local_link_integrity_errors_total",
+    "Number of times that the count of local physical errors exceeded the threshold specified by LocalPhyErrors.",
+)
+.labels(&["device", "port"])
+.doc("times local physical errors exceeded LocalPhyErrors")
+.source("`counters/local_link_integrity_errors`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_local_link_integrity_errors_total`");
+
+/// `counters/multicast_rcv_packets`.
+pub const MULTICAST_PACKETS_RECEIVED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_multicast_packets_received_total",
+    "Number of multicast packets received (including errors)",
+)
+.labels(&["device", "port"])
+.doc("multicast packets received (including errors)")
+.source("`counters/multicast_rcv_packets`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_multicast_packets_received_total`");
+
+/// `counters/multicast_xmit_packets`.
+pub const MULTICAST_PACKETS_TRANSMITTED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_multicast_packets_transmitted_total",
+    "Number of multicast packets transmitted (including errors)",
+)
+.labels(&["device", "port"])
+.doc("multicast packets transmitted (including errors)")
+.source("`counters/multicast_xmit_packets`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_multicast_packets_transmitted_total`");
+
+/// `counters/port_rcv_constraint_errors`.
+pub const PORT_CONSTRAINT_ERRORS_RECEIVED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_constraint_errors_received_total",
+    "Number of packets received on the switch physical port that are discarded",
+)
+.labels(&["device", "port"])
+.doc("received packets discarded for constraint errors")
+.source("`counters/port_rcv_constraint_errors`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_constraint_errors_received_total`");
+
+/// `counters/port_xmit_constraint_errors`.
+pub const PORT_CONSTRAINT_ERRORS_TRANSMITTED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_constraint_errors_transmitted_total",
+    "Number of packets not transmitted from the switch physical port",
+)
+.labels(&["device", "port"])
+.doc("packets not transmitted for constraint errors")
+.source("`counters/port_xmit_constraint_errors`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_constraint_errors_transmitted_total`");
+
+/// `counters/port_rcv_data`, in 4-octet words.
+pub const PORT_DATA_RECEIVED_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_data_received_bytes_total",
+    "Number of data octets received on all links",
+)
+.labels(&["device", "port"])
+.doc("bytes received: the file counts 4-octet words, ×4 in f64")
+.source("`counters/port_rcv_data`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_data_received_bytes_total` (wraps, see below)");
+
+/// `counters/port_xmit_data`, in 4-octet words.
+pub const PORT_DATA_TRANSMITTED_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_data_transmitted_bytes_total",
+    "Number of data octets transmitted on all links",
+)
+.labels(&["device", "port"])
+.doc("bytes transmitted: 4-octet words ×4 in f64")
+.source("`counters/port_xmit_data`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_data_transmitted_bytes_total` (wraps, see below)");
+
+/// `counters/port_rcv_discards`.
+pub const PORT_DISCARDS_RECEIVED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_discards_received_total",
+    "Number of inbound packets discarded by the port because the port is down or congested",
+)
+.labels(&["device", "port"])
+.doc("inbound packets discarded (port down or congested)")
+.source("`counters/port_rcv_discards`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_discards_received_total`");
+
+/// `counters/port_xmit_discards`.
+pub const PORT_DISCARDS_TRANSMITTED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_discards_transmitted_total",
+    "Number of outbound packets discarded by the port because the port is down or congested",
+)
+.labels(&["device", "port"])
+.doc("outbound packets discarded (port down or congested)")
+.source("`counters/port_xmit_discards`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_discards_transmitted_total`");
+
+/// `counters/port_rcv_errors`.
+pub const PORT_ERRORS_RECEIVED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_errors_received_total",
+    "Number of packets containing an error that were received on this port",
+)
+.labels(&["device", "port"])
+.doc("received packets with an error")
+.source("`counters/port_rcv_errors`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_errors_received_total`");
+
+/// `counters/port_rcv_packets`.
+pub const PORT_PACKETS_RECEIVED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_packets_received_total",
+    "Number of packets received on all VLs by this port (including errors)",
+)
+.labels(&["device", "port"])
+.doc("packets received on all VLs (including errors)")
+.source("`counters/port_rcv_packets`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_packets_received_total`");
+
+/// `counters/port_xmit_packets`.
+pub const PORT_PACKETS_TRANSMITTED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_packets_transmitted_total",
+    "Number of packets transmitted on all VLs from this port (including errors)",
+)
+.labels(&["device", "port"])
+.doc("packets transmitted on all VLs (including errors)")
+.source("`counters/port_xmit_packets`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_packets_transmitted_total`");
+
+/// `counters/port_xmit_wait`.
+pub const PORT_TRANSMIT_WAIT: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_transmit_wait_total",
+    "Number of ticks during which the port had data to transmit but no data was sent during the entire tick",
+)
+.labels(&["device", "port"])
+.doc("ticks with data to send but none sent (congestion)")
+.source("`counters/port_xmit_wait`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_transmit_wait_total`");
+
+/// `counters/port_rcv_remote_physical_errors`.
+pub const PORT_RECEIVE_REMOTE_PHYSICAL_ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_receive_remote_physical_errors_total",
+    "Number of packets marked with the EBP (End of Bad Packet) delimiter received on the port.",
+)
+.labels(&["device", "port"])
+.doc("packets received marked EBP (bad packet upstream)")
+.source("`counters/port_rcv_remote_physical_errors`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_receive_remote_physical_errors_total`");
+
+/// `counters/port_rcv_switch_relay_errors`.
+pub const PORT_RECEIVE_SWITCH_RELAY_ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_port_receive_switch_relay_errors_total",
+    "Number of packets that could not be forwarded by the switch.",
+)
+.labels(&["device", "port"])
+.doc("packets the switch could not forward")
+.source("`counters/port_rcv_switch_relay_errors`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_port_receive_switch_relay_errors_total`");
+
+/// `counters/symbol_error`.
+pub const SYMBOL_ERROR: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_symbol_error_total",
+    "Number of minor link errors detected on one or more physical lanes.",
+)
+.labels(&["device", "port"])
+.doc("minor link errors on a physical lane")
+.source("`counters/symbol_error`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_symbol_error_total`");
+
+/// `counters/unicast_rcv_packets`.
+pub const UNICAST_PACKETS_RECEIVED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_unicast_packets_received_total",
+    "Number of unicast packets received (including errors)",
+)
+.labels(&["device", "port"])
+.doc("unicast packets received (including errors)")
+.source("`counters/unicast_rcv_packets`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_unicast_packets_received_total`");
+
+/// `counters/unicast_xmit_packets`.
+pub const UNICAST_PACKETS_TRANSMITTED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_unicast_packets_transmitted_total",
+    "Number of unicast packets transmitted (including errors)",
+)
+.labels(&["device", "port"])
+.doc("unicast packets transmitted (including errors)")
+.source("`counters/unicast_xmit_packets`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_unicast_packets_transmitted_total`");
+
+/// `counters/VL15_dropped`.
+pub const VL15_DROPPED: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_vl15_dropped_total",
     "Number of incoming VL15 packets dropped",
-);
+)
+.labels(&["device", "port"])
+.doc("incoming VL15 (subnet management) packets dropped")
+.source("`counters/VL15_dropped`; `collectors/src/infiniband.rs`")
+.equivalent("`node_infiniband_vl15_dropped_total`");
+
+/// Every file of `hw_counters/`, by name.
+pub const HW_EVENTS: FamilyDef = FamilyDef::counter(
+    "accel_infiniband_hw_events_total",
+    "Port hardware counters (RoCE and vendor) from hw_counters/, by file name.",
+)
+.labels(&["device", "port", "counter"])
+.doc("one series per file in `hw_counters/` (RoCE and vendor counters, e.g. `np_cnp_sent`, `rp_cnp_handled`, `np_ecn_marked_roce_packets`, `out_of_sequence`, `local_ack_timeout_err`); `counter` is the file name. `lifespan` (a refresh period, not a counter) is skipped. A file that does not parse is counted as a `parse` error and skipped; the rest of the sample is kept")
+.source("`ports/<port>/hw_counters/<file>`; `collectors/src/infiniband.rs`")
+.equivalent("none (node_exporter 1.5.0 does not read `hw_counters/`)");
+
+/// Port counters: sysfs file under `counters/`, family, multiplier to base
+/// units. VL15_dropped is upper-case in sysfs.
+const COUNTERS: [(&str, &FamilyDef, f64); 22] = [
+    (
+        "excessive_buffer_overrun_errors",
+        &EXCESSIVE_BUFFER_OVERRUN_ERRORS,
+        1.0,
+    ),
+    ("link_downed", &LINK_DOWNED, 1.0),
+    ("link_error_recovery", &LINK_ERROR_RECOVERY, 1.0),
+    (
+        "local_link_integrity_errors",
+        &LOCAL_LINK_INTEGRITY_ERRORS,
+        1.0,
+    ),
+    ("multicast_rcv_packets", &MULTICAST_PACKETS_RECEIVED, 1.0),
+    (
+        "multicast_xmit_packets",
+        &MULTICAST_PACKETS_TRANSMITTED,
+        1.0,
+    ),
+    (
+        "port_rcv_constraint_errors",
+        &PORT_CONSTRAINT_ERRORS_RECEIVED,
+        1.0,
+    ),
+    (
+        "port_xmit_constraint_errors",
+        &PORT_CONSTRAINT_ERRORS_TRANSMITTED,
+        1.0,
+    ),
+    ("port_rcv_data", &PORT_DATA_RECEIVED_BYTES, 4.0),
+    ("port_xmit_data", &PORT_DATA_TRANSMITTED_BYTES, 4.0),
+    ("port_rcv_discards", &PORT_DISCARDS_RECEIVED, 1.0),
+    ("port_xmit_discards", &PORT_DISCARDS_TRANSMITTED, 1.0),
+    ("port_rcv_errors", &PORT_ERRORS_RECEIVED, 1.0),
+    ("port_rcv_packets", &PORT_PACKETS_RECEIVED, 1.0),
+    ("port_xmit_packets", &PORT_PACKETS_TRANSMITTED, 1.0),
+    ("port_xmit_wait", &PORT_TRANSMIT_WAIT, 1.0),
+    (
+        "port_rcv_remote_physical_errors",
+        &PORT_RECEIVE_REMOTE_PHYSICAL_ERRORS,
+        1.0,
+    ),
+    (
+        "port_rcv_switch_relay_errors",
+        &PORT_RECEIVE_SWITCH_RELAY_ERRORS,
+        1.0,
+    ),
+    ("symbol_error", &SYMBOL_ERROR, 1.0),
+    ("unicast_rcv_packets", &UNICAST_PACKETS_RECEIVED, 1.0),
+    ("unicast_xmit_packets", &UNICAST_PACKETS_TRANSMITTED, 1.0),
+    ("VL15_dropped", &VL15_DROPPED, 1.0),
+];
 
 /// The InfiniBand collector.
 pub struct Infiniband {
@@ -65,7 +358,35 @@ pub const SPEC: Spec = Spec {
 };
 
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[];
+pub const FAMILIES: &[FamilyDef] = &[
+    INFO,
+    STATE,
+    PHYSICAL_STATE,
+    RATE,
+    EXCESSIVE_BUFFER_OVERRUN_ERRORS,
+    LINK_DOWNED,
+    LINK_ERROR_RECOVERY,
+    LOCAL_LINK_INTEGRITY_ERRORS,
+    MULTICAST_PACKETS_RECEIVED,
+    MULTICAST_PACKETS_TRANSMITTED,
+    PORT_CONSTRAINT_ERRORS_RECEIVED,
+    PORT_CONSTRAINT_ERRORS_TRANSMITTED,
+    PORT_DATA_RECEIVED_BYTES,
+    PORT_DATA_TRANSMITTED_BYTES,
+    PORT_DISCARDS_RECEIVED,
+    PORT_DISCARDS_TRANSMITTED,
+    PORT_ERRORS_RECEIVED,
+    PORT_PACKETS_RECEIVED,
+    PORT_PACKETS_TRANSMITTED,
+    PORT_TRANSMIT_WAIT,
+    PORT_RECEIVE_REMOTE_PHYSICAL_ERRORS,
+    PORT_RECEIVE_SWITCH_RELAY_ERRORS,
+    SYMBOL_ERROR,
+    UNICAST_PACKETS_RECEIVED,
+    UNICAST_PACKETS_TRANSMITTED,
+    VL15_DROPPED,
+    HW_EVENTS,
+];
 
 /// Builds the collector; absent without /sys/class/infiniband.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
@@ -130,34 +451,24 @@ impl Infiniband {
     ) -> Result<(), CollectError> {
         let labels = [("device", device), ("port", port)];
         if let Some(s) = read_attr(&dir.join("state"))? {
-            out.gauge("accel_infiniband_state_id", "State of the InfiniBand port (0: no change, 1: down, 2: init, 3: armed, 4: active, 5: act defer)")
-                .add(&labels, parse_state(&s)? as f64);
+            out.add(&STATE).add(&labels, parse_state(&s)? as f64);
         }
         if let Some(s) = read_attr(&dir.join("phys_state"))? {
-            out.gauge("accel_infiniband_physical_state_id", "Physical state of the InfiniBand port (0: no change, 1: sleep, 2: polling, 3: disable, 4: shift, 5: link up, 6: link error recover, 7: phytest)")
+            out.add(&PHYSICAL_STATE)
                 .add(&labels, parse_state(&s)? as f64);
         }
         if let Some(s) = read_attr(&dir.join("rate"))? {
-            out.gauge(
-                "accel_infiniband_rate_bytes_per_second",
-                "Maximum signal transfer rate",
-            )
-            .add(&labels, parse_rate(&s)?);
+            out.add(&RATE).add(&labels, parse_rate(&s)?);
         }
         let counters = dir.join("counters");
         if counters.is_dir() {
-            let all = COUNTERS
-                .iter()
-                .map(|(f, n, h, m)| (*f, *n, *h, *m))
-                .chain([(VL15.0, VL15.1, VL15.2, 1.0)]);
-            for (file, family, help, mult) in all {
+            for (file, family, mult) in COUNTERS {
                 let path = counters.join(file);
                 let Some(text) = read_attr(&path)? else {
                     continue;
                 };
                 if let Some(v) = parse_counter(&text, &path)? {
-                    out.counter(&format!("accel_infiniband_{family}"), help)
-                        .add(&labels, v as f64 * mult);
+                    out.add(family).add(&labels, v as f64 * mult);
                 }
             }
         }
@@ -174,8 +485,10 @@ impl Infiniband {
                 };
                 match parse_counter(&text, &path) {
                     Ok(Some(v)) => {
-                        out.counter("accel_infiniband_hw_events_total", "Port hardware counters (RoCE and vendor) from hw_counters/, by file name.")
-                            .add(&[("device", device), ("port", port), ("counter", &file)], v as f64);
+                        out.add(&HW_EVENTS).add(
+                            &[("device", device), ("port", port), ("counter", &file)],
+                            v as f64,
+                        );
                     }
                     Ok(None) => {}
                     Err(e) => out.error(e),
@@ -195,11 +508,7 @@ impl Collector for Infiniband {
         for device in list(&self.root)? {
             let dir = self.root.join(&device);
             let attr = |f: &str| read_attr(&dir.join(f)).map(Option::unwrap_or_default);
-            out.gauge(
-                "accel_infiniband_info",
-                "Non-numeric data from /sys/class/infiniband/<device>, value is always 1.",
-            )
-            .add(
+            out.add(&INFO).add(
                 &[
                     ("board_id", &attr("board_id")?),
                     ("device", &device),

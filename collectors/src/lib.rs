@@ -20,6 +20,7 @@ pub mod network;
 pub mod options;
 pub mod pressure;
 pub mod process;
+pub mod procfs;
 mod sample;
 pub mod shared;
 pub mod util;

@@ -29,8 +29,115 @@ pub const SPEC: Spec = Spec {
     build,
 };
 
+/// Usable RAM.
+pub const TOTAL: FamilyDef =
+    FamilyDef::gauge("accel_memory_total_bytes", "Total usable memory in bytes.")
+        .doc("bytes, usable RAM")
+        .source("`/proc/meminfo` `MemTotal`; `collectors/src/memory.rs`")
+        .equivalent("`node_memory_MemTotal_bytes`");
+
+/// Unused RAM.
+pub const FREE: FamilyDef = FamilyDef::gauge(
+    "accel_memory_free_bytes",
+    "Memory not used at all, in bytes.",
+)
+.doc("bytes, unused RAM")
+.source("`MemFree`; `collectors/src/memory.rs`")
+.equivalent("`node_memory_MemFree_bytes`");
+
+/// RAM available without swapping.
+pub const AVAILABLE: FamilyDef = FamilyDef::gauge(
+    "accel_memory_available_bytes",
+    "Memory available for new work without swapping, in bytes (the kernel's estimate).",
+)
+.doc("bytes available for new work without swapping (the kernel's estimate). Kernels older than 3.14 have no `MemAvailable`; there it is `MemFree + Buffers + Cached`")
+.source("`MemAvailable`; `collectors/src/memory.rs`")
+.equivalent("`node_memory_MemAvailable_bytes`");
+
+/// RAM in use.
+pub const USED: FamilyDef = FamilyDef::gauge(
+    "accel_memory_used_bytes",
+    "Memory in use in bytes: total minus available.",
+)
+.doc("bytes in use: `MemTotal − MemAvailable`, floored at 0 (as `free` computes it since procps-ng 4.0.1)")
+.source("`MemTotal`, `MemAvailable`; `collectors/src/memory.rs`")
+.equivalent("none (`node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes`)");
+
+/// Block-device buffers.
+pub const BUFFERS: FamilyDef = FamilyDef::gauge(
+    "accel_memory_buffers_bytes",
+    "Memory in block device buffers, in bytes.",
+)
+.doc("bytes in block-device buffers")
+.source("`Buffers`; `collectors/src/memory.rs`")
+.equivalent("`node_memory_Buffers_bytes`");
+
+/// Page cache.
+pub const CACHED: FamilyDef = FamilyDef::gauge(
+    "accel_memory_cached_bytes",
+    "Memory in the page cache (files, shared memory), in bytes.",
+)
+.doc("bytes in the page cache (files, shmem). Only `Cached`: unlike `free`'s buff/cache, it does not add `SReclaimable`")
+.source("`Cached`; `collectors/src/memory.rs`")
+.equivalent("`node_memory_Cached_bytes`");
+
+/// Shared memory and tmpfs.
+pub const SHARED: FamilyDef = FamilyDef::gauge(
+    "accel_memory_shared_bytes",
+    "Memory in shared memory and tmpfs, in bytes.",
+)
+.doc("bytes in shared memory and tmpfs")
+.source("`Shmem`; `collectors/src/memory.rs`")
+.equivalent("`node_memory_Shmem_bytes`");
+
+/// Dirty pages.
+pub const DIRTY: FamilyDef = FamilyDef::gauge(
+    "accel_memory_dirty_bytes",
+    "Memory waiting to be written back to storage, in bytes.",
+)
+.doc("bytes waiting to be written back")
+.source("`Dirty`; `collectors/src/memory.rs`")
+.equivalent("`node_memory_Dirty_bytes`");
+
+/// Pages under writeback.
+pub const WRITEBACK: FamilyDef = FamilyDef::gauge(
+    "accel_memory_writeback_bytes",
+    "Memory being written back to storage, in bytes.",
+)
+.doc("bytes being written back")
+.source("`Writeback`; `collectors/src/memory.rs`")
+.equivalent("`node_memory_Writeback_bytes`");
+
+/// Swap space.
+pub const SWAP_TOTAL: FamilyDef = FamilyDef::gauge(
+    "accel_memory_swap_total_bytes",
+    "Total swap space in bytes.",
+)
+.doc("bytes of swap")
+.source("`SwapTotal`; `collectors/src/memory.rs`")
+.equivalent("`node_memory_SwapTotal_bytes`");
+
+/// Unused swap.
+pub const SWAP_FREE: FamilyDef = FamilyDef::gauge(
+    "accel_memory_swap_free_bytes",
+    "Unused swap space in bytes.",
+)
+.doc("bytes of unused swap")
+.source("`SwapFree`; `collectors/src/memory.rs`")
+.equivalent("`node_memory_SwapFree_bytes`");
+
+/// Used swap.
+pub const SWAP_USED: FamilyDef =
+    FamilyDef::gauge("accel_memory_swap_used_bytes", "Used swap space in bytes.")
+        .doc("bytes of used swap: `SwapTotal − SwapFree`, floored at 0")
+        .source("`SwapTotal`, `SwapFree`; `collectors/src/memory.rs`")
+        .equivalent("none (`node_memory_SwapTotal_bytes - node_memory_SwapFree_bytes`)");
+
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[];
+pub const FAMILIES: &[FamilyDef] = &[
+    TOTAL, FREE, AVAILABLE, USED, BUFFERS, CACHED, SHARED, DIRTY, WRITEBACK, SWAP_TOTAL, SWAP_FREE,
+    SWAP_USED,
+];
 
 /// Builds the collector.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
@@ -88,66 +195,28 @@ impl Collector for Memory {
                 free + m.get("Buffers").unwrap_or(&0) + m.get("Cached").unwrap_or(&0),
             )
         })?;
-        let gauges: [(&str, &str, Option<u64>); 12] = [
-            ("total", "Total usable memory in bytes.", Some(total)),
-            ("free", "Memory not used at all, in bytes.", Some(free)),
+        let gauges: [(&'static FamilyDef, Option<u64>); 12] = [
+            (&TOTAL, Some(total)),
+            (&FREE, Some(free)),
+            (&AVAILABLE, Some(available)),
+            (&USED, Some(total.saturating_sub(available))),
+            (&BUFFERS, m.get("Buffers").copied()),
+            (&CACHED, m.get("Cached").copied()),
+            (&SHARED, m.get("Shmem").copied()),
+            (&DIRTY, m.get("Dirty").copied()),
+            (&WRITEBACK, m.get("Writeback").copied()),
+            (&SWAP_TOTAL, m.get("SwapTotal").copied()),
+            (&SWAP_FREE, m.get("SwapFree").copied()),
             (
-                "available",
-                "Memory available for new work without swapping, in bytes (the kernel's estimate).",
-                Some(available),
-            ),
-            (
-                "used",
-                "Memory in use in bytes: total minus available.",
-                Some(total.saturating_sub(available)),
-            ),
-            (
-                "buffers",
-                "Memory in block device buffers, in bytes.",
-                m.get("Buffers").copied(),
-            ),
-            (
-                "cached",
-                "Memory in the page cache (files, shared memory), in bytes.",
-                m.get("Cached").copied(),
-            ),
-            (
-                "shared",
-                "Memory in shared memory and tmpfs, in bytes.",
-                m.get("Shmem").copied(),
-            ),
-            (
-                "dirty",
-                "Memory waiting to be written back to storage, in bytes.",
-                m.get("Dirty").copied(),
-            ),
-            (
-                "writeback",
-                "Memory being written back to storage, in bytes.",
-                m.get("Writeback").copied(),
-            ),
-            (
-                "swap_total",
-                "Total swap space in bytes.",
-                m.get("SwapTotal").copied(),
-            ),
-            (
-                "swap_free",
-                "Unused swap space in bytes.",
-                m.get("SwapFree").copied(),
-            ),
-            (
-                "swap_used",
-                "Used swap space in bytes.",
+                &SWAP_USED,
                 m.get("SwapTotal")
                     .zip(m.get("SwapFree"))
                     .map(|(t, f)| t.saturating_sub(*f)),
             ),
         ];
-        for (name, help, value) in gauges {
+        for (family, value) in gauges {
             if let Some(v) = value {
-                out.gauge(&format!("accel_memory_{name}_bytes"), help)
-                    .add(&[], v as f64);
+                out.add(family).add(&[], v as f64);
             }
         }
         Ok(())

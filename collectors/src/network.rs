@@ -15,24 +15,184 @@ use crate::{
 /// traffic says nothing about a training node's network.
 pub const DEFAULT_EXCLUDE: &str = "^lo$";
 
-/// The /proc/net/dev columns, in kernel order, as metric name parts.
-const COLUMNS: [&str; 16] = [
-    "receive_bytes",
-    "receive_packets",
-    "receive_errs",
-    "receive_drop",
-    "receive_fifo",
-    "receive_frame",
-    "receive_compressed",
-    "receive_multicast",
-    "transmit_bytes",
-    "transmit_packets",
-    "transmit_errs",
-    "transmit_drop",
-    "transmit_fifo",
-    "transmit_colls",
-    "transmit_carrier",
-    "transmit_compressed",
+/// /proc/net/dev column 1.
+pub const RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_network_receive_bytes_total",
+    "Network device statistic receive_bytes.",
+)
+.labels(&["device"])
+.doc("bytes received")
+.source("`/proc/net/dev` column 1; `collectors/src/network.rs`")
+.equivalent("`node_network_receive_bytes_total`");
+
+/// /proc/net/dev column 2.
+pub const RECEIVE_PACKETS: FamilyDef = FamilyDef::counter(
+    "accel_network_receive_packets_total",
+    "Network device statistic receive_packets.",
+)
+.labels(&["device"])
+.doc("packets received")
+.source("column 2; `collectors/src/network.rs`")
+.equivalent("`node_network_receive_packets_total`");
+
+/// /proc/net/dev column 3.
+pub const RECEIVE_ERRS: FamilyDef = FamilyDef::counter(
+    "accel_network_receive_errs_total",
+    "Network device statistic receive_errs.",
+)
+.labels(&["device"])
+.doc("receive errors")
+.source("column 3; `collectors/src/network.rs`")
+.equivalent("`node_network_receive_errs_total`");
+
+/// /proc/net/dev column 4.
+pub const RECEIVE_DROP: FamilyDef = FamilyDef::counter(
+    "accel_network_receive_drop_total",
+    "Network device statistic receive_drop.",
+)
+.labels(&["device"])
+.doc("received packets dropped")
+.source("column 4; `collectors/src/network.rs`")
+.equivalent("`node_network_receive_drop_total`");
+
+/// /proc/net/dev column 5.
+pub const RECEIVE_FIFO: FamilyDef = FamilyDef::counter(
+    "accel_network_receive_fifo_total",
+    "Network device statistic receive_fifo.",
+)
+.labels(&["device"])
+.doc("receive FIFO errors")
+.source("column 5; `collectors/src/network.rs`")
+.equivalent("`node_network_receive_fifo_total`");
+
+/// /proc/net/dev column 6.
+pub const RECEIVE_FRAME: FamilyDef = FamilyDef::counter(
+    "accel_network_receive_frame_total",
+    "Network device statistic receive_frame.",
+)
+.labels(&["device"])
+.doc("receive frame errors")
+.source("column 6; `collectors/src/network.rs`")
+.equivalent("`node_network_receive_frame_total`");
+
+/// /proc/net/dev column 7.
+pub const RECEIVE_COMPRESSED: FamilyDef = FamilyDef::counter(
+    "accel_network_receive_compressed_total",
+    "Network device statistic receive_compressed.",
+)
+.labels(&["device"])
+.doc("compressed packets received")
+.source("column 7; `collectors/src/network.rs`")
+.equivalent("`node_network_receive_compressed_total`");
+
+/// /proc/net/dev column 8.
+pub const RECEIVE_MULTICAST: FamilyDef = FamilyDef::counter(
+    "accel_network_receive_multicast_total",
+    "Network device statistic receive_multicast.",
+)
+.labels(&["device"])
+.doc("multicast packets received")
+.source("column 8; `collectors/src/network.rs`")
+.equivalent("`node_network_receive_multicast_total`");
+
+/// /proc/net/dev column 9.
+pub const TRANSMIT_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_network_transmit_bytes_total",
+    "Network device statistic transmit_bytes.",
+)
+.labels(&["device"])
+.doc("bytes transmitted")
+.source("column 9; `collectors/src/network.rs`")
+.equivalent("`node_network_transmit_bytes_total`");
+
+/// /proc/net/dev column 10.
+pub const TRANSMIT_PACKETS: FamilyDef = FamilyDef::counter(
+    "accel_network_transmit_packets_total",
+    "Network device statistic transmit_packets.",
+)
+.labels(&["device"])
+.doc("packets transmitted")
+.source("column 10; `collectors/src/network.rs`")
+.equivalent("`node_network_transmit_packets_total`");
+
+/// /proc/net/dev column 11.
+pub const TRANSMIT_ERRS: FamilyDef = FamilyDef::counter(
+    "accel_network_transmit_errs_total",
+    "Network device statistic transmit_errs.",
+)
+.labels(&["device"])
+.doc("transmit errors")
+.source("column 11; `collectors/src/network.rs`")
+.equivalent("`node_network_transmit_errs_total`");
+
+/// /proc/net/dev column 12.
+pub const TRANSMIT_DROP: FamilyDef = FamilyDef::counter(
+    "accel_network_transmit_drop_total",
+    "Network device statistic transmit_drop.",
+)
+.labels(&["device"])
+.doc("transmitted packets dropped")
+.source("column 12; `collectors/src/network.rs`")
+.equivalent("`node_network_transmit_drop_total`");
+
+/// /proc/net/dev column 13.
+pub const TRANSMIT_FIFO: FamilyDef = FamilyDef::counter(
+    "accel_network_transmit_fifo_total",
+    "Network device statistic transmit_fifo.",
+)
+.labels(&["device"])
+.doc("transmit FIFO errors")
+.source("column 13; `collectors/src/network.rs`")
+.equivalent("`node_network_transmit_fifo_total`");
+
+/// /proc/net/dev column 14.
+pub const TRANSMIT_COLLS: FamilyDef = FamilyDef::counter(
+    "accel_network_transmit_colls_total",
+    "Network device statistic transmit_colls.",
+)
+.labels(&["device"])
+.doc("collisions")
+.source("column 14; `collectors/src/network.rs`")
+.equivalent("`node_network_transmit_colls_total`");
+
+/// /proc/net/dev column 15.
+pub const TRANSMIT_CARRIER: FamilyDef = FamilyDef::counter(
+    "accel_network_transmit_carrier_total",
+    "Network device statistic transmit_carrier.",
+)
+.labels(&["device"])
+.doc("carrier losses")
+.source("column 15; `collectors/src/network.rs`")
+.equivalent("`node_network_transmit_carrier_total`");
+
+/// /proc/net/dev column 16.
+pub const TRANSMIT_COMPRESSED: FamilyDef = FamilyDef::counter(
+    "accel_network_transmit_compressed_total",
+    "Network device statistic transmit_compressed.",
+)
+.labels(&["device"])
+.doc("compressed packets transmitted")
+.source("column 16; `collectors/src/network.rs`")
+.equivalent("`node_network_transmit_compressed_total`");
+
+/// The /proc/net/dev columns, in kernel order.
+const NET_DEV: [&FamilyDef; 16] = [
+    &RECEIVE_BYTES,
+    &RECEIVE_PACKETS,
+    &RECEIVE_ERRS,
+    &RECEIVE_DROP,
+    &RECEIVE_FIFO,
+    &RECEIVE_FRAME,
+    &RECEIVE_COMPRESSED,
+    &RECEIVE_MULTICAST,
+    &TRANSMIT_BYTES,
+    &TRANSMIT_PACKETS,
+    &TRANSMIT_ERRS,
+    &TRANSMIT_DROP,
+    &TRANSMIT_FIFO,
+    &TRANSMIT_COLLS,
+    &TRANSMIT_CARRIER,
+    &TRANSMIT_COMPRESSED,
 ];
 
 /// Parses /proc/net/dev into (interface, 16 counters).
@@ -107,7 +267,43 @@ pub const SPEC: Spec = Spec {
 };
 
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[];
+pub const FAMILIES: &[FamilyDef] = &[
+    RECEIVE_BYTES,
+    RECEIVE_PACKETS,
+    RECEIVE_ERRS,
+    RECEIVE_DROP,
+    RECEIVE_FIFO,
+    RECEIVE_FRAME,
+    RECEIVE_COMPRESSED,
+    RECEIVE_MULTICAST,
+    TRANSMIT_BYTES,
+    TRANSMIT_PACKETS,
+    TRANSMIT_ERRS,
+    TRANSMIT_DROP,
+    TRANSMIT_FIFO,
+    TRANSMIT_COLLS,
+    TRANSMIT_CARRIER,
+    TRANSMIT_COMPRESSED,
+    INFO,
+    UP,
+    ADDRESS_ASSIGN_TYPE,
+    CARRIER,
+    DEVICE_ID,
+    DORMANT,
+    FLAGS,
+    IFACE_ID,
+    IFACE_LINK,
+    IFACE_LINK_MODE,
+    NAME_ASSIGN_TYPE,
+    NET_DEV_GROUP,
+    PROTOCOL_TYPE,
+    CARRIER_CHANGES,
+    CARRIER_UP_CHANGES,
+    CARRIER_DOWN_CHANGES,
+    MTU,
+    TRANSMIT_QUEUE_LENGTH,
+    SPEED,
+];
 
 /// Builds the collector.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
@@ -121,62 +317,210 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     })))
 }
 
-/// sysfs attributes exported as plain gauges: file, family suffix, help.
-const CLASS_GAUGES: [(&str, &str, &str); 11] = [
-    (
-        "addr_assign_type",
-        "address_assign_type",
-        "Network device property: address_assign_type",
-    ),
-    ("carrier", "carrier", "Network device property: carrier"),
-    ("dev_id", "device_id", "Network device property: device_id"),
-    ("dormant", "dormant", "Network device property: dormant"),
-    ("flags", "flags", "Network device property: flags"),
-    ("ifindex", "iface_id", "Network device property: iface_id"),
-    (
-        "iflink",
-        "iface_link",
-        "Network device property: iface_link",
-    ),
-    (
-        "link_mode",
-        "iface_link_mode",
-        "Network device property: iface_link_mode",
-    ),
-    (
-        "name_assign_type",
-        "name_assign_type",
-        "Network device property: name_assign_type",
-    ),
-    (
-        "netdev_group",
-        "net_dev_group",
-        "Network device property: net_dev_group",
-    ),
-    (
-        "type",
-        "protocol_type",
-        "Network device property: protocol_type",
-    ),
+/// Non-numeric attributes of each interface.
+pub const INFO: FamilyDef = FamilyDef::gauge(
+    "accel_network_info",
+    "Non-numeric data from /sys/class/net/<iface>, value is always 1.",
+)
+.labels(&["address", "broadcast", "device", "duplex", "ifalias", "operstate"])
+.doc("always 1; labels are the sysfs files of the same name (`\"\"` when missing)")
+.source("`/sys/class/net/<iface>/{address,broadcast,duplex,ifalias,operstate}`; `collectors/src/network.rs`")
+.equivalent("`node_network_info`");
+
+/// Whether operstate is up.
+pub const UP: FamilyDef = FamilyDef::gauge(
+    "accel_network_up",
+    "Value is 1 if operstate is 'up', 0 otherwise.",
+)
+.labels(&["device"])
+.doc("1 if `operstate` is `up`, else 0")
+.source("`operstate`; `collectors/src/network.rs`")
+.equivalent("`node_network_up`");
+
+/// sysfs `addr_assign_type`.
+pub const ADDRESS_ASSIGN_TYPE: FamilyDef = FamilyDef::gauge(
+    "accel_network_address_assign_type",
+    "Network device property: address_assign_type",
+)
+.labels(&["device"])
+.doc("how the MAC address was assigned (kernel `NET_ADDR_*` code)")
+.source("`addr_assign_type`; `collectors/src/network.rs`")
+.equivalent("`node_network_address_assign_type`");
+
+/// sysfs `carrier`.
+pub const CARRIER: FamilyDef =
+    FamilyDef::gauge("accel_network_carrier", "Network device property: carrier")
+        .labels(&["device"])
+        .doc("1 when the physical link is up")
+        .source("`carrier`; `collectors/src/network.rs`")
+        .equivalent("`node_network_carrier`");
+
+/// sysfs `dev_id`.
+pub const DEVICE_ID: FamilyDef = FamilyDef::gauge(
+    "accel_network_device_id",
+    "Network device property: device_id",
+)
+.labels(&["device"])
+.doc("device id among ports that share an address")
+.source("`dev_id`; `collectors/src/network.rs`")
+.equivalent("`node_network_device_id`");
+
+/// sysfs `dormant`.
+pub const DORMANT: FamilyDef =
+    FamilyDef::gauge("accel_network_dormant", "Network device property: dormant")
+        .labels(&["device"])
+        .doc("1 when dormant (RFC 2863)")
+        .source("`dormant`; `collectors/src/network.rs`")
+        .equivalent("`node_network_dormant`");
+
+/// sysfs `flags`.
+pub const FLAGS: FamilyDef =
+    FamilyDef::gauge("accel_network_flags", "Network device property: flags")
+        .labels(&["device"])
+        .doc("interface flags (`IFF_*` bit mask)")
+        .source("`flags`; `collectors/src/network.rs`")
+        .equivalent("`node_network_flags`");
+
+/// sysfs `ifindex`.
+pub const IFACE_ID: FamilyDef = FamilyDef::gauge(
+    "accel_network_iface_id",
+    "Network device property: iface_id",
+)
+.labels(&["device"])
+.doc("interface index")
+.source("`ifindex`; `collectors/src/network.rs`")
+.equivalent("`node_network_iface_id`");
+
+/// sysfs `iflink`.
+pub const IFACE_LINK: FamilyDef = FamilyDef::gauge(
+    "accel_network_iface_link",
+    "Network device property: iface_link",
+)
+.labels(&["device"])
+.doc("index of the underlying interface (self for a physical one)")
+.source("`iflink`; `collectors/src/network.rs`")
+.equivalent("`node_network_iface_link`");
+
+/// sysfs `link_mode`.
+pub const IFACE_LINK_MODE: FamilyDef = FamilyDef::gauge(
+    "accel_network_iface_link_mode",
+    "Network device property: iface_link_mode",
+)
+.labels(&["device"])
+.doc("link mode (`IF_LINK_MODE_*`: 0 default, 1 dormant, 2 testing)")
+.source("`link_mode`; `collectors/src/network.rs`")
+.equivalent("`node_network_iface_link_mode`");
+
+/// sysfs `name_assign_type`.
+pub const NAME_ASSIGN_TYPE: FamilyDef = FamilyDef::gauge(
+    "accel_network_name_assign_type",
+    "Network device property: name_assign_type",
+)
+.labels(&["device"])
+.doc("how the name was assigned (kernel `NET_NAME_*` code)")
+.source("`name_assign_type`; `collectors/src/network.rs`")
+.equivalent("`node_network_name_assign_type`");
+
+/// sysfs `netdev_group`.
+pub const NET_DEV_GROUP: FamilyDef = FamilyDef::gauge(
+    "accel_network_net_dev_group",
+    "Network device property: net_dev_group",
+)
+.labels(&["device"])
+.doc("interface group")
+.source("`netdev_group`; `collectors/src/network.rs`")
+.equivalent("`node_network_net_dev_group`");
+
+/// sysfs `type`.
+pub const PROTOCOL_TYPE: FamilyDef = FamilyDef::gauge(
+    "accel_network_protocol_type",
+    "Network device property: protocol_type",
+)
+.labels(&["device"])
+.doc("ARP hardware type (`ARPHRD_*`: 1 Ethernet, 32 InfiniBand, 772 loopback)")
+.source("`type`; `collectors/src/network.rs`")
+.equivalent("`node_network_protocol_type`");
+
+/// sysfs `carrier_changes`.
+pub const CARRIER_CHANGES: FamilyDef = FamilyDef::counter(
+    "accel_network_carrier_changes_total",
+    "Network device property: carrier_changes_total",
+)
+.labels(&["device"])
+.doc("carrier state changes")
+.source("`carrier_changes`; `collectors/src/network.rs`")
+.equivalent("`node_network_carrier_changes_total`");
+
+/// sysfs `carrier_up_count`.
+pub const CARRIER_UP_CHANGES: FamilyDef = FamilyDef::counter(
+    "accel_network_carrier_up_changes_total",
+    "Network device property: carrier_up_changes_total",
+)
+.labels(&["device"])
+.doc("carrier up transitions")
+.source("`carrier_up_count`; `collectors/src/network.rs`")
+.equivalent("`node_network_carrier_up_changes_total`");
+
+/// sysfs `carrier_down_count`.
+pub const CARRIER_DOWN_CHANGES: FamilyDef = FamilyDef::counter(
+    "accel_network_carrier_down_changes_total",
+    "Network device property: carrier_down_changes_total",
+)
+.labels(&["device"])
+.doc("carrier down transitions")
+.source("`carrier_down_count`; `collectors/src/network.rs`")
+.equivalent("`node_network_carrier_down_changes_total`");
+
+/// sysfs `mtu`.
+pub const MTU: FamilyDef = FamilyDef::gauge(
+    "accel_network_mtu_bytes",
+    "Network device property: mtu_bytes",
+)
+.labels(&["device"])
+.doc("MTU, bytes")
+.source("`mtu`; `collectors/src/network.rs`")
+.equivalent("`node_network_mtu_bytes`");
+
+/// sysfs `tx_queue_len`.
+pub const TRANSMIT_QUEUE_LENGTH: FamilyDef = FamilyDef::gauge(
+    "accel_network_transmit_queue_length",
+    "Network device property: transmit_queue_length",
+)
+.labels(&["device"])
+.doc("transmit queue length, packets")
+.source("`tx_queue_len`; `collectors/src/network.rs`")
+.equivalent("`node_network_transmit_queue_length`");
+
+/// sysfs `speed`, in bytes per second.
+pub const SPEED: FamilyDef = FamilyDef::gauge(
+    "accel_network_speed_bytes",
+    "Network device property: speed_bytes",
+)
+.labels(&["device"])
+.doc("link speed, bytes/s (`speed` Mbit/s × 125000). Left out when `speed` is negative (-1: link down or unknown)")
+.source("`speed`; `collectors/src/network.rs`")
+.equivalent("`node_network_speed_bytes` (which exports -125000 for -1)");
+
+/// sysfs attributes exported as plain gauges: file and family.
+const CLASS_GAUGES: [(&str, &FamilyDef); 11] = [
+    ("addr_assign_type", &ADDRESS_ASSIGN_TYPE),
+    ("carrier", &CARRIER),
+    ("dev_id", &DEVICE_ID),
+    ("dormant", &DORMANT),
+    ("flags", &FLAGS),
+    ("ifindex", &IFACE_ID),
+    ("iflink", &IFACE_LINK),
+    ("link_mode", &IFACE_LINK_MODE),
+    ("name_assign_type", &NAME_ASSIGN_TYPE),
+    ("netdev_group", &NET_DEV_GROUP),
+    ("type", &PROTOCOL_TYPE),
 ];
 
-/// sysfs counters: file, family, help.
-const CLASS_COUNTERS: [(&str, &str, &str); 3] = [
-    (
-        "carrier_changes",
-        "carrier_changes_total",
-        "Network device property: carrier_changes_total",
-    ),
-    (
-        "carrier_up_count",
-        "carrier_up_changes_total",
-        "Network device property: carrier_up_changes_total",
-    ),
-    (
-        "carrier_down_count",
-        "carrier_down_changes_total",
-        "Network device property: carrier_down_changes_total",
-    ),
+/// sysfs counters: file and family.
+const CLASS_COUNTERS: [(&str, &FamilyDef); 3] = [
+    ("carrier_changes", &CARRIER_CHANGES),
+    ("carrier_up_count", &CARRIER_UP_CHANGES),
+    ("carrier_down_count", &CARRIER_DOWN_CHANGES),
 ];
 
 /// Parses a sysfs number: decimal, or hex with `0x` (flags).
@@ -207,11 +551,7 @@ impl Network {
             // An empty attribute is as good as none (node_exporter reads it as 0).
             let attr = |file: &str| read_attr(&dir.join(file)).map(|v| v.filter(|v| !v.is_empty()));
             let operstate = attr("operstate")?.unwrap_or_default();
-            out.gauge(
-                "accel_network_info",
-                "Non-numeric data from /sys/class/net/<iface>, value is always 1.",
-            )
-            .add(
+            out.add(&INFO).add(
                 &[
                     ("address", &attr("address")?.unwrap_or_default()),
                     ("broadcast", &attr("broadcast")?.unwrap_or_default()),
@@ -222,55 +562,32 @@ impl Network {
                 ],
                 1.0,
             );
-            out.gauge(
-                "accel_network_up",
-                "Value is 1 if operstate is 'up', 0 otherwise.",
-            )
-            .add(
+            out.add(&UP).add(
                 &[("device", name)],
                 if operstate == "up" { 1.0 } else { 0.0 },
             );
-            for (file, suffix, help) in CLASS_GAUGES {
+            for (file, family) in CLASS_GAUGES.iter().chain(&CLASS_COUNTERS) {
                 if let Some(v) = attr(file)? {
                     let v = sysfs_number(&v, &dir.join(file))?;
-                    out.gauge(&format!("accel_network_{suffix}"), help)
-                        .add(&[("device", name)], v);
-                }
-            }
-            for (file, family, help) in CLASS_COUNTERS {
-                if let Some(v) = attr(file)? {
-                    let v = sysfs_number(&v, &dir.join(file))?;
-                    out.counter(&format!("accel_network_{family}"), help)
-                        .add(&[("device", name)], v);
+                    out.add(family).add(&[("device", name)], v);
                 }
             }
             if let Some(v) = attr("mtu")? {
                 let v = sysfs_number(&v, &dir.join("mtu"))?;
-                out.gauge(
-                    "accel_network_mtu_bytes",
-                    "Network device property: mtu_bytes",
-                )
-                .add(&[("device", name)], v);
+                out.add(&MTU).add(&[("device", name)], v);
             }
             // speed is in Mbit/s; -1 (or EINVAL) when the link is down or the
             // driver does not know.
             if let Some(v) = attr("speed")? {
                 let v = sysfs_number(&v, &dir.join("speed"))?;
                 if v >= 0.0 {
-                    out.gauge(
-                        "accel_network_speed_bytes",
-                        "Network device property: speed_bytes",
-                    )
-                    .add(&[("device", name)], v * 1_000_000.0 / 8.0);
+                    out.add(&SPEED)
+                        .add(&[("device", name)], v * 1_000_000.0 / 8.0);
                 }
             }
             if let Some(v) = attr("tx_queue_len")? {
                 let v = sysfs_number(&v, &dir.join("tx_queue_len"))?;
-                out.gauge(
-                    "accel_network_transmit_queue_length",
-                    "Network device property: transmit_queue_length",
-                )
-                .add(&[("device", name)], v);
+                out.add(&TRANSMIT_QUEUE_LENGTH).add(&[("device", name)], v);
             }
         }
         Ok(())
@@ -285,10 +602,8 @@ impl Collector for Network {
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
         let text = read_to_string(&self.net_dev)?;
         let devs = parse_net_dev(&text)?;
-        for (i, column) in COLUMNS.iter().enumerate() {
-            let name = format!("accel_network_{column}_total");
-            let help = format!("Network device statistic {column}.");
-            let family = out.counter(&name, &help);
+        for (i, column) in NET_DEV.iter().enumerate() {
+            let family = out.add(column);
             for (dev, values) in devs.iter().filter(|(d, _)| self.filter.accepts(d)) {
                 family.add(&[("device", dev)], values[i] as f64);
             }

@@ -12,11 +12,15 @@ use crate::options::{options, NoOptions};
 use crate::util::{parse_u64, read_to_string};
 use crate::{BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec, HOST_INTERVAL};
 
-const RESOURCES: [(&str, &str); 4] = [
-    ("cpu", "CPU"),
-    ("io", "I/O"),
-    ("memory", "memory"),
-    ("irq", "IRQ handling"),
+/// Each resource's file and the families of its `some` and `full` totals.
+/// The kernel writes a `full` line for cpu since 5.13, always 0 at the
+/// system level, and a `some` line for irq; node_exporter ignores both and
+/// so do we.
+const RESOURCES: [(&str, Option<&FamilyDef>, Option<&FamilyDef>); 4] = [
+    ("cpu", Some(&CPU_WAITING), None),
+    ("io", Some(&IO_WAITING), Some(&IO_STALLED)),
+    ("memory", Some(&MEMORY_WAITING), Some(&MEMORY_STALLED)),
+    ("irq", None, Some(&IRQ_STALLED)),
 ];
 
 /// The pressure collector.
@@ -37,8 +41,69 @@ pub const SPEC: Spec = Spec {
     build,
 };
 
+/// `some` of /proc/pressure/cpu: time some task waited for CPU.
+pub const CPU_WAITING: FamilyDef = FamilyDef::counter(
+    "accel_pressure_cpu_waiting_seconds_total",
+    "Total time in seconds that processes have waited for CPU.",
+)
+.doc("seconds during which at least one task waited for CPU")
+.source("`/proc/pressure/cpu` `some`; `collectors/src/pressure.rs`")
+.equivalent("`node_pressure_cpu_waiting_seconds_total`");
+
+/// `some` of /proc/pressure/io: time some task waited for I/O.
+pub const IO_WAITING: FamilyDef = FamilyDef::counter(
+    "accel_pressure_io_waiting_seconds_total",
+    "Total time in seconds that processes have waited for I/O.",
+)
+.doc("seconds during which at least one task waited for I/O")
+.source("`/proc/pressure/io` `some`; `collectors/src/pressure.rs`")
+.equivalent("`node_pressure_io_waiting_seconds_total`");
+
+/// `full` of /proc/pressure/io: time every non-idle task was stalled on I/O.
+pub const IO_STALLED: FamilyDef = FamilyDef::counter(
+    "accel_pressure_io_stalled_seconds_total",
+    "Total time in seconds no process could make progress due to I/O.",
+)
+.doc("seconds during which all non-idle tasks were stalled on I/O")
+.source("`/proc/pressure/io` `full`; `collectors/src/pressure.rs`")
+.equivalent("`node_pressure_io_stalled_seconds_total`");
+
+/// `some` of /proc/pressure/memory: time some task waited for memory.
+pub const MEMORY_WAITING: FamilyDef = FamilyDef::counter(
+    "accel_pressure_memory_waiting_seconds_total",
+    "Total time in seconds that processes have waited for memory.",
+)
+.doc("seconds during which at least one task waited for memory")
+.source("`/proc/pressure/memory` `some`; `collectors/src/pressure.rs`")
+.equivalent("`node_pressure_memory_waiting_seconds_total`");
+
+/// `full` of /proc/pressure/memory: time every non-idle task was stalled on memory.
+pub const MEMORY_STALLED: FamilyDef = FamilyDef::counter(
+    "accel_pressure_memory_stalled_seconds_total",
+    "Total time in seconds no process could make progress due to memory.",
+)
+.doc("seconds during which all non-idle tasks were stalled on memory")
+.source("`/proc/pressure/memory` `full`; `collectors/src/pressure.rs`")
+.equivalent("`node_pressure_memory_stalled_seconds_total`");
+
+/// `full` of /proc/pressure/irq: time every non-idle task was stalled on IRQ handling.
+pub const IRQ_STALLED: FamilyDef = FamilyDef::counter(
+    "accel_pressure_irq_stalled_seconds_total",
+    "Total time in seconds no process could make progress due to IRQ handling.",
+)
+.doc("seconds during which all non-idle tasks were stalled by IRQ handling. Only when `/proc/pressure/irq` exists (Linux ≥ 6.1 with `CONFIG_IRQ_TIME_ACCOUNTING`); not in the fixture tree. An `irq` `some` line, if present, is ignored")
+.source("`/proc/pressure/irq` `full`; `collectors/src/pressure.rs`")
+.equivalent("`node_pressure_irq_stalled_seconds_total` (node_exporter ≥ 1.10.0; none in 1.5.0)");
+
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[];
+pub const FAMILIES: &[FamilyDef] = &[
+    CPU_WAITING,
+    IO_WAITING,
+    IO_STALLED,
+    MEMORY_WAITING,
+    MEMORY_STALLED,
+    IRQ_STALLED,
+];
 
 /// Builds the collector; absent when the kernel has no PSI (no
 /// /proc/pressure, or PSI disabled at boot).
@@ -83,7 +148,7 @@ impl Collector for Pressure {
     }
 
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
-        for (res, what) in RESOURCES {
+        for (res, waiting, stalled) in RESOURCES {
             let path = self.dir.join(res);
             // cpu, io and memory are always there with PSI; irq only with
             // CONFIG_IRQ_TIME_ACCOUNTING (kernel >= 6.1).
@@ -91,21 +156,10 @@ impl Collector for Pressure {
                 continue;
             }
             let (some, full) = parse(&read_to_string(&path)?)?;
-            if let Some(v) = some.filter(|_| res != "irq") {
-                out.counter(
-                    &format!("accel_pressure_{res}_waiting_seconds_total"),
-                    &format!("Total time in seconds that processes have waited for {what}."),
-                )
-                .add(&[], v as f64 / 1e6);
-            }
-            // The kernel writes a `full` line for cpu since 5.13, always 0 at
-            // the system level; node_exporter ignores it and so do we.
-            if let Some(v) = full.filter(|_| res != "cpu") {
-                out.counter(
-                    &format!("accel_pressure_{res}_stalled_seconds_total"),
-                    &format!("Total time in seconds no process could make progress due to {what}."),
-                )
-                .add(&[], v as f64 / 1e6);
+            for (family, total) in [(waiting, some), (stalled, full)] {
+                if let (Some(family), Some(v)) = (family, total) {
+                    out.add(family).add(&[], v as f64 / 1e6);
+                }
             }
         }
         Ok(())

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use crate::options::{options, parse_regex};
+use crate::procfs::parse_stat;
 use crate::util::{parse_u64, read_to_string};
 use crate::workload::{compile_match, WorkloadOptions, Workloads};
 use crate::{BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec, HOST_INTERVAL};
@@ -65,12 +66,202 @@ pub const SPEC: Spec = Spec {
     options: options::<ProcessOptions>(),
     families: FAMILIES,
     prefixes: &["process_", "accel_process_"],
-    outside: &[],
+    outside: &["accel_collector_feature_enabled"],
     build,
 };
 
+// The agent's own series (`process_*`).
+
+/// The agent's CPU time.
+pub const CPU_SECONDS: FamilyDef = FamilyDef::counter(
+    "process_cpu_seconds_total",
+    "Total user and system CPU time spent in seconds.",
+)
+.doc("user + system CPU time of the agent, seconds")
+.source("`/proc/self/stat` fields 14, 15")
+.equivalent("the same name in client_golang");
+
+/// The agent's resident set.
+pub const RESIDENT_MEMORY: FamilyDef = FamilyDef::gauge(
+    "process_resident_memory_bytes",
+    "Resident memory size in bytes.",
+)
+.doc("resident set size, bytes")
+.source("`/proc/self/stat` field 24 x page size")
+.equivalent("the same");
+
+/// The agent's virtual memory.
+pub const VIRTUAL_MEMORY: FamilyDef = FamilyDef::gauge(
+    "process_virtual_memory_bytes",
+    "Virtual memory size in bytes.",
+)
+.doc("virtual memory size, bytes")
+.source("`/proc/self/stat` field 23")
+.equivalent("the same");
+
+/// The agent's threads.
+pub const THREADS: FamilyDef =
+    FamilyDef::gauge("process_threads", "Number of OS threads in the process.")
+        .doc("OS threads (HTTP, one sampler per collector, the GPU event thread)")
+        .source("`/proc/self/stat` field 20")
+        .equivalent("`go_threads`");
+
+/// When the agent started.
+pub const START_TIME: FamilyDef = FamilyDef::gauge(
+    "process_start_time_seconds",
+    "Start time of the process since unix epoch in seconds.",
+)
+.doc("start time, Unix seconds")
+.source("`/proc/stat` `btime` + field 22")
+.equivalent("the same");
+
+/// The agent's open files.
+pub const OPEN_FDS: FamilyDef =
+    FamilyDef::gauge("process_open_fds", "Number of open file descriptors.")
+        .doc("open file descriptors")
+        .source("`/proc/self/fd`")
+        .equivalent("the same");
+
+/// The agent's open-files limit.
+pub const MAX_FDS: FamilyDef = FamilyDef::gauge(
+    "process_max_fds",
+    "Maximum number of open file descriptors.",
+)
+.doc("the open-files limit")
+.source("`/proc/self/limits`")
+.equivalent("the same");
+
+// The training processes' series (`accel_process_*`, filled in
+// [`crate::workload`]).
+
+/// Each followed process and its owner.
+pub const WORKLOAD_INFO: FamilyDef = FamilyDef::gauge(
+    "accel_process_info",
+    "A process the agent follows (it holds a GPU, or its command matches --collector.process.match), with its owner; always 1.",
+)
+.labels(&["pid", "comm", "unit", "container", "slurm_job", "reason"])
+.doc("always 1")
+.source("`/proc/PID/comm`, `/proc/PID/cgroup`");
+
+/// CPU time by mode.
+pub const WORKLOAD_CPU_SECONDS: FamilyDef = FamilyDef::counter(
+    "accel_process_cpu_seconds_total",
+    "CPU time of the process and its threads, by mode, in seconds (/proc/PID/stat).",
+)
+.labels(&["pid", "comm", "mode"])
+.doc("CPU seconds of the process and its threads, by `mode` (`user`, `system`)")
+.source("`/proc/PID/stat` 14, 15");
+
+/// Threads.
+pub const WORKLOAD_THREADS: FamilyDef =
+    FamilyDef::gauge("accel_process_threads", "Threads of the process.")
+        .labels(&["pid", "comm"])
+        .doc("threads")
+        .source("`/proc/PID/stat` 20");
+
+/// Resident set.
+pub const WORKLOAD_RESIDENT_MEMORY: FamilyDef = FamilyDef::gauge(
+    "accel_process_resident_memory_bytes",
+    "Resident memory of the process, in bytes.",
+)
+.labels(&["pid", "comm"])
+.doc("resident set, bytes")
+.source("`/proc/PID/stat` 24 x page size");
+
+/// Page faults by kind.
+pub const WORKLOAD_PAGE_FAULTS: FamilyDef = FamilyDef::counter(
+    "accel_process_page_faults_total",
+    "Page faults of the process, by kind: minor (no I/O) or major (read from storage).",
+)
+.labels(&["pid", "comm", "kind"])
+.doc("page faults by `kind` (`minor`, `major`); major ones read from storage")
+.source("`/proc/PID/stat` 10, 12");
+
+/// Context switches by kind.
+pub const WORKLOAD_CONTEXT_SWITCHES: FamilyDef = FamilyDef::counter(
+    "accel_process_context_switches_total",
+    "Context switches of the process's threads: voluntary (it waited, e.g. for I/O or a lock) or involuntary (preempted).",
+)
+.labels(&["pid", "comm", "kind"])
+.doc("context switches by `kind` (`voluntary`, `involuntary`), summed over threads (exited threads kept)")
+.source("`/proc/PID/task/*/status`");
+
+/// Storage reads.
+pub const WORKLOAD_READ_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_process_read_bytes_total",
+    "Bytes the process caused to be read from storage (/proc/PID/io read_bytes).",
+)
+.labels(&["pid", "comm"])
+.doc("bytes the process made the storage layer read (page-cache hits are not reads)")
+.source("`/proc/PID/io` `read_bytes`");
+
+/// Storage writes.
+pub const WORKLOAD_WRITE_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_process_write_bytes_total",
+    "Bytes the process caused to be written to storage (/proc/PID/io write_bytes).",
+)
+.labels(&["pid", "comm"])
+.doc("bytes the process made the storage layer write")
+.source("`/proc/PID/io` `write_bytes`");
+
+/// perf task clock.
+pub const WORKLOAD_TASK_CLOCK: FamilyDef = FamilyDef::counter(
+    "accel_process_task_clock_seconds_total",
+    "CPU time of the process's threads from the perf task clock (nanosecond precision), in seconds; threads that exited included.",
+)
+.labels(&["pid", "comm"])
+.doc("CPU time from the perf task clock (ns precision, not ticks), since the agent began following the process; exited threads kept")
+.source("`perf_event_open` `PERF_COUNT_SW_TASK_CLOCK`, one group per thread (at most 256 threads)");
+
+/// perf cycles.
+pub const WORKLOAD_CYCLES: FamilyDef = FamilyDef::counter(
+    "accel_process_cycles_total",
+    "CPU cycles of the process's threads (perf hardware counter, scaled for multiplexing).",
+)
+.labels(&["pid", "comm"])
+.doc("CPU cycles, scaled for multiplexing; only where the kernel exposes a PMU (not in most VMs)")
+.source("`PERF_COUNT_HW_CPU_CYCLES` in the same group");
+
+/// perf instructions.
+pub const WORKLOAD_INSTRUCTIONS: FamilyDef = FamilyDef::counter(
+    "accel_process_instructions_total",
+    "Instructions retired by the process's threads (perf hardware counter, scaled for multiplexing).",
+)
+.labels(&["pid", "comm"])
+.doc("instructions retired, scaled for multiplexing; only where the kernel exposes a PMU (not in most VMs)")
+.source("`PERF_COUNT_HW_INSTRUCTIONS` in the same group");
+
+/// Which optional parts of the process collector work here.
+pub const FEATURE_ENABLED: FamilyDef = FamilyDef::gauge(
+    "accel_collector_feature_enabled",
+    "1 where an optional part of a collector works on this machine, 0 where it does not (see the log for why).",
+)
+.labels(&["collector", "feature"])
+.doc("1 where the part works here, 0 where not; the log says why, once. `collector=\"process\"`; `feature`: `perf_task_clock`, `perf_kernel_time`, `perf_hardware`")
+.source("first `perf_event_open`");
+
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[];
+pub const FAMILIES: &[FamilyDef] = &[
+    CPU_SECONDS,
+    RESIDENT_MEMORY,
+    VIRTUAL_MEMORY,
+    THREADS,
+    START_TIME,
+    OPEN_FDS,
+    MAX_FDS,
+    WORKLOAD_INFO,
+    WORKLOAD_CPU_SECONDS,
+    WORKLOAD_THREADS,
+    WORKLOAD_RESIDENT_MEMORY,
+    WORKLOAD_PAGE_FAULTS,
+    WORKLOAD_CONTEXT_SWITCHES,
+    WORKLOAD_READ_BYTES,
+    WORKLOAD_WRITE_BYTES,
+    WORKLOAD_TASK_CLOCK,
+    WORKLOAD_CYCLES,
+    WORKLOAD_INSTRUCTIONS,
+    FEATURE_ENABLED,
+];
 
 /// Builds the collector.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
@@ -109,24 +300,6 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     })))
 }
 
-/// The fields of /proc/PID/stat after the command name: utime, stime,
-/// num_threads, starttime, vsize and rss (fields 14, 15, 20, 22, 23, 24).
-pub fn parse_stat(text: &str) -> Result<[u64; 6], CollectError> {
-    // The command name is in parentheses and may hold spaces or ')'.
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| CollectError::parse("stat: no command name"))?;
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // `rest` starts at field 3 (state).
-    let at = |n: usize| {
-        f.get(n - 3)
-            .ok_or_else(|| CollectError::parse(format!("stat: no field {n}")))
-            .and_then(|v| parse_u64(v, &format_args!("stat field {n}")))
-    };
-    Ok([at(14)?, at(15)?, at(20)?, at(22)?, at(23)?, at(24)?])
-}
-
 impl Collector for Process {
     fn name(&self) -> &'static str {
         "process"
@@ -134,41 +307,25 @@ impl Collector for Process {
 
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
         let me = self.proc.join("self");
-        let [utime, stime, threads, start, vsize, rss] =
-            parse_stat(&read_to_string(&me.join("stat"))?)?;
+        let stat = parse_stat(&read_to_string(&me.join("stat"))?)?;
         let hz = self.ticks_per_second;
-        out.counter(
-            "process_cpu_seconds_total",
-            "Total user and system CPU time spent in seconds.",
-        )
-        .add(&[], (utime + stime) as f64 / hz);
-        out.gauge(
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes.",
-        )
-        .add(&[], rss as f64 * self.page_size);
-        out.gauge(
-            "process_virtual_memory_bytes",
-            "Virtual memory size in bytes.",
-        )
-        .add(&[], vsize as f64);
-        out.gauge("process_threads", "Number of OS threads in the process.")
-            .add(&[], threads as f64);
+        out.add(&CPU_SECONDS)
+            .add(&[], (stat.utime + stat.stime) as f64 / hz);
+        out.add(&RESIDENT_MEMORY)
+            .add(&[], stat.rss_pages as f64 * self.page_size);
+        out.add(&VIRTUAL_MEMORY).add(&[], stat.vsize as f64);
+        out.add(&THREADS).add(&[], stat.threads as f64);
         let btime = read_to_string(&self.proc.join("stat"))?
             .lines()
             .find_map(|l| l.strip_prefix("btime "))
             .map(|v| parse_u64(v.trim(), &"btime"))
             .transpose()?;
         if let Some(btime) = btime {
-            out.gauge(
-                "process_start_time_seconds",
-                "Start time of the process since unix epoch in seconds.",
-            )
-            .add(&[], btime as f64 + start as f64 / hz);
+            out.add(&START_TIME)
+                .add(&[], btime as f64 + stat.starttime as f64 / hz);
         }
         if let Ok(fds) = std::fs::read_dir(me.join("fd")) {
-            out.gauge("process_open_fds", "Number of open file descriptors.")
-                .add(&[], fds.count() as f64);
+            out.add(&OPEN_FDS).add(&[], fds.count() as f64);
         }
         let limits = read_to_string(&me.join("limits"))?;
         if let Some(max) = limits
@@ -177,11 +334,7 @@ impl Collector for Process {
             .and_then(|l| l.split_ascii_whitespace().nth(3))
             .and_then(|v| v.parse::<f64>().ok())
         {
-            out.gauge(
-                "process_max_fds",
-                "Maximum number of open file descriptors.",
-            )
-            .add(&[], max);
+            out.add(&MAX_FDS).add(&[], max);
         }
         self.workloads.sample(out);
         Ok(())
@@ -191,17 +344,6 @@ impl Collector for Process {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_stat_with_odd_command_names() {
-        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 7 0 123456 987654321 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n";
-        assert_eq!(
-            parse_stat(line).unwrap(),
-            [250, 75, 7, 123456, 987654321, 2048]
-        );
-        assert!(parse_stat("4242 (x) S 1 2").is_err());
-        assert!(parse_stat("no parens").is_err());
-    }
 
     #[test]
     fn samples_this_process() {

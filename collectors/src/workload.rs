@@ -11,19 +11,33 @@
 //! once in the log and in `accel_collector_feature_enabled`, and exports
 //! what works. Series are capped (`--collector.process.max`) and vanish when
 //! the process exits.
+//!
+//! The perf groups are opened and read through the `perf-event2` crate
+//! ([`perf`]), not by hand: it sets every `perf_event_attr` field the groups
+//! need (per-thread target, inherit off, kernel and hypervisor exclusion for
+//! the user-only retry, `PERF_FORMAT_GROUP` with the enabled and running
+//! times), and hands back the kernel's errno, so EACCES/EPERM (retry user
+//! space only, or give up) are told from ESRCH/ENOENT (the thread exited;
+//! for cycles and instructions, no PMU). It also parses the group read. The
+//! unsafe system call and the attr layout are its, not ours.
+
+mod perf;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use regex::Regex;
 
 use crate::gpu::process::{parse_cgroup, Owner};
+use crate::process::{
+    FEATURE_ENABLED, WORKLOAD_CONTEXT_SWITCHES, WORKLOAD_CPU_SECONDS, WORKLOAD_CYCLES,
+    WORKLOAD_INFO, WORKLOAD_INSTRUCTIONS, WORKLOAD_PAGE_FAULTS, WORKLOAD_READ_BYTES,
+    WORKLOAD_RESIDENT_MEMORY, WORKLOAD_TASK_CLOCK, WORKLOAD_THREADS, WORKLOAD_WRITE_BYTES,
+};
+use crate::procfs::{parse_ctxt, parse_io, parse_stat, Stat};
 use crate::shared::{GpuSnapshot, Topic};
-use crate::util::parse_u64;
-use crate::{CollectError, Sample};
+use crate::Sample;
+use perf::{Access, Perf, ThreadPerf};
 
 /// Most threads per process whose perf counters are opened.
 const MAX_PERF_THREADS: usize = 256;
@@ -58,196 +72,6 @@ pub fn compile_match(re: &str) -> Result<Regex, String> {
         .map_err(|e| format!("--collector.process.match: bad regex {re:?}: {e}"))
 }
 
-/// The fields of /proc/PID/stat the series need.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    pub minflt: u64,
-    pub majflt: u64,
-    pub utime: u64,
-    pub stime: u64,
-    pub threads: u64,
-    pub starttime: u64,
-    pub rss_pages: u64,
-}
-
-/// Parses /proc/PID/stat (fields 10, 12, 14, 15, 20, 22, 24).
-pub fn parse_stat(text: &str) -> Result<Stat, CollectError> {
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| CollectError::parse("stat: no command name"))?;
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let at = |n: usize| {
-        f.get(n - 3)
-            .ok_or_else(|| CollectError::parse(format!("stat: no field {n}")))
-            .and_then(|v| parse_u64(v, &format_args!("stat field {n}")))
-    };
-    Ok(Stat {
-        minflt: at(10)?,
-        majflt: at(12)?,
-        utime: at(14)?,
-        stime: at(15)?,
-        threads: at(20)?,
-        starttime: at(22)?,
-        rss_pages: at(24)?,
-    })
-}
-
-/// `read_bytes` and `write_bytes` of /proc/PID/io: bytes the process made
-/// the storage layer fetch and send.
-pub fn parse_io(text: &str) -> Option<(u64, u64)> {
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    Some((get("read_bytes:")?, get("write_bytes:")?))
-}
-
-/// Voluntary and involuntary context switches of one task's status file.
-pub fn parse_ctxt(text: &str) -> (u64, u64) {
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (
-        get("voluntary_ctxt_switches:"),
-        get("nonvoluntary_ctxt_switches:"),
-    )
-}
-
-// ---- perf events ----
-
-const PERF_TYPE_HARDWARE: u32 = 0;
-const PERF_TYPE_SOFTWARE: u32 = 1;
-const PERF_COUNT_HW_CPU_CYCLES: u64 = 0;
-const PERF_COUNT_HW_INSTRUCTIONS: u64 = 1;
-const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
-const PERF_FORMAT_TOTAL_TIME_ENABLED: u64 = 1;
-const PERF_FORMAT_TOTAL_TIME_RUNNING: u64 = 2;
-const PERF_FORMAT_GROUP: u64 = 8;
-const FLAG_EXCLUDE_KERNEL: u64 = 1 << 5;
-const FLAG_EXCLUDE_HV: u64 = 1 << 6;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
-
-/// `struct perf_event_attr`, PERF_ATTR_SIZE_VER5 (112 bytes).
-#[repr(C)]
-#[derive(Default)]
-struct PerfEventAttr {
-    kind: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-    config2: u64,
-    branch_sample_type: u64,
-    sample_regs_user: u64,
-    sample_stack_user: u32,
-    clockid: i32,
-    sample_regs_intr: u64,
-    aux_watermark: u32,
-    sample_max_stack: u16,
-    reserved: u16,
-}
-
-/// Opens one counting event on thread `tid` (any CPU), in `group` if given.
-fn perf_open(
-    kind: u32,
-    config: u64,
-    tid: u32,
-    group: Option<&OwnedFd>,
-    user_only: bool,
-) -> Result<OwnedFd, i32> {
-    let attr = PerfEventAttr {
-        kind,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
-        config,
-        read_format: PERF_FORMAT_GROUP
-            | PERF_FORMAT_TOTAL_TIME_ENABLED
-            | PERF_FORMAT_TOTAL_TIME_RUNNING,
-        flags: if user_only {
-            FLAG_EXCLUDE_KERNEL | FLAG_EXCLUDE_HV
-        } else {
-            0
-        },
-        ..Default::default()
-    };
-    let group_fd = group.map_or(-1, |g| g.as_raw_fd());
-    // SAFETY: a valid, fully initialised attr of the size it declares; the
-    // kernel does not keep the pointer.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            tid as libc::pid_t,
-            -1 as libc::c_int,
-            group_fd as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    // SAFETY: the syscall returned a new file descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// The perf counters of one thread: task clock (ns), and cycles and
-/// instructions where the PMU allows.
-struct ThreadPerf {
-    leader: File,
-    _members: Vec<OwnedFd>,
-    hardware: bool,
-}
-
-impl ThreadPerf {
-    /// [task clock ns, cycles, instructions], scaled for multiplexing.
-    fn read(&mut self) -> Option<[f64; 3]> {
-        let mut buf = [0u8; 8 * 6];
-        let n = self.leader.read(&mut buf).ok()?;
-        let word = |i: usize| {
-            buf.get(i * 8..i * 8 + 8)
-                .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-        };
-        let nr = word(0)? as usize;
-        if n < (3 + nr) * 8 {
-            return None;
-        }
-        let (enabled, running) = (word(1)? as f64, word(2)? as f64);
-        let scale = if running > 0.0 && running < enabled {
-            enabled / running
-        } else {
-            1.0
-        };
-        let mut v = [word(3)? as f64, 0.0, 0.0];
-        if self.hardware && nr >= 3 {
-            v[1] = word(4)? as f64 * scale;
-            v[2] = word(5)? as f64 * scale;
-        }
-        Some(v)
-    }
-}
-
-/// What perf events this agent may open, learnt from the first attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Unknown,
-    /// Kernel and user time.
-    Full,
-    /// User space only (perf_event_paranoid 2 without CAP_PERFMON).
-    UserOnly,
-    Denied,
-    /// Switched off (`--collector.process.perf=false`, another procfs).
-    Off,
-}
-
 /// One followed process.
 struct Tracked {
     starttime: u64,
@@ -274,8 +98,7 @@ pub struct Workloads {
     gpus: Topic<GpuSnapshot>,
     hz: f64,
     page: f64,
-    access: Access,
-    hardware: Option<bool>,
+    perf: Perf,
     io_denied_logged: bool,
     cap_logged: bool,
     procs: HashMap<u32, Tracked>,
@@ -295,12 +118,11 @@ impl Workloads {
         let perf = opts.perf && procfs == std::path::Path::new("/proc");
         Self {
             procfs,
-            access: if perf { Access::Unknown } else { Access::Off },
+            perf: Perf::new(perf),
             opts,
             gpus,
             hz,
             page,
-            hardware: None,
             io_denied_logged: false,
             cap_logged: false,
             procs: HashMap::new(),
@@ -363,106 +185,12 @@ impl Workloads {
         out
     }
 
-    fn open_thread(&mut self, tid: u32) -> Option<ThreadPerf> {
-        let try_open = |user_only: bool, hw: bool| -> Result<ThreadPerf, i32> {
-            let leader = perf_open(
-                PERF_TYPE_SOFTWARE,
-                PERF_COUNT_SW_TASK_CLOCK,
-                tid,
-                None,
-                user_only,
-            )?;
-            let mut members = Vec::new();
-            let mut hardware = false;
-            if hw {
-                let c = perf_open(
-                    PERF_TYPE_HARDWARE,
-                    PERF_COUNT_HW_CPU_CYCLES,
-                    tid,
-                    Some(&leader),
-                    user_only,
-                );
-                let i = perf_open(
-                    PERF_TYPE_HARDWARE,
-                    PERF_COUNT_HW_INSTRUCTIONS,
-                    tid,
-                    Some(&leader),
-                    user_only,
-                );
-                if let (Ok(c), Ok(i)) = (c, i) {
-                    members.push(c);
-                    members.push(i);
-                    hardware = true;
-                }
-            }
-            Ok(ThreadPerf {
-                leader: File::from(leader),
-                _members: members,
-                hardware,
-            })
-        };
-        let hw = self.hardware != Some(false);
-        let result = match self.access {
-            Access::Denied | Access::Off => return None,
-            Access::Full => try_open(false, hw),
-            Access::UserOnly => try_open(true, hw),
-            Access::Unknown => match try_open(false, hw) {
-                Ok(t) => {
-                    self.access = Access::Full;
-                    Ok(t)
-                }
-                Err(libc::EACCES | libc::EPERM) => match try_open(true, hw) {
-                    Ok(t) => {
-                        self.access = Access::UserOnly;
-                        tracing::info!("perf events count user space only (perf_event_paranoid is 2 and the agent lacks CAP_PERFMON)");
-                        Ok(t)
-                    }
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            },
-        };
-        match result {
-            Ok(t) => {
-                if self.hardware.is_none() {
-                    self.hardware = Some(t.hardware);
-                    if !t.hardware {
-                        tracing::info!("no hardware performance counters (no PMU exposed, e.g. in a VM): process cycles and instructions are left out");
-                    }
-                }
-                Some(t)
-            }
-            Err(libc::ESRCH | libc::ENOENT) => None, // the thread just exited
-            Err(e) => {
-                if matches!(e, libc::EACCES | libc::EPERM) {
-                    if self.access == Access::Unknown
-                        || self.procs.values().all(|p| p.threads.is_empty())
-                    {
-                        self.access = Access::Denied;
-                        tracing::warn!(
-                            paranoid = read_paranoid().as_deref().unwrap_or("?"),
-                            "perf events refused (perf_event_paranoid and no CAP_PERFMON, or another user's process without CAP_SYS_PTRACE): process CPU time from /proc only; see docs/metrics.md, per-process series"
-                        );
-                    }
-                } else if self.access == Access::Unknown {
-                    self.access = Access::Denied;
-                    tracing::warn!(
-                        errno = e,
-                        "perf_event_open failed: process CPU time from /proc only"
-                    );
-                }
-                None
-            }
-        }
-    }
-
     /// Adds the per-process series to `out`.
     pub fn sample(&mut self, out: &mut Sample) {
         let candidates = self.candidates();
         let wanted: HashSet<u32> = candidates.iter().map(|c| c.0).collect();
         self.procs.retain(|pid, _| wanted.contains(pid));
 
-        let info = "accel_process_info";
         let mut rows: Vec<Row> = Vec::new();
         for (pid, reason) in candidates {
             let dir = self.procfs.join(pid.to_string());
@@ -561,7 +289,7 @@ impl Workloads {
                     }
                 }
                 t.last_ctxt.extend(ctxt_now.iter().map(|(k, v)| (*k, *v)));
-                if !matches!(self.access, Access::Denied | Access::Off) {
+                if self.perf.may_open() {
                     for &tid in tids.iter().take(MAX_PERF_THREADS) {
                         if !t.threads.contains_key(&tid) {
                             to_open.push(tid);
@@ -570,7 +298,8 @@ impl Workloads {
                 }
             }
             for tid in to_open {
-                if let Some(p) = self.open_thread(tid) {
+                let none_open = self.procs.values().all(|p| p.threads.is_empty());
+                if let Some(p) = self.perf.open(tid, none_open) {
                     self.procs
                         .get_mut(&pid)
                         .expect("present")
@@ -596,8 +325,8 @@ impl Workloads {
             rows.push((pid, stat, io, ctxt, perf, have_perf || t.gone[0] > 0.0));
         }
 
-        let hw = self.hardware == Some(true);
-        let fam_info = out.gauge(info, "A process the agent follows (it holds a GPU, or its command matches --collector.process.match), with its owner; always 1.");
+        let hw = self.perf.hardware == Some(true);
+        let fam_info = out.add(&WORKLOAD_INFO);
         for (pid, ..) in &rows {
             let t = &self.procs[pid];
             fam_info.add(
@@ -617,10 +346,7 @@ impl Workloads {
             .iter()
             .map(|r| (r.0, (r.0.to_string(), self.procs[&r.0].comm.clone())))
             .collect();
-        let cpu = out.counter(
-            "accel_process_cpu_seconds_total",
-            "CPU time of the process and its threads, by mode, in seconds (/proc/PID/stat).",
-        );
+        let cpu = out.add(&WORKLOAD_CPU_SECONDS);
         for (pid, s, ..) in &rows {
             let (p, c) = &names[pid];
             cpu.add(
@@ -636,7 +362,7 @@ impl Workloads {
                 s.stime as f64 / self.hz,
             );
         }
-        let threads = out.gauge("accel_process_threads", "Threads of the process.");
+        let threads = out.add(&WORKLOAD_THREADS);
         for (pid, s, ..) in &rows {
             let (p, c) = &names[pid];
             threads.add(
@@ -644,10 +370,7 @@ impl Workloads {
                 s.threads as f64,
             );
         }
-        let rss = out.gauge(
-            "accel_process_resident_memory_bytes",
-            "Resident memory of the process, in bytes.",
-        );
+        let rss = out.add(&WORKLOAD_RESIDENT_MEMORY);
         for (pid, s, ..) in &rows {
             let (p, c) = &names[pid];
             rss.add(
@@ -655,10 +378,7 @@ impl Workloads {
                 s.rss_pages as f64 * self.page,
             );
         }
-        let faults = out.counter(
-            "accel_process_page_faults_total",
-            "Page faults of the process, by kind: minor (no I/O) or major (read from storage).",
-        );
+        let faults = out.add(&WORKLOAD_PAGE_FAULTS);
         for (pid, s, ..) in &rows {
             let (p, c) = &names[pid];
             faults.add(
@@ -670,7 +390,7 @@ impl Workloads {
                 s.majflt as f64,
             );
         }
-        let cs = out.counter("accel_process_context_switches_total", "Context switches of the process's threads: voluntary (it waited, e.g. for I/O or a lock) or involuntary (preempted).");
+        let cs = out.add(&WORKLOAD_CONTEXT_SWITCHES);
         for (pid, _, _, ctxt, ..) in &rows {
             let (p, c) = &names[pid];
             cs.add(
@@ -690,27 +410,21 @@ impl Workloads {
                 ctxt.1 as f64,
             );
         }
-        let rb = out.counter(
-            "accel_process_read_bytes_total",
-            "Bytes the process caused to be read from storage (/proc/PID/io read_bytes).",
-        );
+        let rb = out.add(&WORKLOAD_READ_BYTES);
         for (pid, _, io, ..) in &rows {
             if let Some((r, _)) = io {
                 let (p, c) = &names[pid];
                 rb.add(&[("pid", p.as_str()), ("comm", c.as_str())], *r as f64);
             }
         }
-        let wb = out.counter(
-            "accel_process_write_bytes_total",
-            "Bytes the process caused to be written to storage (/proc/PID/io write_bytes).",
-        );
+        let wb = out.add(&WORKLOAD_WRITE_BYTES);
         for (pid, _, io, ..) in &rows {
             if let Some((_, w)) = io {
                 let (p, c) = &names[pid];
                 wb.add(&[("pid", p.as_str()), ("comm", c.as_str())], *w as f64);
             }
         }
-        let tc = out.counter("accel_process_task_clock_seconds_total", "CPU time of the process's threads from the perf task clock (nanosecond precision), in seconds; threads that exited included.");
+        let tc = out.add(&WORKLOAD_TASK_CLOCK);
         for (pid, _, _, _, perf, ok) in &rows {
             if *ok {
                 let (p, c) = &names[pid];
@@ -718,14 +432,14 @@ impl Workloads {
             }
         }
         if hw {
-            let cy = out.counter("accel_process_cycles_total", "CPU cycles of the process's threads (perf hardware counter, scaled for multiplexing).");
+            let cy = out.add(&WORKLOAD_CYCLES);
             for (pid, _, _, _, perf, ok) in &rows {
                 if *ok {
                     let (p, c) = &names[pid];
                     cy.add(&[("pid", p.as_str()), ("comm", c.as_str())], perf[1]);
                 }
             }
-            let ins = out.counter("accel_process_instructions_total", "Instructions retired by the process's threads (perf hardware counter, scaled for multiplexing).");
+            let ins = out.add(&WORKLOAD_INSTRUCTIONS);
             for (pid, _, _, _, perf, ok) in &rows {
                 if *ok {
                     let (p, c) = &names[pid];
@@ -733,9 +447,10 @@ impl Workloads {
                 }
             }
         }
-        let feat = out.gauge("accel_collector_feature_enabled", "1 where an optional part of a collector works on this machine, 0 where it does not (see the log for why).");
-        let perf_ok = matches!(self.access, Access::Full | Access::UserOnly);
-        let known = !matches!(self.access, Access::Unknown | Access::Off);
+        let feat = out.add(&FEATURE_ENABLED);
+        let access = self.perf.access;
+        let perf_ok = matches!(access, Access::Full | Access::UserOnly);
+        let known = !matches!(access, Access::Unknown | Access::Off);
         if known {
             feat.add(
                 &[("collector", "process"), ("feature", "perf_task_clock")],
@@ -743,54 +458,14 @@ impl Workloads {
             );
             feat.add(
                 &[("collector", "process"), ("feature", "perf_kernel_time")],
-                if self.access == Access::Full {
-                    1.0
-                } else {
-                    0.0
-                },
+                if access == Access::Full { 1.0 } else { 0.0 },
             );
         }
-        if let Some(h) = self.hardware {
+        if let Some(h) = self.perf.hardware {
             feat.add(
                 &[("collector", "process"), ("feature", "perf_hardware")],
                 if h && perf_ok { 1.0 } else { 0.0 },
             );
         }
-    }
-}
-
-fn read_paranoid() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_stat_io_and_status() {
-        let line = "4242 (py thon) S 1 4242 4242 0 -1 4194560 100 0 7 0 250 75 0 0 20 0 7 0 123456 987654321 2048 18446744073709551615\n";
-        let s = parse_stat(line).unwrap();
-        assert_eq!(
-            (
-                s.minflt,
-                s.majflt,
-                s.utime,
-                s.stime,
-                s.threads,
-                s.starttime,
-                s.rss_pages
-            ),
-            (100, 7, 250, 75, 7, 123456, 2048)
-        );
-        assert!(parse_stat("1 (x) S 1").is_err());
-        let io = "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n";
-        assert_eq!(parse_io(io), Some((4096, 8192)));
-        assert_eq!(parse_io("rchar: 1\n"), None);
-        let st = "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
-        assert_eq!(parse_ctxt(st), (12, 3));
-        assert_eq!(std::mem::size_of::<PerfEventAttr>(), 112);
     }
 }

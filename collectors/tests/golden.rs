@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use accel_collectors::network::NetworkOptions;
-use accel_collectors::{registry, BuildContext, Built, Paths, Sample, Shared, Workers};
+use accel_collectors::{registry, BuildContext, Built, Paths, Sample, Shared, Spec, Workers};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -20,6 +20,41 @@ pub fn fixture_paths() -> Paths {
         sysfs: fx.join("sys"),
         udev_data: fx.join("run/udev/data"),
     }
+}
+
+/// What `sample` holds that its collector's table does not declare: a
+/// family missing from the table, or with another help, type or label
+/// names (in order; a histogram's series add `le`).
+fn undeclared(spec: &Spec, sample: &Sample) -> Vec<String> {
+    let mut problems = Vec::new();
+    for f in sample.families() {
+        let Some(def) = spec.family(&f.name) else {
+            problems.push(format!("{}: {} is not in its table", spec.name, f.name));
+            continue;
+        };
+        if def.help != f.help || def.kind != f.kind {
+            problems.push(format!(
+                "{}: {} differs from its table in help or type",
+                spec.name, f.name
+            ));
+        }
+        for s in &f.series {
+            let names: Vec<&str> = s
+                .labels
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|k| *k != "le")
+                .collect();
+            if names != def.labels {
+                problems.push(format!(
+                    "{}: {} has labels {names:?}, its table {:?}",
+                    spec.name, f.name, def.labels
+                ));
+                break;
+            }
+        }
+    }
+    problems
 }
 
 #[test]
@@ -65,6 +100,7 @@ fn every_collector_matches_its_golden() {
             spec.name,
             sample.errors()
         );
+        failures.extend(undeclared(spec, &sample));
         let mut text = String::new();
         sample.encode_text(&mut text);
         assert!(!text.is_empty(), "{} produced nothing", spec.name);
@@ -84,4 +120,36 @@ fn every_collector_matches_its_golden() {
         failures.is_empty(),
         "{failures:#?}\n(the actual output is next to each golden as .prom.actual)"
     );
+}
+
+/// The process collector reads the real /proc/self (and follows this test
+/// process by pid): everything it emits is declared in its table.
+#[test]
+fn process_families_are_declared() {
+    let spec = accel_collectors::process::SPEC;
+    let options = accel_collectors::process::ProcessOptions {
+        pids: vec![std::process::id()],
+        ..accel_collectors::options::defaults()
+    };
+    let built = (spec.build)(&BuildContext {
+        paths: &Paths::default(),
+        options: &options,
+        shared: &Shared::default(),
+        workers: &Workers::new(spec.name),
+    });
+    let Built::Ready(mut c) = built.unwrap() else {
+        panic!("process is absent")
+    };
+    let mut sample = Sample::new();
+    c.sample(&mut sample).unwrap();
+    let names: Vec<&str> = sample.families().iter().map(|f| f.name.as_str()).collect();
+    for want in [
+        "process_cpu_seconds_total",
+        "accel_process_info",
+        "accel_process_cpu_seconds_total",
+    ] {
+        assert!(names.contains(&want), "{want} missing: {names:?}");
+    }
+    let problems = undeclared(&spec, &sample);
+    assert!(problems.is_empty(), "{problems:#?}");
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use accel_collectors::{cpu, disk, infiniband, memory, network, pressure};
+use accel_collectors::{cpu, disk, infiniband, memory, network, pressure, procfs};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -41,9 +41,14 @@ fn valid_inputs() -> &'static [String] {
         .map(|f| fixture(f))
         .collect();
         v.push("10 Gb/sec (4X)".to_owned());
+        v.push(STAT.to_owned());
         v
     })
 }
+
+/// A /proc/PID/stat line as Linux 6.x writes it (52 fields), with a command
+/// name that holds a space and a ')'.
+const STAT: &str = "4242 (py thon)) S 1 4242 4242 0 -1 4194560 100 0 7 0 250 75 0 0 20 0 7 0 123456 987654321 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
 
 /// Feeds `s` to every parser. Each may refuse it; none may panic. What a
 /// parser accepts must have the shape its documentation promises.
@@ -77,6 +82,9 @@ fn all_parsers(s: &str) {
         assert!(rate.is_finite() && rate >= 0.0, "rate {rate} from {s:?}");
     }
     let _ = infiniband::parse_counter(s, Path::new("counters/x"));
+    let _ = procfs::parse_stat(s);
+    let _ = procfs::parse_io(s);
+    let _ = procfs::parse_ctxt(s);
 }
 
 /// Tokens procfs and sysfs files are made of, and the edge cases of each.
@@ -210,6 +218,7 @@ fn fixtures_parse() {
     assert!(memory::parse(&fixture("proc/meminfo"))
         .unwrap()
         .contains_key("MemTotal"));
+    assert_eq!(procfs::parse_stat(STAT).unwrap().rss_pages, 2048);
     for r in ["cpu", "io", "memory"] {
         let (some, full) = pressure::parse(&fixture(&format!("proc/pressure/{r}"))).unwrap();
         assert!(some.is_some() && full.is_some(), "{r}");
@@ -414,5 +423,43 @@ proptest! {
         prop_assert_eq!(infiniband::parse_counter("N/A (no PMA)", path).unwrap(), None);
         let negative = format!("-{}", counter.max(1));
         prop_assert!(infiniband::parse_counter(&negative, path).is_err(), "{}", negative);
+    }
+
+    /// /proc/PID/stat reads back the fields the process series use, whatever
+    /// the command name holds (the kernel writes it raw, up to 15 bytes,
+    /// spaces and parentheses included).
+    #[test]
+    fn proc_stat_round_trip(
+        pid in 1u32..4_194_304,
+        comm in "[ -~]{0,15}",
+        state in prop::sample::select(vec!["R", "S", "D", "Z", "T", "I"]),
+        fields in prop::array::uniform32(any::<u64>()),
+        signed in prop::array::uniform4(any::<i32>()),
+    ) {
+        // Fields 4 to 52, as the kernel prints them: ppid, pgrp, session and
+        // tty_nr as ints; the rest unsigned (priority, nice and a few more are
+        // signed in the kernel but never negative for the fields read here).
+        let mut f: Vec<String> = signed.iter().map(i32::to_string).collect();
+        f.extend(fields.iter().map(u64::to_string));
+        f.extend((f.len()..49).map(|i| i.to_string()));
+        let line = format!("{pid} ({comm}) {state} {}\n", f.join(" "));
+        let s = procfs::parse_stat(&line).unwrap();
+        // Field n is f[n - 4].
+        let at = |n: usize| f[n - 4].parse::<u64>().unwrap();
+        prop_assert_eq!(
+            (s.minflt, s.majflt, s.utime, s.stime, s.threads, s.starttime, s.vsize, s.rss_pages),
+            (at(10), at(12), at(14), at(15), at(20), at(22), at(23), at(24))
+        );
+    }
+
+    /// A stat line cut before field 24 is refused.
+    #[test]
+    fn proc_stat_short_lines_are_refused(
+        comm in "[ -~]{0,15}",
+        n in 0usize..21,
+    ) {
+        let f: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let line = format!("1 ({comm}) S {}\n", f.join(" "));
+        prop_assert!(procfs::parse_stat(&line).is_err(), "{:?}", line);
     }
 }
