@@ -815,10 +815,12 @@ processes = [{ pid = 6101, name = "python3", used_memory_mib = 1000, from = 8 }]
     let first = [pod("ml", "a", vec![("nvidia.com/gpu", vec!["0"])])];
     let kubelet = FakeKubelet::start(&socket, Answer::Message(pb::list(&first)));
     let agent = k8s_agent(scenario.to_str().unwrap(), &socket, "1h", &[]);
-    // The GPU collector's first sample too: on a loaded machine the first
-    // List can come before it.
+    // The GPU collector's first sample too, and the pod map labelled with
+    // it: on a loaded machine the first List can come before it, and the
+    // device is then shown with an empty gpu label until the next sample.
     let text = agent.wait_for("the first map", Duration::from_secs(6), |t| {
-        pod_info(t).len() == 1 && t.contains("accel_gpu_up{gpu=\"1\"")
+        let p = pod_info(t);
+        p.len() == 1 && p[0].contains("gpu=\"0\"") && t.contains("accel_gpu_up{gpu=\"1\"")
     });
     let uuid = |gpu: &str| {
         let prefix = format!("accel_gpu_up{{gpu=\"{gpu}\",uuid=\"");
