@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use regex::Regex;
 
-use crate::gpu::process::{parse_cgroup, Owner};
+use crate::cgroup::{parse_cgroup, Owner};
 use crate::shared::{GpuSnapshot, Topic};
 use crate::util::parse_u64;
 use crate::{CollectError, Sample};

@@ -3,7 +3,7 @@
 //! job holding it, from two sources:
 //!
 //! - `process`: a compute process on the GPU whose /proc/PID/cgroup places
-//!   it in a Slurm job (see [`super::process::parse_cgroup`]);
+//!   it in a Slurm job (see [`crate::cgroup::parse_cgroup`]);
 //! - `mapping`: the job-mapping directory (`--collector.gpu.job-mapping-dir`)
 //!   in the format dcgm-exporter's `--hpc-job-mapping-dir` reads, written by
 //!   a scheduler prolog and removed by its epilog: one file per GPU, named by

@@ -13,7 +13,7 @@ mod gpm;
 pub mod jobs;
 mod mig;
 mod nvlink;
-pub mod process;
+mod process;
 mod raw;
 mod reliability;
 
