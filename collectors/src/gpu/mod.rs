@@ -20,7 +20,6 @@ mod reliability;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +33,7 @@ use nvml_wrapper::{Device, GpmSample, Nvml};
 use crate::kubernetes::PodMap;
 use crate::options::{options, parse_ratio};
 use crate::shared::{GpuSnapshot, Topic};
+use crate::workers::{Worker, Workers};
 use crate::{
     BuildContext, Built, CollectError, Collector, ErrorKind, FamilyDef, MetricType, Sample, Spec,
 };
@@ -229,22 +229,18 @@ pub struct Gpu {
     proc_jobs: Vec<jobs::ProcessJob>,
     /// The job-mapping directory's watcher, when one is configured.
     job_mapping: Option<jobs::Watcher>,
+    /// Supervises the XID event thread (started again with each NVML
+    /// session) and the job-mapping watcher.
+    workers: Workers,
 }
 
 /// One initialisation of NVML.
 struct Session {
     nvml: &'static Nvml,
     raw: Option<raw::Raw>,
-    /// Whether the event thread watches XIDs; set to stop it.
-    events: Option<Arc<AtomicBool>>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Some(stop) = &self.events {
-            stop.store(true, Ordering::Relaxed);
-        }
-    }
+    /// The XID event thread, when one watches XIDs; dropped with the
+    /// session, which stops it.
+    events: Option<Worker>,
 }
 
 /// Initialises NVML from `lib`. The handle is leaked: NVML stays loaded for
@@ -254,12 +250,13 @@ impl Drop for Session {
 fn init(
     lib: &std::path::Path,
     xids: &Arc<Mutex<events::Xids>>,
+    workers: &Workers,
 ) -> Result<(Session, u32), NvmlError> {
     let nvml = Nvml::builder().lib_path(OsStr::new(lib)).init()?;
     let count = nvml.device_count()?;
     let nvml: &'static Nvml = Box::leak(Box::new(nvml));
     let raw = raw::Raw::open(OsStr::new(lib));
-    let events = events::start(nvml, count, xids.clone());
+    let events = events::start(nvml, count, xids.clone(), workers);
     if events.is_none() {
         tracing::info!("no GPU supports XID events; accel_gpu_xid_errors_total is left out");
     }
@@ -287,7 +284,7 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let (opts, gpu_opts) = (ctx.paths, ctx.options::<GpuOptions>());
     let lib = &gpu_opts.library;
     let xids = Arc::new(Mutex::new(events::Xids::default()));
-    let (session, count) = match init(lib, &xids) {
+    let (session, count) = match init(lib, &xids, ctx.workers) {
         Ok((_, 0)) => return Ok(Built::Absent("NVML reports no GPU".into())),
         Ok((s, n)) => (Some(s), n),
         Err(NvmlError::LibloadingError(e)) => {
@@ -325,7 +322,8 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
             .job_mapping_dir
             .clone()
             .filter(|d| !d.as_os_str().is_empty())
-            .map(|d| jobs::Watcher::start(d, jobs::POLL)),
+            .map(|d| jobs::Watcher::start(d, jobs::POLL, ctx.workers)),
+        workers: ctx.workers.clone(),
     })))
 }
 
@@ -340,7 +338,7 @@ impl Gpu {
                     "NVML is not initialised (waiting to retry)",
                 ));
             }
-            match init(&self.library, &self.xids) {
+            match init(&self.library, &self.xids, &self.workers) {
                 Ok((s, count)) => {
                     tracing::info!(gpus = count, "NVML initialised");
                     self.session = Some(s);
@@ -1174,7 +1172,9 @@ impl Collector for Gpu {
         let now = Instant::now();
         self.pids.clear();
         self.proc_jobs.clear();
-        let nvml = match self.session(now) {
+        // A silent or restarting event thread or watcher fails the sample:
+        // XID counts and job maps that no longer move are not served.
+        let nvml = match self.workers.check().and_then(|()| self.session(now)) {
             Ok(n) => n,
             Err(e) => {
                 let last = self.gpus_out.latest();
