@@ -18,7 +18,33 @@ use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{EventSet, Nvml};
 
+use super::GpuState;
 use crate::workers::{Heartbeat, Worker, Workers};
+use crate::{FamilyDef, Sample};
+
+pub const XID_ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_gpu_xid_errors_total",
+    "XID errors reported by the driver, by XID (counted as they happen, from NVML events).",
+)
+.labels(&["gpu", "uuid", "xid"])
+.doc("XID errors by XID number (the event's `eventData`), counted from the agent's start. XIDs raised before it started, or while NVML was being re-initialised, are not seen. A `(gpu, xid)` series appears with its first event, at 1")
+.source("`nvmlEventSetWait_v2`")
+.equivalent("`DCGM_FI_DEV_XID_ERRORS`: a gauge holding the value of the last XID, which says neither how many there were nor when they stopped");
+
+pub const LAST_XID_TIMESTAMP_SECONDS: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_last_xid_timestamp_seconds",
+    "Unix time of the GPU's last XID error.",
+)
+.labels(&["gpu", "uuid"])
+.doc("Unix time at which the agent received the GPU's last XID")
+.source("`nvmlEventSetWait_v2`");
+
+/// XIDs exported at 0 before they first happen: the ones operators alert
+/// on (application faults 13, 31, 43, 45; memory 48, 63, 64, 92, 94, 95;
+/// engine and firmware 61, 62, 119, 120; NVLink 74; off the bus 79).
+const KNOWN_XIDS: [u64; 16] = [
+    13, 31, 43, 45, 48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120,
+];
 
 /// How long nvmlEventSetWait waits for an event before it returns TIMEOUT,
 /// in ms; the thread beats after each wait.
@@ -155,5 +181,40 @@ fn wait_loop(
                 }
             }
         }
+    }
+}
+
+/// Adds the XID families from the counts in `xids`. `watched` says whether
+/// an event thread watches this session's GPUs.
+pub(super) fn export(out: &mut Sample, xids: &Mutex<Xids>, gpus: &[GpuState], watched: bool) {
+    let x = xids.lock().unwrap_or_else(|e| e.into_inner());
+    // The XIDs the alert rules name start at 0 on every GPU whose events are
+    // watched, so `increase()` sees their first error.
+    let mut counts = x.counts.clone();
+    if watched {
+        for (gpu, state) in gpus.iter().enumerate() {
+            if state.info.is_some() {
+                for xid in KNOWN_XIDS {
+                    counts.entry((gpu as u32, xid)).or_insert(0);
+                }
+            }
+        }
+    }
+    let total = out.add(&XID_ERRORS);
+    for ((gpu, xid), n) in &counts {
+        let uuid = gpus.get(*gpu as usize).map_or("", |s| s.uuid.as_str());
+        total.add(
+            &[
+                ("gpu", &gpu.to_string()),
+                ("uuid", uuid),
+                ("xid", &xid.to_string()),
+            ],
+            *n as f64,
+        );
+    }
+    let last = out.add(&LAST_XID_TIMESTAMP_SECONDS);
+    for (gpu, t) in &x.last {
+        let uuid = gpus.get(*gpu as usize).map_or("", |s| s.uuid.as_str());
+        last.add(&[("gpu", &gpu.to_string()), ("uuid", uuid)], *t);
     }
 }

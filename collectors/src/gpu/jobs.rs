@@ -27,7 +27,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::workers::{Worker, Workers};
-use crate::{MetricType, Sample};
+use crate::{FamilyDef, Sample};
+
+pub const JOB_INFO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_job_info",
+    "A batch (Slurm) job holding the GPU or MIG GPU instance; always 1. source is process (a process of the job holds it, from /proc/PID/cgroup) or mapping (only the job-mapping directory names it).",
+)
+.labels(&["gpu", "uuid", "slurm_job", "gpu_instance", "source"])
+.doc("always 1, one per GPU or MIG instance and job. `gpu_instance` is the MIG GPU instance id (of the process, or of the `<gpu>.<gi>` file), `\"\"` for a whole GPU; `source` is `process` or `mapping` (see above)")
+.source("`/proc/PID/cgroup` of the GPU's processes; the job-mapping directory")
+.equivalent("dcgm-exporter's `hpc_job` label, put on every series of a mapped GPU");
 
 /// Most directory entries looked at.
 pub const MAX_FILES: usize = 256;
@@ -289,11 +298,7 @@ pub fn export(
     for p in processes {
         series.insert((p.gpu, p.gpu_instance, &p.job), "process");
     }
-    let fam = out.family(
-        "accel_gpu_job_info",
-        "A batch (Slurm) job holding the GPU or MIG GPU instance; always 1. source is process (a process of the job holds it, from /proc/PID/cgroup) or mapping (only the job-mapping directory names it).",
-        MetricType::Gauge,
-    );
+    let fam = out.add(&JOB_INFO);
     for ((gpu, gi, job), source) in series {
         let Some(Some(uuid)) = uuids.get(gpu as usize) else {
             continue;

@@ -13,9 +13,39 @@ use nvml_wrapper::struct_wrappers::device::ProcessInfo;
 use nvml_wrapper::Nvml;
 
 use super::jobs::ProcessJob;
-use super::GpuSample;
-use crate::cgroup;
-use crate::MetricType;
+use super::sample::GpuSample;
+use crate::{cgroup, FamilyDef};
+
+pub const PROCESSES: FamilyDef =
+    FamilyDef::gauge("accel_gpu_processes", "Compute processes holding the GPU.")
+        .labels(&["gpu", "uuid"])
+        .doc("compute processes holding the GPU (0 when none)")
+        .source("`nvmlDeviceGetComputeRunningProcesses_v3`");
+
+pub const PROCESS_INFO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_process_info",
+    "A process holding the GPU, with its command and owner (systemd unit, container id, Kubernetes namespace and pod, Slurm job id); always 1.",
+)
+.labels(&["gpu", "uuid", "pid", "comm", "unit", "container", "namespace", "pod", "slurm_job", "gpu_instance"])
+.doc("always 1, one per process (up to the cap). `gpu_instance` is the MIG GPU instance id, `\"\"` without MIG. `namespace` and `pod` are set when the process's cgroup is a Kubernetes pod's (`kubepods…pod<uid>`) and the `kubernetes` collector's last answer gives the GPU (or the process's MIG instance) to exactly one pod; `\"\"` otherwise (a host process, a GPU shared by several pods through replicas, the kubernetes collector off)")
+.source("`nvmlDeviceGetComputeRunningProcesses_v3` (`pid`, `gpuInstanceId`); `/proc/PID/comm`, `/proc/PID/cgroup`")
+.equivalent("none (dcgm-exporter has no per-process series; it labels GPUs with the Kubernetes pod that was allocated them)");
+
+pub const PROCESS_MEMORY_USED_BYTES: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_process_memory_used_bytes",
+    "GPU memory used by a process, in bytes.",
+)
+.labels(&["gpu", "uuid", "pid"])
+.doc("GPU memory used by the process, bytes. Left out when NVML reports it unavailable")
+.source("`nvmlDeviceGetComputeRunningProcesses_v3` (`usedGpuMemory`)");
+
+pub const PROCESS_SM_UTILIZATION_RATIO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_process_sm_utilization_ratio",
+    "Fraction of the last sample period in which a kernel of the process ran (0-1).",
+)
+.labels(&["gpu", "uuid", "pid"])
+.doc("fraction of the driver's sample period in which a kernel of the process ran. Left out for a process that has no new driver sample since the previous collector sample")
+.source("`nvmlDeviceGetProcessUtilization` (`smUtil`) ÷ 100");
 
 /// The command name of `pid` from procfs, or "" when it cannot be read (the
 /// process ran in another pid namespace, or just exited).
@@ -51,11 +81,7 @@ pub(super) fn export(
             UsedGpuMemory::Unavailable => 0,
         })
     });
-    g.gauge(
-        "accel_gpu_processes",
-        "Compute processes holding the GPU.",
-        procs.len() as f64,
-    );
+    g.add(&PROCESSES, procs.len() as f64);
     for p in procs.iter().skip(cap) {
         let job = cgroup::owner(procfs, p.pid).job;
         if !job.is_empty() {
@@ -105,25 +131,13 @@ pub(super) fn export(
             ("slurm_job", o.job.as_str()),
             ("gpu_instance", gi.as_str()),
         ];
-        g.put(MetricType::Gauge, "accel_gpu_process_info", "A process holding the GPU, with its command and owner (systemd unit, container id, Kubernetes namespace and pod, Slurm job id); always 1.", &labels, 1.0);
+        g.put(&PROCESS_INFO, &labels, 1.0);
         let key = [("pid", pid.as_str())];
         if let UsedGpuMemory::Used(bytes) = p.used_gpu_memory {
-            g.put(
-                MetricType::Gauge,
-                "accel_gpu_process_memory_used_bytes",
-                "GPU memory used by a process, in bytes.",
-                &key,
-                bytes as f64,
-            );
+            g.put(&PROCESS_MEMORY_USED_BYTES, &key, bytes as f64);
         }
         if let Some(u) = sm_util.get(&p.pid) {
-            g.put(
-                MetricType::Gauge,
-                "accel_gpu_process_sm_utilization_ratio",
-                "Fraction of the last sample period in which a kernel of the process ran (0-1).",
-                &key,
-                *u,
-            );
+            g.put(&PROCESS_SM_UTILIZATION_RATIO, &key, *u);
         }
     }
 }
