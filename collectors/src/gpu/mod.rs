@@ -313,7 +313,8 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
 }
 
 impl Gpu {
-    /// Samples GPU `index` into `out`, in the order its families appear.
+    /// Samples GPU `index` into `out`. The parts run in the order their
+    /// families appear in the output, which the goldens fix.
     fn sample_gpu(
         &mut self,
         nvml: &'static Nvml,
