@@ -6,6 +6,7 @@
 //! produce. A metric's name tells where it comes from: `accel_disk_*` is
 //! [`disk`], `accel_network_*` is [`network`], and so on.
 
+pub mod cgroup;
 pub mod cloud;
 pub mod cpu;
 pub mod disk;

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 use regex::Regex;
 
-use crate::gpu::process::{parse_cgroup, Owner};
+use crate::cgroup::{parse_cgroup, Owner};
 use crate::process::{
     FEATURE_ENABLED, WORKLOAD_CONTEXT_SWITCHES, WORKLOAD_CPU_SECONDS, WORKLOAD_CYCLES,
     WORKLOAD_INFO, WORKLOAD_INSTRUCTIONS, WORKLOAD_PAGE_FAULTS, WORKLOAD_READ_BYTES,

@@ -624,3 +624,53 @@ not_supported = ["nvmlDeviceGetFieldValues(197)", "nvmlDeviceGetFieldValues(198)
     );
     promtool_check(&text);
 }
+
+#[test]
+fn a_silent_xid_event_thread_fails_the_collector_until_it_waits_again() {
+    // nvmlEventSetWait hangs from t = 1 s to t = 15 s while every other call
+    // answers: the event thread cannot beat, and past its bound (10 s) the
+    // collector's samples fail instead of serving XID counts that no longer
+    // move; once the wait returns, it beats and the samples succeed again.
+    let dir = crate::util::TempDir::new("xid-silent");
+    let scenario = dir.0.join("xid-silent.toml");
+    std::fs::write(
+        &scenario,
+        "[[gpus]]\ncount = 2\nmodel = \"h100-sxm5-80gb\"\n\
+         [[faults]]\nhang = [{ call = \"nvmlEventSetWait_v2\", at = 1, seconds = 14 }]\n",
+    )
+    .unwrap();
+    let agent = sim_agent(
+        scenario.to_str().unwrap(),
+        "200ms",
+        &["--collector.disable-defaults", "--collector.gpu"],
+    );
+    let text = agent.get_ready("/metrics").text();
+    assert_eq!(
+        value(&text, "accel_collector_success{collector=\"gpu\"}"),
+        Some(1.0)
+    );
+    let failed = wait_for(
+        &agent,
+        "the silence to be seen",
+        Duration::from_secs(20),
+        |t| value(t, "accel_collector_success{collector=\"gpu\"}") == Some(0.0),
+    );
+    assert!(
+        value(
+            &failed,
+            "accel_collector_errors_total{collector=\"gpu\",kind=\"timeout\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{failed}"
+    );
+    assert!(
+        !failed.contains("accel_gpu_xid_errors_total{"),
+        "XID counts served while their thread is silent"
+    );
+    wait_for(
+        &agent,
+        "the thread to beat again",
+        Duration::from_secs(15),
+        |t| value(t, "accel_collector_success{collector=\"gpu\"}") == Some(1.0),
+    );
+}

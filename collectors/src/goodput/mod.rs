@@ -342,7 +342,7 @@ fn listen(
     let mut limiter = Limiter::new(rate, Instant::now());
     let owner = |pid: u32| {
         std::fs::read_to_string(procfs.join(pid.to_string()).join("cgroup"))
-            .map(|t| crate::gpu::process::parse_cgroup(&t))
+            .map(|t| crate::cgroup::parse_cgroup(&t))
             .unwrap_or_default()
     };
     let mut errors = 0u32;

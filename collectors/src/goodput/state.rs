@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::events::{DeviceRef, Event, Reject, KINDS, PHASES};
 use super::peak::{self, Override, DTYPES};
-use crate::gpu::process::Owner;
+use crate::cgroup::Owner;
 use crate::{GpuIds as GpuDevice, MetricType, Sample};
 
 /// Upper bounds of the step-time histogram, in seconds.

@@ -2,9 +2,14 @@
 //! nvmlEventSetWait: `accel_gpu_xid_errors_total{gpu, uuid, xid}` is a
 //! counter (never dcgm-exporter's last-value gauge), with the time of the
 //! last XID per GPU.
+//!
+//! The thread runs under the collector's supervisor (`gpu-events`): it
+//! beats after every wait, so a wait that never returns (a wedged driver)
+//! makes the collector's samples fail rather than serve counts that no
+//! longer move.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +17,42 @@ use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{EventSet, Nvml};
+
+use super::GpuState;
+use crate::workers::{Heartbeat, Worker, Workers};
+use crate::{FamilyDef, Sample};
+
+pub const XID_ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_gpu_xid_errors_total",
+    "XID errors reported by the driver, by XID (counted as they happen, from NVML events).",
+)
+.labels(&["gpu", "uuid", "xid"])
+.doc("XID errors by XID number (the event's `eventData`), counted from the agent's start. XIDs raised before it started, or while NVML was being re-initialised, are not seen. A `(gpu, xid)` series appears with its first event, at 1")
+.source("`nvmlEventSetWait_v2`")
+.equivalent("`DCGM_FI_DEV_XID_ERRORS`: a gauge holding the value of the last XID, which says neither how many there were nor when they stopped");
+
+pub const LAST_XID_TIMESTAMP_SECONDS: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_last_xid_timestamp_seconds",
+    "Unix time of the GPU's last XID error.",
+)
+.labels(&["gpu", "uuid"])
+.doc("Unix time at which the agent received the GPU's last XID")
+.source("`nvmlEventSetWait_v2`");
+
+/// XIDs exported at 0 before they first happen: the ones operators alert
+/// on (application faults 13, 31, 43, 45; memory 48, 63, 64, 92, 94, 95;
+/// engine and firmware 61, 62, 119, 120; NVLink 74; off the bus 79).
+const KNOWN_XIDS: [u64; 16] = [
+    13, 31, 43, 45, 48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120,
+];
+
+/// How long nvmlEventSetWait waits for an event before it returns TIMEOUT,
+/// in ms; the thread beats after each wait.
+const WAIT_MS: u32 = 1000;
+
+/// Longest the event thread may go without a beat: ten waits (or pauses
+/// after a failed wait) of 1 s, a margin for a driver that returns late.
+const MAX_SILENCE: Duration = Duration::from_secs(10);
 
 /// XID counts shared between the event thread and the sampler.
 #[derive(Debug, Default)]
@@ -22,9 +63,15 @@ pub struct Xids {
     pub last: BTreeMap<u32, f64>,
 }
 
-/// Starts the event thread, counting into `xids`; returns the flag that
-/// stops it, or `None` when no GPU supports XID events.
-pub fn start(nvml: &'static Nvml, count: u32, xids: Arc<Mutex<Xids>>) -> Option<Arc<AtomicBool>> {
+/// Starts the event thread under `workers`, counting into `xids`; returns
+/// its handle (dropping it stops the thread), or `None` when no GPU
+/// supports XID events.
+pub fn start(
+    nvml: &'static Nvml,
+    count: u32,
+    xids: Arc<Mutex<Xids>>,
+    workers: &Workers,
+) -> Option<Worker> {
     let mut set = nvml.create_event_set().ok()?;
     let mut registered = Vec::new();
     for i in 0..count {
@@ -59,13 +106,20 @@ pub fn start(nvml: &'static Nvml, count: u32, xids: Arc<Mutex<Xids>>) -> Option<
         .iter()
         .filter_map(|&i| nvml.device_by_index(i).ok().map(|d| (handle(&d), i)))
         .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    std::thread::Builder::new()
-        .name("gpu-events".into())
-        .spawn(move || wait_loop(set, &handles, &xids, &stopped))
-        .ok()?;
-    Some(stop)
+    // The set stays with the body across restarts after a panic, and is
+    // never dropped: dropping it calls nvmlEventSetFree through `expect`,
+    // which panics if the driver went away. It is left to the process's end.
+    let set = ManuallyDrop::new(set);
+    let started = workers.spawn("events", MAX_SILENCE, move |hb| {
+        wait_loop(&set, &handles, &xids, hb)
+    });
+    match started {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the XID event thread");
+            None
+        }
+    }
 }
 
 fn reregister(nvml: &'static Nvml, gpus: &[u32]) -> Option<EventSet<'static>> {
@@ -86,14 +140,16 @@ fn handle(dev: &nvml_wrapper::Device<'_>) -> usize {
 }
 
 fn wait_loop(
-    set: EventSet<'static>,
+    set: &EventSet<'static>,
     handles: &[(usize, u32)],
     xids: &Mutex<Xids>,
-    stop: &AtomicBool,
+    hb: &Heartbeat,
 ) {
     let mut logged = false;
-    while !stop.load(Ordering::Relaxed) {
-        match set.wait(1000) {
+    while !hb.stopped() {
+        let r = set.wait(WAIT_MS);
+        hb.beat();
+        match r {
             Ok(ev) => {
                 if !ev.event_type.contains(EventTypes::CRITICAL_XID_ERROR) {
                     continue;
@@ -120,11 +176,45 @@ fn wait_loop(
                     tracing::warn!(error = %e, "waiting for GPU events failed; retrying");
                     logged = true;
                 }
-                std::thread::sleep(Duration::from_secs(1));
+                if hb.sleep(Duration::from_secs(1)) {
+                    return;
+                }
             }
         }
     }
-    // Dropping the set calls nvmlEventSetFree through `expect`, which panics
-    // if the driver went away: leave it to the process's end.
-    std::mem::forget(set);
+}
+
+/// Adds the XID families from the counts in `xids`. `watched` says whether
+/// an event thread watches this session's GPUs.
+pub(super) fn export(out: &mut Sample, xids: &Mutex<Xids>, gpus: &[GpuState], watched: bool) {
+    let x = xids.lock().unwrap_or_else(|e| e.into_inner());
+    // The XIDs the alert rules name start at 0 on every GPU whose events are
+    // watched, so `increase()` sees their first error.
+    let mut counts = x.counts.clone();
+    if watched {
+        for (gpu, state) in gpus.iter().enumerate() {
+            if state.info.is_some() {
+                for xid in KNOWN_XIDS {
+                    counts.entry((gpu as u32, xid)).or_insert(0);
+                }
+            }
+        }
+    }
+    let total = out.add(&XID_ERRORS);
+    for ((gpu, xid), n) in &counts {
+        let uuid = gpus.get(*gpu as usize).map_or("", |s| s.uuid.as_str());
+        total.add(
+            &[
+                ("gpu", &gpu.to_string()),
+                ("uuid", uuid),
+                ("xid", &xid.to_string()),
+            ],
+            *n as f64,
+        );
+    }
+    let last = out.add(&LAST_XID_TIMESTAMP_SECONDS);
+    for (gpu, t) in &x.last {
+        let uuid = gpus.get(*gpu as usize).map_or("", |s| s.uuid.as_str());
+        last.add(&[("gpu", &gpu.to_string()), ("uuid", uuid)], *t);
+    }
 }

@@ -6,8 +6,89 @@
 use nvml_wrapper::enums::gpm::GpmMetricId;
 use nvml_wrapper::{Device, GpmSample, Nvml};
 
-use super::GpuSample;
-use crate::MetricType;
+use super::sample::GpuSample;
+use crate::FamilyDef;
+
+pub const SM_ACTIVE_RATIO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_sm_active_ratio",
+    "Fraction of time at least one warp was resident on an SM, averaged over SMs (GPM, 0-1).",
+)
+.labels(&["gpu", "uuid"])
+.doc("fraction of time an SM had at least one warp resident, averaged over SMs")
+.source("`NVML_GPM_METRIC_SM_UTIL` (2), % ÷ 100")
+.equivalent("`DCGM_FI_PROF_SM_ACTIVE`");
+
+pub const SM_OCCUPANCY_RATIO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_sm_occupancy_ratio",
+    "Resident warps as a fraction of the SMs' maximum (GPM, 0-1).",
+)
+.labels(&["gpu", "uuid"])
+.doc("resident warps as a fraction of the SMs' maximum")
+.source("`NVML_GPM_METRIC_SM_OCCUPANCY` (3)")
+.equivalent("`DCGM_FI_PROF_SM_OCCUPANCY`");
+
+pub const TENSOR_ACTIVE_RATIO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_tensor_active_ratio",
+    "Fraction of cycles any tensor pipe was active (GPM, 0-1).",
+)
+.labels(&["gpu", "uuid"])
+.doc("fraction of cycles any tensor pipe was active")
+.source("`NVML_GPM_METRIC_ANY_TENSOR_UTIL` (5)")
+.equivalent("`DCGM_FI_PROF_PIPE_TENSOR_ACTIVE`");
+
+pub const DRAM_ACTIVE_RATIO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_dram_active_ratio",
+    "Fraction of the peak DRAM bandwidth used (GPM, 0-1).",
+)
+.labels(&["gpu", "uuid"])
+.doc("fraction of the peak DRAM bandwidth used")
+.source("`NVML_GPM_METRIC_DRAM_BW_UTIL` (10)")
+.equivalent("`DCGM_FI_PROF_DRAM_ACTIVE`");
+
+pub const PIPE_ACTIVE_RATIO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_pipe_active_ratio",
+    "Fraction of cycles each floating-point pipe was active (GPM, 0-1).",
+)
+.labels(&["gpu", "uuid", "pipe"])
+.doc("fraction of cycles the floating-point pipe was active: `fp16`, `fp32`, `fp64`")
+.source("`NVML_GPM_METRIC_FP16_UTIL` (13), `_FP32_UTIL` (12), `_FP64_UTIL` (11)")
+.equivalent("`DCGM_FI_PROF_PIPE_FP16_ACTIVE`, `DCGM_FI_PROF_PIPE_FP32_ACTIVE`, `DCGM_FI_PROF_PIPE_FP64_ACTIVE`");
+
+pub const GPM_PCIE_TRANSMIT_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_gpm_pcie_transmit_bytes_per_second",
+    "PCIe bytes per second transmitted, averaged over the sample interval (GPM).",
+)
+.labels(&["gpu", "uuid"])
+.doc("PCIe bytes sent per second, mean over the interval")
+.source("`NVML_GPM_METRIC_PCIE_TX_PER_SEC` (20), MiB/s")
+.equivalent("`DCGM_FI_PROF_PCIE_TX_BYTES`");
+
+pub const GPM_PCIE_RECEIVE_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_gpm_pcie_receive_bytes_per_second",
+    "PCIe bytes per second received, averaged over the sample interval (GPM).",
+)
+.labels(&["gpu", "uuid"])
+.doc("PCIe bytes received per second, mean over the interval")
+.source("`NVML_GPM_METRIC_PCIE_RX_PER_SEC` (21), MiB/s")
+.equivalent("`DCGM_FI_PROF_PCIE_RX_BYTES`");
+
+pub const GPM_NVLINK_TRANSMIT_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_gpm_nvlink_transmit_bytes_per_second",
+    "NVLink bytes per second transmitted, all links, averaged over the sample interval (GPM).",
+)
+.labels(&["gpu", "uuid"])
+.doc("NVLink bytes sent per second, all links, mean over the interval")
+.source("`NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC` (61), MiB/s")
+.equivalent("`DCGM_FI_PROF_NVLINK_TX_BYTES`");
+
+pub const GPM_NVLINK_RECEIVE_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_gpm_nvlink_receive_bytes_per_second",
+    "NVLink bytes per second received, all links, averaged over the sample interval (GPM).",
+)
+.labels(&["gpu", "uuid"])
+.doc("NVLink bytes received per second, all links, mean over the interval")
+.source("`NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC` (60), MiB/s")
+.equivalent("`DCGM_FI_PROF_NVLINK_RX_BYTES`");
 
 /// How a GPM value becomes the family's unit.
 #[derive(Clone, Copy)]
@@ -30,93 +111,74 @@ impl Scale {
 /// A GPM metric: its id, the family, an extra label, and its scale.
 type GpmMetric = (
     GpmMetricId,
-    &'static str,
+    &'static FamilyDef,
     Option<(&'static str, &'static str)>,
     Scale,
 );
 
 const GPM_METRICS: [GpmMetric; 11] = [
-    (
-        GpmMetricId::SmUtil,
-        "accel_gpu_sm_active_ratio",
-        None,
-        Scale::Percent,
-    ),
+    (GpmMetricId::SmUtil, &SM_ACTIVE_RATIO, None, Scale::Percent),
     (
         GpmMetricId::SmOccupancy,
-        "accel_gpu_sm_occupancy_ratio",
+        &SM_OCCUPANCY_RATIO,
         None,
         Scale::Percent,
     ),
     (
         GpmMetricId::AnyTensorUtil,
-        "accel_gpu_tensor_active_ratio",
+        &TENSOR_ACTIVE_RATIO,
         None,
         Scale::Percent,
     ),
     (
         GpmMetricId::DramBwUtil,
-        "accel_gpu_dram_active_ratio",
+        &DRAM_ACTIVE_RATIO,
         None,
         Scale::Percent,
     ),
     (
         GpmMetricId::Fp16Util,
-        "accel_gpu_pipe_active_ratio",
+        &PIPE_ACTIVE_RATIO,
         Some(("pipe", "fp16")),
         Scale::Percent,
     ),
     (
         GpmMetricId::Fp32Util,
-        "accel_gpu_pipe_active_ratio",
+        &PIPE_ACTIVE_RATIO,
         Some(("pipe", "fp32")),
         Scale::Percent,
     ),
     (
         GpmMetricId::Fp64Util,
-        "accel_gpu_pipe_active_ratio",
+        &PIPE_ACTIVE_RATIO,
         Some(("pipe", "fp64")),
         Scale::Percent,
     ),
     (
         GpmMetricId::PcieTxPerSec,
-        "accel_gpu_gpm_pcie_transmit_bytes_per_second",
+        &GPM_PCIE_TRANSMIT_BYTES_PER_SECOND,
         None,
         Scale::MiB,
     ),
     (
         GpmMetricId::PcieRxPerSec,
-        "accel_gpu_gpm_pcie_receive_bytes_per_second",
+        &GPM_PCIE_RECEIVE_BYTES_PER_SECOND,
         None,
         Scale::MiB,
     ),
     (
         GpmMetricId::NvlinkTotalTxPerSec,
-        "accel_gpu_gpm_nvlink_transmit_bytes_per_second",
+        &GPM_NVLINK_TRANSMIT_BYTES_PER_SECOND,
         None,
         Scale::MiB,
     ),
     (
         GpmMetricId::NvlinkTotalRxPerSec,
-        "accel_gpu_gpm_nvlink_receive_bytes_per_second",
+        &GPM_NVLINK_RECEIVE_BYTES_PER_SECOND,
         None,
         Scale::MiB,
     ),
 ];
-
-fn gpm_help(family: &str) -> &'static str {
-    match family {
-        "accel_gpu_sm_active_ratio" => "Fraction of time at least one warp was resident on an SM, averaged over SMs (GPM, 0-1).",
-        "accel_gpu_sm_occupancy_ratio" => "Resident warps as a fraction of the SMs' maximum (GPM, 0-1).",
-        "accel_gpu_tensor_active_ratio" => "Fraction of cycles any tensor pipe was active (GPM, 0-1).",
-        "accel_gpu_dram_active_ratio" => "Fraction of the peak DRAM bandwidth used (GPM, 0-1).",
-        "accel_gpu_pipe_active_ratio" => "Fraction of cycles each floating-point pipe was active (GPM, 0-1).",
-        "accel_gpu_gpm_pcie_transmit_bytes_per_second" => "PCIe bytes per second transmitted, averaged over the sample interval (GPM).",
-        "accel_gpu_gpm_pcie_receive_bytes_per_second" => "PCIe bytes per second received, averaged over the sample interval (GPM).",
-        "accel_gpu_gpm_nvlink_transmit_bytes_per_second" => "NVLink bytes per second transmitted, all links, averaged over the sample interval (GPM).",
-        _ => "NVLink bytes per second received, all links, averaged over the sample interval (GPM).",
-    }
-}
 
 pub(super) fn gpm(
     g: &mut GpuSample<'_>,
@@ -150,39 +212,9 @@ pub(super) fn gpm(
                 };
                 let extra: Vec<(&'static str, &str)> =
                     extra.iter().map(|(k, v)| (*k, *v)).collect();
-                g.put(
-                    MetricType::Gauge,
-                    family,
-                    gpm_help(family),
-                    &extra,
-                    scale.apply(m.value),
-                );
+                g.put(family, &extra, scale.apply(m.value));
             }
         }
     }
     *prev = Some(cur);
 }
-
-/// GPM metrics per MIG instance: (id, family, help); values are percentages.
-pub(super) const MIG_METRICS: [(GpmMetricId, &str, &str); 4] = [
-    (
-        GpmMetricId::SmUtil,
-        "accel_gpu_mig_sm_active_ratio",
-        "Fraction of time a warp was resident on the MIG instance's SMs (GPM, 0-1).",
-    ),
-    (
-        GpmMetricId::SmOccupancy,
-        "accel_gpu_mig_sm_occupancy_ratio",
-        "Resident warps as a fraction of the MIG instance's maximum (GPM, 0-1).",
-    ),
-    (
-        GpmMetricId::AnyTensorUtil,
-        "accel_gpu_mig_tensor_active_ratio",
-        "Fraction of cycles a tensor pipe of the MIG instance was active (GPM, 0-1).",
-    ),
-    (
-        GpmMetricId::DramBwUtil,
-        "accel_gpu_mig_dram_active_ratio",
-        "Fraction of the MIG instance's peak DRAM bandwidth used (GPM, 0-1).",
-    ),
-];

@@ -3,7 +3,7 @@
 //! job holding it, from two sources:
 //!
 //! - `process`: a compute process on the GPU whose /proc/PID/cgroup places
-//!   it in a Slurm job (see [`super::process::parse_cgroup`]);
+//!   it in a Slurm job (see [`crate::cgroup::parse_cgroup`]);
 //! - `mapping`: the job-mapping directory (`--collector.gpu.job-mapping-dir`)
 //!   in the format dcgm-exporter's `--hpc-job-mapping-dir` reads, written by
 //!   a scheduler prolog and removed by its epilog: one file per GPU, named by
@@ -13,21 +13,30 @@
 //!
 //! A job named by both is one series with `source="process"`; one named only
 //! by the mapping is `source="mapping"`: allocated, yet no process of the job
-//! holds it. The directory is watched by its own thread (`gpu-jobs`), which
-//! stats it and its files once a second and reads them again when a
-//! modification time or size changed (and once a minute regardless); the
-//! sampler only takes the last map.
+//! holds it. The directory is watched by its own thread (`gpu-jobs`, under
+//! the collector's supervisor), which stats it and its files once a second
+//! and reads them again when a modification time or size changed (and once
+//! a minute regardless); the sampler only takes the last map.
 //! Everything read is bounded: files, bytes and lines per file, id length
 //! and characters.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::{MetricType, Sample};
+use crate::workers::{Worker, Workers};
+use crate::{FamilyDef, Sample};
+
+pub const JOB_INFO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_job_info",
+    "A batch (Slurm) job holding the GPU or MIG GPU instance; always 1. source is process (a process of the job holds it, from /proc/PID/cgroup) or mapping (only the job-mapping directory names it).",
+)
+.labels(&["gpu", "uuid", "slurm_job", "gpu_instance", "source"])
+.doc("always 1, one per GPU or MIG instance and job. `gpu_instance` is the MIG GPU instance id (of the process, or of the `<gpu>.<gi>` file), `\"\"` for a whole GPU; `source` is `process` or `mapping` (see above)")
+.source("`/proc/PID/cgroup` of the GPU's processes; the job-mapping directory")
+.equivalent("dcgm-exporter's `hpc_job` label, put on every series of a mapped GPU");
 
 /// Most directory entries looked at.
 pub const MAX_FILES: usize = 256;
@@ -161,36 +170,50 @@ fn signature(dir: &Path) -> Option<Vec<(String, Option<SystemTime>, u64)>> {
 /// thread when dropped.
 pub struct Watcher {
     current: Arc<Mutex<Arc<Mapping>>>,
-    stop: Arc<AtomicBool>,
+    /// The watching thread; `None` if it could not start.
+    _worker: Option<Worker>,
+}
+
+/// Longest the watcher may go without a beat, given its poll: ten polls,
+/// and at least 10 s. A look stats and reads at most [`MAX_FILES`] small
+/// files, milliseconds on a local directory; a watcher silent that long is
+/// stuck on the file system, and its map can no longer be trusted.
+fn max_silence(poll: Duration) -> Duration {
+    (poll * 10).max(Duration::from_secs(10))
 }
 
 impl Watcher {
-    /// Reads `dir` once now, then watches it from a thread named `gpu-jobs`
-    /// that looks every `poll`.
-    pub fn start(dir: PathBuf, poll: Duration) -> Watcher {
+    /// Reads `dir` once now, then watches it from a thread under `workers`
+    /// (`gpu-jobs`) that looks every `poll` and beats at each look.
+    pub fn start(dir: PathBuf, poll: Duration, workers: &Workers) -> Watcher {
         let current = Arc::new(Mutex::new(Arc::new(Mapping::new())));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (cur, stopped) = (current.clone(), stop.clone());
+        let cur = current.clone();
         let mut last = None;
         let mut state = Reported::Unknown;
         refresh(&dir, &mut last, &mut state, &cur);
-        let spawned = std::thread::Builder::new()
-            .name("gpu-jobs".into())
-            .spawn(move || {
-                let mut n: u32 = 0;
-                while !stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(poll);
-                    n = n.wrapping_add(1);
-                    if n % FORCE_EVERY == 0 {
-                        last = None;
-                    }
-                    refresh(&dir, &mut last, &mut state, &cur);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the job-mapping thread; the mapping is read once");
+        let mut n: u32 = 0;
+        let spawned = workers.spawn("jobs", max_silence(poll), move |hb| loop {
+            if hb.sleep(poll) {
+                return;
+            }
+            hb.beat();
+            n = n.wrapping_add(1);
+            if n % FORCE_EVERY == 0 {
+                last = None;
+            }
+            refresh(&dir, &mut last, &mut state, &cur);
+        });
+        let worker = match spawned {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the job-mapping thread; the mapping is read once");
+                None
+            }
+        };
+        Watcher {
+            current,
+            _worker: worker,
         }
-        Watcher { current, stop }
     }
 
     /// The last mapping read.
@@ -199,12 +222,6 @@ impl Watcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -281,11 +298,7 @@ pub fn export(
     for p in processes {
         series.insert((p.gpu, p.gpu_instance, &p.job), "process");
     }
-    let fam = out.family(
-        "accel_gpu_job_info",
-        "A batch (Slurm) job holding the GPU or MIG GPU instance; always 1. source is process (a process of the job holds it, from /proc/PID/cgroup) or mapping (only the job-mapping directory names it).",
-        MetricType::Gauge,
-    );
+    let fam = out.add(&JOB_INFO);
     for ((gpu, gi, job), source) in series {
         let Some(Some(uuid)) = uuids.get(gpu as usize) else {
             continue;
@@ -406,8 +419,10 @@ mod tests {
     #[test]
     fn the_watcher_follows_changes() {
         let d = Dir::new("watch");
-        let w = Watcher::start(d.0.join("later"), Duration::from_millis(20));
+        let workers = Workers::new("test");
+        let w = Watcher::start(d.0.join("later"), Duration::from_millis(20), &workers);
         assert!(w.current().is_empty(), "missing directory: empty map");
+        assert!(workers.check().is_ok(), "the watcher runs and beats");
         std::fs::create_dir(d.0.join("later")).unwrap();
         let wait = |want: &Mapping| {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -440,7 +455,8 @@ mod tests {
         let d = Dir::new("same");
         d.write("2", "71\n");
         let path = d.0.join("2");
-        let w = Watcher::start(d.0.clone(), Duration::from_millis(2));
+        let workers = Workers::new("test");
+        let w = Watcher::start(d.0.clone(), Duration::from_millis(2), &workers);
         assert_eq!(*w.current(), [((2, None), vec!["71".to_owned()])].into());
         // Same size, and the old modification times put back on the file
         // and the directory: only the periodic forced read sees it.

@@ -10,9 +10,106 @@ use std::collections::HashMap;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, GpmSample, Nvml};
 
-use super::gpm::MIG_METRICS;
-use super::{raw, GpuSample};
-use crate::MetricType;
+use nvml_wrapper::enums::gpm::GpmMetricId;
+
+use super::raw;
+use super::sample::GpuSample;
+use crate::FamilyDef;
+
+pub const MIG_MODE: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_mig_mode",
+    "1 while MIG mode is on (the GPU is split into instances).",
+)
+.labels(&["gpu", "uuid"])
+.doc("1 while MIG mode is on; 0 on a MIG-capable GPU with MIG off; absent where MIG is not supported")
+.source("`nvmlDeviceGetMigMode` `currentMode`");
+
+pub const MIG_MODE_PENDING: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_mig_mode_pending",
+    "MIG mode after the next GPU reset (1 on).",
+)
+.labels(&["gpu", "uuid"])
+.doc("MIG mode after the next GPU reset")
+.source("`nvmlDeviceGetMigMode` `pendingMode`");
+
+pub const MIG_INFO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_mig_info",
+    "A MIG instance of the GPU: its ids, uuid (MIG-…) and profile name; always 1.",
+)
+.labels(&["gpu", "uuid", "gpu_instance", "compute_instance", "mig_uuid", "name"])
+.doc("always 1, one per instance; `mig_uuid` is the `MIG-…` uuid Kubernetes' device plugin reports; `name` holds the profile (`NVIDIA H100 80GB HBM3 MIG 3g.40gb`)")
+.source("`nvmlDeviceGetMigDeviceHandleByIndex`, `nvmlDeviceGetGpuInstanceId`, `nvmlDeviceGetComputeInstanceId`, `nvmlDeviceGetUUID`, `nvmlDeviceGetName`")
+.equivalent("the `GPU_I_ID`, `GPU_I_PROFILE` labels");
+
+pub const MIG_MEMORY_USED_BYTES: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_mig_memory_used_bytes",
+    "Memory allocated in the MIG instance, in bytes.",
+)
+.labels(&["gpu", "uuid", "gpu_instance"])
+.doc("memory allocated in the instance, bytes")
+.source("`nvmlDeviceGetMemoryInfo_v2` on the instance")
+.equivalent("`DCGM_FI_DEV_FB_USED` per instance");
+
+pub const MIG_MEMORY_TOTAL_BYTES: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_mig_memory_total_bytes",
+    "Memory of the MIG instance, in bytes.",
+)
+.labels(&["gpu", "uuid", "gpu_instance"])
+.doc("memory of the instance, bytes")
+.source("`nvmlDeviceGetMemoryInfo_v2` on the instance")
+.equivalent("`DCGM_FI_DEV_FB_TOTAL` per instance");
+
+pub const MIG_ALLOCATED: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_mig_allocated",
+    "1 while a process holds the MIG instance.",
+)
+.labels(&["gpu", "uuid", "gpu_instance"])
+.doc("1 while a process holds the instance")
+.source("`nvmlDeviceGetComputeRunningProcesses_v3` on the instance");
+
+pub const MIG_SM_ACTIVE_RATIO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_mig_sm_active_ratio",
+    "Fraction of time a warp was resident on the MIG instance's SMs (GPM, 0-1).",
+)
+.labels(&["gpu", "uuid", "gpu_instance"])
+.doc("SM activity of the instance, 0–1")
+.source("`nvmlGpmMigSampleGet` + `nvmlGpmMetricsGet` (`SM_UTIL`)")
+.equivalent("`DCGM_FI_PROF_SM_ACTIVE` per instance");
+
+pub const MIG_SM_OCCUPANCY_RATIO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_mig_sm_occupancy_ratio",
+    "Resident warps as a fraction of the MIG instance's maximum (GPM, 0-1).",
+)
+.labels(&["gpu", "uuid", "gpu_instance"])
+.doc("warp occupancy of the instance, 0–1")
+.source("GPM `SM_OCCUPANCY`")
+.equivalent("`DCGM_FI_PROF_SM_OCCUPANCY` per instance");
+
+pub const MIG_TENSOR_ACTIVE_RATIO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_mig_tensor_active_ratio",
+    "Fraction of cycles a tensor pipe of the MIG instance was active (GPM, 0-1).",
+)
+.labels(&["gpu", "uuid", "gpu_instance"])
+.doc("tensor pipe activity of the instance, 0–1")
+.source("GPM `ANY_TENSOR_UTIL`")
+.equivalent("`DCGM_FI_PROF_PIPE_TENSOR_ACTIVE` per instance");
+
+pub const MIG_DRAM_ACTIVE_RATIO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_mig_dram_active_ratio",
+    "Fraction of the MIG instance's peak DRAM bandwidth used (GPM, 0-1).",
+)
+.labels(&["gpu", "uuid", "gpu_instance"])
+.doc("DRAM bandwidth use of the instance, 0–1")
+.source("GPM `DRAM_BW_UTIL`")
+.equivalent("`DCGM_FI_PROF_DRAM_ACTIVE` per instance");
+
+/// GPM metrics per MIG instance; values are percentages.
+const MIG_METRICS: [(GpmMetricId, &FamilyDef); 4] = [
+    (GpmMetricId::SmUtil, &MIG_SM_ACTIVE_RATIO),
+    (GpmMetricId::SmOccupancy, &MIG_SM_OCCUPANCY_RATIO),
+    (GpmMetricId::AnyTensorUtil, &MIG_TENSOR_ACTIVE_RATIO),
+    (GpmMetricId::DramBwUtil, &MIG_DRAM_ACTIVE_RATIO),
+];
 
 /// NVML_DEVICE_MIG_ENABLE.
 const MIG_ENABLED: u32 = 1;
@@ -35,18 +132,16 @@ pub(super) fn sample(
     let Some(mode) = g.get("nvmlDeviceGetMigMode", dev.mig_mode()) else {
         return false;
     };
-    g.gauge(
-        "accel_gpu_mig_mode",
-        "1 while MIG mode is on (the GPU is split into instances).",
+    g.add(
+        &MIG_MODE,
         if mode.current == MIG_ENABLED {
             1.0
         } else {
             0.0
         },
     );
-    g.gauge(
-        "accel_gpu_mig_mode_pending",
-        "MIG mode after the next GPU reset (1 on).",
+    g.add(
+        &MIG_MODE_PENDING,
         if mode.pending == MIG_ENABLED {
             1.0
         } else {
@@ -93,29 +188,11 @@ pub(super) fn sample(
             ("mig_uuid", mig_uuid.as_str()),
             ("name", profile.as_str()),
         ];
-        g.put(
-            MetricType::Gauge,
-            "accel_gpu_mig_info",
-            "A MIG instance of the GPU: its ids, uuid (MIG-…) and profile name; always 1.",
-            &labels,
-            1.0,
-        );
+        g.put(&MIG_INFO, &labels, 1.0);
         let key = [("gpu_instance", gi_label.as_str())];
         if let Some(m) = g.get("nvmlDeviceGetMemoryInfo_v2", mig.memory_info()) {
-            g.put(
-                MetricType::Gauge,
-                "accel_gpu_mig_memory_used_bytes",
-                "Memory allocated in the MIG instance, in bytes.",
-                &key,
-                m.used as f64,
-            );
-            g.put(
-                MetricType::Gauge,
-                "accel_gpu_mig_memory_total_bytes",
-                "Memory of the MIG instance, in bytes.",
-                &key,
-                m.total as f64,
-            );
+            g.put(&MIG_MEMORY_USED_BYTES, &key, m.used as f64);
+            g.put(&MIG_MEMORY_TOTAL_BYTES, &key, m.total as f64);
         }
         let procs = g.get(
             "nvmlDeviceGetComputeRunningProcesses",
@@ -128,9 +205,7 @@ pub(super) fn sample(
         });
         if let Some(procs) = procs {
             g.put(
-                MetricType::Gauge,
-                "accel_gpu_mig_allocated",
-                "1 while a process holds the MIG instance.",
+                &MIG_ALLOCATED,
                 &key,
                 if procs.is_empty() { 0.0 } else { 1.0 },
             );
@@ -143,9 +218,9 @@ pub(super) fn sample(
                         "nvmlGpmMetricsGet",
                         nvml_wrapper::gpm::gpm_metrics_get(nvml, p, &cur, &ids),
                     ) {
-                        for ((_, family, help), r) in MIG_METRICS.iter().zip(results) {
+                        for ((_, family), r) in MIG_METRICS.iter().zip(results) {
                             if let Some(m) = g.get("nvmlGpmMetricsGet", r) {
-                                g.put(MetricType::Gauge, family, help, &key, m.value / 100.0);
+                                g.put(family, &key, m.value / 100.0);
                             }
                         }
                     }

@@ -4,19 +4,84 @@
 use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError, RetirementCause};
 use nvml_wrapper::Device;
 
-use super::{raw, GpuSample};
-use crate::MetricType;
+use super::raw;
+use super::sample::GpuSample;
+use crate::FamilyDef;
+
+pub const ECC_ENABLED: FamilyDef = FamilyDef::gauge("accel_gpu_ecc_enabled", "1 when ECC is on.")
+    .labels(&["gpu", "uuid"])
+    .doc("1 while ECC is on")
+    .source("`nvmlDeviceGetEccMode` (current)")
+    .equivalent("`DCGM_FI_DEV_ECC_CURRENT`");
+
+pub const ECC_PENDING_ENABLED: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_ecc_pending_enabled",
+    "ECC mode after the next reboot (1 on).",
+)
+.labels(&["gpu", "uuid"])
+.doc("ECC mode after the next reboot (1 on)")
+.source("`nvmlDeviceGetEccMode` (pending)")
+.equivalent("`DCGM_FI_DEV_ECC_PENDING`");
+
+pub const ECC_ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_gpu_ecc_errors_total",
+    "ECC errors by type (corrected, uncorrected) and counter (volatile: since the driver loaded; aggregate: lifetime).",
+)
+.labels(&["gpu", "uuid", "type", "counter"])
+.doc("memory errors. `type` is `corrected` (single-bit) or `uncorrected` (double-bit). `counter` is `volatile` (since the driver loaded) or `aggregate` (the board's lifetime). Only while ECC is on")
+.source("`nvmlDeviceGetTotalEccErrors(NVML_MEMORY_ERROR_TYPE_CORRECTED / _UNCORRECTED, NVML_VOLATILE_ECC / NVML_AGGREGATE_ECC)`")
+.equivalent("`DCGM_FI_DEV_ECC_SBE_VOL_TOTAL`, `DCGM_FI_DEV_ECC_DBE_VOL_TOTAL`, `DCGM_FI_DEV_ECC_SBE_AGG_TOTAL`, `DCGM_FI_DEV_ECC_DBE_AGG_TOTAL`");
+
+pub const RETIRED_PAGES: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_retired_pages",
+    "Memory pages retired, by cause (pre-Ampere GPUs).",
+)
+.labels(&["gpu", "uuid", "cause"])
+.doc("pages retired, by cause: `multiple_single_bit`, `double_bit`. Before Ampere only")
+.source("`nvmlDeviceGetRetiredPages` (count) and `nvmlDeviceGetRetiredPages_v2` (`NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS` / `_DOUBLE_BIT_ECC_ERROR`)")
+.equivalent("`DCGM_FI_DEV_RETIRED_SBE`, `DCGM_FI_DEV_RETIRED_DBE`");
+
+pub const RETIRED_PAGES_PENDING: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_retired_pages_pending",
+    "1 when a page retirement waits for the next reboot.",
+)
+.labels(&["gpu", "uuid"])
+.doc("1 when a retirement waits for the next reboot")
+.source("`nvmlDeviceGetRetiredPagesPendingStatus`")
+.equivalent("`DCGM_FI_DEV_RETIRED_PENDING`");
+
+pub const REMAPPED_ROWS: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_remapped_rows",
+    "Memory rows remapped, by the kind of error that caused it (Ampere and newer).",
+)
+.labels(&["gpu", "uuid", "kind"])
+.doc("memory rows remapped, by the error that caused it: `correctable`, `uncorrectable`. Ampere and newer")
+.source("`nvmlDeviceGetRemappedRows` (a raw call; nvml-wrapper does not wrap it)")
+.equivalent("`DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS`, `DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS`");
+
+pub const REMAPPED_ROWS_PENDING: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_remapped_rows_pending",
+    "1 when a row remap waits for the next GPU reset.",
+)
+.labels(&["gpu", "uuid"])
+.doc("1 when a remap waits for the next GPU reset")
+.source("`nvmlDeviceGetRemappedRows` (`isPending`)")
+.equivalent("`DCGM_FI_DEV_ROW_REMAP_PENDING`");
+
+pub const REMAPPED_ROWS_FAILURE: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_remapped_rows_failure",
+    "1 when a row remap failed: the GPU needs service.",
+)
+.labels(&["gpu", "uuid"])
+.doc("1 when a remap failed: the GPU needs service")
+.source("`nvmlDeviceGetRemappedRows` (`failureOccurred`)")
+.equivalent("`DCGM_FI_DEV_ROW_REMAP_FAILURE`");
 
 pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&raw::Raw>) {
     if let Some(m) = g.get("nvmlDeviceGetEccMode", dev.is_ecc_enabled()) {
-        g.gauge(
-            "accel_gpu_ecc_enabled",
-            "1 when ECC is on.",
-            if m.currently_enabled { 1.0 } else { 0.0 },
-        );
-        g.gauge(
-            "accel_gpu_ecc_pending_enabled",
-            "ECC mode after the next reboot (1 on).",
+        g.add(&ECC_ENABLED, if m.currently_enabled { 1.0 } else { 0.0 });
+        g.add(
+            &ECC_PENDING_ENABLED,
             if m.pending_enabled { 1.0 } else { 0.0 },
         );
         if m.currently_enabled {
@@ -32,7 +97,7 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
                         "nvmlDeviceGetTotalEccErrors",
                         dev.total_ecc_errors(err, counter),
                     ) {
-                        g.put(MetricType::Counter, "accel_gpu_ecc_errors_total", "ECC errors by type (corrected, uncorrected) and counter (volatile: since the driver loaded; aggregate: lifetime).", &[("type", e), ("counter", c)], n as f64);
+                        g.put(&ECC_ERRORS, &[("type", e), ("counter", c)], n as f64);
                     }
                 }
             }
@@ -46,55 +111,31 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
         (RetirementCause::DoubleBitEccError, "double_bit"),
     ] {
         if let Some(pages) = g.get("nvmlDeviceGetRetiredPages", dev.retired_pages(cause)) {
-            g.with(
-                "accel_gpu_retired_pages",
-                "Memory pages retired, by cause (pre-Ampere GPUs).",
-                false,
-                "cause",
-                c,
-                pages.len() as f64,
-            );
+            g.with(&RETIRED_PAGES, "cause", c, pages.len() as f64);
         }
     }
     if let Some(p) = g.get(
         "nvmlDeviceGetRetiredPagesPendingStatus",
         dev.are_pages_pending_retired(),
     ) {
-        g.gauge(
-            "accel_gpu_retired_pages_pending",
-            "1 when a page retirement waits for the next reboot.",
-            if p { 1.0 } else { 0.0 },
-        );
+        g.add(&RETIRED_PAGES_PENDING, if p { 1.0 } else { 0.0 });
     }
     if let Some(r) =
         raw.and_then(|raw| g.get_raw("nvmlDeviceGetRemappedRows", raw.remapped_rows(dev)))
     {
-        let help = "Memory rows remapped, by the kind of error that caused it (Ampere and newer).";
         g.with(
-            "accel_gpu_remapped_rows",
-            help,
-            false,
+            &REMAPPED_ROWS,
             "kind",
             "correctable",
             f64::from(r.correctable),
         );
         g.with(
-            "accel_gpu_remapped_rows",
-            help,
-            false,
+            &REMAPPED_ROWS,
             "kind",
             "uncorrectable",
             f64::from(r.uncorrectable),
         );
-        g.gauge(
-            "accel_gpu_remapped_rows_pending",
-            "1 when a row remap waits for the next GPU reset.",
-            if r.pending { 1.0 } else { 0.0 },
-        );
-        g.gauge(
-            "accel_gpu_remapped_rows_failure",
-            "1 when a row remap failed: the GPU needs service.",
-            if r.failure { 1.0 } else { 0.0 },
-        );
+        g.add(&REMAPPED_ROWS_PENDING, if r.pending { 1.0 } else { 0.0 });
+        g.add(&REMAPPED_ROWS_FAILURE, if r.failure { 1.0 } else { 0.0 });
     }
 }
