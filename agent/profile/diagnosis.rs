@@ -7,6 +7,24 @@ use serde::Serialize;
 
 use super::summary::{GpuSummary, Summary};
 
+/// The names the evidence quotes, from the collectors' family tables.
+const ALLOCATED: &str = accel_collectors::gpu::accounting::ALLOCATED.name;
+const CLOCK_HERTZ: &str = accel_collectors::gpu::throttle::CLOCK_HERTZ.name;
+const CLOCK_MAX_HERTZ: &str = accel_collectors::gpu::throttle::CLOCK_MAX_HERTZ.name;
+const CPU_SECONDS: &str = accel_collectors::cpu::SECONDS.name;
+const DISK_IO_TIME: &str = accel_collectors::disk::IO_TIME_SECONDS.name;
+const DRAM_ACTIVE_RATIO: &str = accel_collectors::gpu::gpm::DRAM_ACTIVE_RATIO.name;
+const IO_PRESSURE_WAITING: &str = accel_collectors::pressure::IO_WAITING.name;
+const POWER_DEFAULT_LIMIT_WATTS: &str =
+    accel_collectors::gpu::power::POWER_DEFAULT_LIMIT_WATTS.name;
+const POWER_LIMIT_WATTS: &str = accel_collectors::gpu::power::POWER_LIMIT_WATTS.name;
+const PROCESS_CPU_SECONDS: &str = accel_collectors::process::WORKLOAD_CPU_SECONDS.name;
+const PROCESS_READ_BYTES: &str = accel_collectors::process::WORKLOAD_READ_BYTES.name;
+const SM_ACTIVE_RATIO: &str = accel_collectors::gpu::gpm::SM_ACTIVE_RATIO.name;
+const TENSOR_ACTIVE_RATIO: &str = accel_collectors::gpu::gpm::TENSOR_ACTIVE_RATIO.name;
+const THROTTLE_REASON: &str = accel_collectors::gpu::throttle::THROTTLE_REASON.name;
+const UTILIZATION_RATIO: &str = accel_collectors::gpu::utilization::UTILIZATION_RATIO.name;
+
 /// The share of step time spent in data_wait above which the training
 /// loop itself says it is input-bound.
 pub const DATA_WAIT_BOUND: f64 = 0.2;
@@ -77,10 +95,9 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
     let Some(util) = util else {
         return diag(
             Verdict::Idle,
-            vec![
-                "no GPU was sampled (accel_gpu_utilization_ratio absent): nothing to profile"
-                    .into(),
-            ],
+            vec![format!(
+                "no GPU was sampled ({UTILIZATION_RATIO} absent): nothing to profile"
+            )],
             &["check that the gpu collector is enabled and NVML loads (--nvml.library)"],
         );
     };
@@ -95,7 +112,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
         return diag(
             Verdict::Idle,
             vec![format!(
-                "accel_gpu_utilization_ratio mean {} (p95 {}) over {n} GPUs, {allocated} of them allocated (accel_gpu_allocated)",
+                "{UTILIZATION_RATIO} mean {} (p95 {}) over {n} GPUs, {allocated} of them allocated ({ALLOCATED})",
                 pct(util),
                 pct(util_p95)
             )],
@@ -118,7 +135,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
             }
         }
         let mut ev = vec![format!(
-            "accel_gpu_throttle_reason: clocks held down {} of the time",
+            "{THROTTLE_REASON}: clocks held down {} of the time",
             pct(throttle)
         )];
         for g in gpus.iter().filter(|g| {
@@ -129,7 +146,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
             if let (Some(l), Some(d)) = (g.power_limit_watts, g.power_default_limit_watts) {
                 if l < d - 1.0 {
                     ev.push(format!(
-                        "GPU {}: accel_gpu_power_limit_watts {l:.0} W below the default {d:.0} W (accel_gpu_power_default_limit_watts)",
+                        "GPU {}: {POWER_LIMIT_WATTS} {l:.0} W below the default {d:.0} W ({POWER_DEFAULT_LIMIT_WATTS})",
                         g.gpu
                     ));
                 }
@@ -140,7 +157,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
         }
         if let Some(c) = clock {
             ev.push(format!(
-                "accel_gpu_clock_hertz{{clock=\"sm\"}} at {} of accel_gpu_clock_max_hertz",
+                "{CLOCK_HERTZ}{{clock=\"sm\"}} at {} of {CLOCK_MAX_HERTZ}",
                 pct(c)
             ));
         }
@@ -194,7 +211,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
                 Verdict::CommunicationBound,
                 vec![
                     format!("{what} at {} of its capacity", pct(share)),
-                    format!("accel_gpu_sm_active_ratio mean {}", pct(busy)),
+                    format!("{SM_ACTIVE_RATIO} mean {}", pct(busy)),
                 ],
                 &["check for a degraded link (accel_gpu_nvlink_up, accel_infiniband_rate_bytes_per_second, link errors)", "overlap communication with compute (bucketed all-reduce), use gradient compression or a larger batch per step"],
             );
@@ -221,7 +238,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
         if let Some(g) = r.runtime_goodput {
             ev.push(format!("run {}: runtime goodput {}", r.run, pct(g)));
         }
-        ev.push(format!("accel_gpu_utilization_ratio mean {}", pct(util)));
+        ev.push(format!("{UTILIZATION_RATIO} mean {}", pct(util)));
         return diag(
             Verdict::InputBound,
             ev,
@@ -239,27 +256,24 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
         let mut ev = Vec::new();
         if util_p95 >= 0.6 && util_p95 - util >= 0.25 {
             ev.push(format!(
-                "utilisation saw-tooth: accel_gpu_utilization_ratio mean {} but p95 {} (GPUs wait for each batch)",
+                "utilisation saw-tooth: {UTILIZATION_RATIO} mean {} but p95 {} (GPUs wait for each batch)",
                 pct(util),
                 pct(util_p95)
             ));
         }
         if let Some(w) = s.iowait_share.filter(|w| w.mean >= 0.2) {
             ev.push(format!(
-                "accel_cpu_seconds_total{{mode=\"iowait\"}} {} of CPU time",
+                "{CPU_SECONDS}{{mode=\"iowait\"}} {} of CPU time",
                 pct(w.mean)
             ));
         }
         if let Some(p) = s.io_pressure_waiting.filter(|p| p.mean >= 0.2) {
-            ev.push(format!(
-                "accel_pressure_io_waiting_seconds_total rate {}",
-                pct(p.mean)
-            ));
+            ev.push(format!("{IO_PRESSURE_WAITING} rate {}", pct(p.mean)));
         }
         for d in &s.disks {
             if let Some(u) = d.utilization.filter(|u| u.mean >= 0.8) {
                 ev.push(format!(
-                    "disk {} busy {} of the time (accel_disk_io_time_seconds_total)",
+                    "disk {} busy {} of the time ({DISK_IO_TIME})",
                     d.device,
                     pct(u.mean)
                 ));
@@ -270,7 +284,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
             let major = p.major_faults_per_second.map_or(0.0, |m| m.mean);
             if read >= 20e6 || major >= 50.0 {
                 ev.push(format!(
-                    "process {} ({}) reads {:.0} MB/s from storage (accel_process_read_bytes_total), {major:.0} major page faults/s",
+                    "process {} ({}) reads {:.0} MB/s from storage ({PROCESS_READ_BYTES}), {major:.0} major page faults/s",
                     p.pid,
                     p.comm,
                     read / 1e6
@@ -278,7 +292,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
             }
         }
         if !ev.is_empty() {
-            ev.push(format!("accel_gpu_utilization_ratio mean {}", pct(util)));
+            ev.push(format!("{UTILIZATION_RATIO} mean {}", pct(util)));
             return diag(
                 Verdict::InputBound,
                 ev,
@@ -288,10 +302,10 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
         if let Some(c) = s.max_cpu_busy.filter(|c| c.mean >= 0.9) {
             let mut ev = vec![
                 format!(
-                    "the busiest CPU is busy {} of the time (accel_cpu_seconds_total)",
+                    "the busiest CPU is busy {} of the time ({CPU_SECONDS})",
                     pct(c.mean)
                 ),
-                format!("accel_gpu_utilization_ratio mean {}", pct(util)),
+                format!("{UTILIZATION_RATIO} mean {}", pct(util)),
             ];
             if let Some(p) = s
                 .processes
@@ -304,7 +318,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
                 })
             {
                 ev.push(format!(
-                    "process {} ({}) uses {:.2} CPUs (accel_process_cpu_seconds_total)",
+                    "process {} ({}) uses {:.2} CPUs ({PROCESS_CPU_SECONDS})",
                     p.pid,
                     p.comm,
                     p.cpu.map_or(0.0, |c| c.mean)
@@ -324,7 +338,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
             return diag(
                 Verdict::MemoryBandwidthBound,
                 vec![format!(
-                    "accel_gpu_dram_active_ratio mean {} against accel_gpu_sm_active_ratio {}",
+                    "{DRAM_ACTIVE_RATIO} mean {} against {SM_ACTIVE_RATIO} {}",
                     pct(d),
                     pct(s_act)
                 )],
@@ -337,12 +351,12 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
     }
 
     if !underused {
-        let mut ev = vec![format!("accel_gpu_utilization_ratio mean {}", pct(util))];
+        let mut ev = vec![format!("{UTILIZATION_RATIO} mean {}", pct(util))];
         if let Some(x) = sm {
-            ev.push(format!("accel_gpu_sm_active_ratio mean {}", pct(x)));
+            ev.push(format!("{SM_ACTIVE_RATIO} mean {}", pct(x)));
         }
         if let Some(x) = tensor {
-            ev.push(format!("accel_gpu_tensor_active_ratio mean {}", pct(x)));
+            ev.push(format!("{TENSOR_ACTIVE_RATIO} mean {}", pct(x)));
         }
         for r in &s.runs {
             if let Some(m) = r.mfu {
@@ -372,7 +386,7 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
     diag(
         Verdict::InputBound,
         vec![format!(
-            "accel_gpu_utilization_ratio mean {} (p95 {}) with no host, storage or network signal saturated: the pipeline feeding the GPUs is the likely limit",
+            "{UTILIZATION_RATIO} mean {} (p95 {}) with no host, storage or network signal saturated: the pipeline feeding the GPUs is the likely limit",
             pct(util),
             pct(util_p95)
         )],

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use accel_collectors::{Family, Series};
+use accel_collectors::{cpu, disk, gpu, infiniband, network, pressure, process, Family, Series};
 use serde::Serialize;
 
 /// Per-direction bandwidth of one NVLink link (NVLink 3 and 4: 25 GB/s).
@@ -238,39 +238,39 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
     let mut series: BTreeMap<String, Points> = BTreeMap::new();
     let samples = all.iter().map(Vec::len).max().unwrap_or(0);
     let gauge = |f: &str| points(all, f, by("gpu"));
-    let util = gauge("accel_gpu_utilization_ratio");
-    let sm = gauge("accel_gpu_sm_active_ratio");
-    let tensor = gauge("accel_gpu_tensor_active_ratio");
-    let dram = gauge("accel_gpu_dram_active_ratio");
-    let power = gauge("accel_gpu_power_watts");
-    let allocated = gauge("accel_gpu_allocated");
-    let pcie_rx = gauge("accel_gpu_pcie_receive_bytes_per_second");
-    let pcie_tx = gauge("accel_gpu_pcie_transmit_bytes_per_second");
-    let nv_rx = gauge("accel_gpu_nvlink_receive_bytes_total");
-    let nv_tx = gauge("accel_gpu_nvlink_transmit_bytes_total");
-    let nv_up = gauge("accel_gpu_nvlink_up");
+    let util = gauge(gpu::utilization::UTILIZATION_RATIO.name);
+    let sm = gauge(gpu::gpm::SM_ACTIVE_RATIO.name);
+    let tensor = gauge(gpu::gpm::TENSOR_ACTIVE_RATIO.name);
+    let dram = gauge(gpu::gpm::DRAM_ACTIVE_RATIO.name);
+    let power = gauge(gpu::power::POWER_WATTS.name);
+    let allocated = gauge(gpu::accounting::ALLOCATED.name);
+    let pcie_rx = gauge(gpu::pcie::PCIE_RECEIVE_BYTES_PER_SECOND.name);
+    let pcie_tx = gauge(gpu::pcie::PCIE_TRANSMIT_BYTES_PER_SECOND.name);
+    let nv_rx = gauge(gpu::nvlink::NVLINK_RECEIVE_BYTES.name);
+    let nv_tx = gauge(gpu::nvlink::NVLINK_TRANSMIT_BYTES.name);
+    let nv_up = gauge(gpu::nvlink::NVLINK_UP.name);
     let clock_of = |f: &str| {
         points(all, f, |s| {
             (label(s, "clock") == Some("sm")).then(|| label(s, "gpu").unwrap_or("").to_owned())
         })
     };
-    let clock = clock_of("accel_gpu_clock_hertz");
-    let clock_max = clock_of("accel_gpu_clock_max_hertz");
-    let limit = gauge("accel_gpu_power_limit_watts");
-    let default_limit = gauge("accel_gpu_power_default_limit_watts");
+    let clock = clock_of(gpu::throttle::CLOCK_HERTZ.name);
+    let clock_max = clock_of(gpu::throttle::CLOCK_MAX_HERTZ.name);
+    let limit = gauge(gpu::power::POWER_LIMIT_WATTS.name);
+    let default_limit = gauge(gpu::power::POWER_DEFAULT_LIMIT_WATTS.name);
     // Reasons other than the power cap, per sample.
-    let severe_reason = points(all, "accel_gpu_throttle_reason", |s| {
+    let severe_reason = points(all, gpu::throttle::THROTTLE_REASON.name, |s| {
         let r = label(s, "reason")?;
         (THROTTLE_REASONS.contains(&r) && r != "sw_power_cap")
             .then(|| label(s, "gpu").unwrap_or("").to_owned())
     });
-    let reasons = points(all, "accel_gpu_throttle_reason", |s| {
+    let reasons = points(all, gpu::throttle::THROTTLE_REASON.name, |s| {
         let r = label(s, "reason")?;
         THROTTLE_REASONS
             .contains(&r)
             .then(|| format!("{}/{r}", label(s, "gpu").unwrap_or("")))
     });
-    let any_reason = points(all, "accel_gpu_throttle_reason", |s| {
+    let any_reason = points(all, gpu::throttle::THROTTLE_REASON.name, |s| {
         THROTTLE_REASONS
             .contains(&label(s, "reason")?)
             .then(|| label(s, "gpu").unwrap_or("").to_owned())
@@ -412,34 +412,34 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
     };
     let disks = io(
         "disk",
-        "accel_disk_read_bytes_total",
-        "accel_disk_written_bytes_total",
+        disk::READ_BYTES.name,
+        disk::WRITTEN_BYTES.name,
         &dev,
-        Some("accel_disk_io_time_seconds_total"),
+        Some(disk::IO_TIME_SECONDS.name),
         None,
         &mut series,
     );
     let networks = io(
         "network",
-        "accel_network_receive_bytes_total",
-        "accel_network_transmit_bytes_total",
+        network::RECEIVE_BYTES.name,
+        network::TRANSMIT_BYTES.name,
         &dev,
         None,
-        Some("accel_network_speed_bytes"),
+        Some(network::SPEED.name),
         &mut series,
     );
     let infiniband = io(
         "infiniband",
-        "accel_infiniband_port_data_received_bytes_total",
-        "accel_infiniband_port_data_transmitted_bytes_total",
+        infiniband::PORT_DATA_RECEIVED_BYTES.name,
+        infiniband::PORT_DATA_TRANSMITTED_BYTES.name,
         &ib_key,
         None,
-        Some("accel_infiniband_rate_bytes_per_second"),
+        Some(infiniband::RATE.name),
         &mut series,
     );
 
     // Host CPU: per cpu and mode.
-    let cpu = points(all, "accel_cpu_seconds_total", |s| {
+    let cpu = points(all, cpu::SECONDS.name, |s| {
         Some(format!("{}/{}", label(s, "cpu")?, label(s, "mode")?))
     });
     let mut total: BTreeMap<String, Points> = BTreeMap::new();
@@ -486,8 +486,8 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
             .remove("")
             .map(|p| rates(&p))
     };
-    let io_some = single("accel_pressure_io_waiting_seconds_total");
-    let io_full = single("accel_pressure_io_stalled_seconds_total");
+    let io_some = single(pressure::IO_WAITING.name);
+    let io_full = single(pressure::IO_STALLED.name);
     for (name, p) in [
         ("host.iowait_share", Some(iowait_share.clone())),
         ("host.max_cpu_busy", Some(busiest.clone())),
@@ -524,7 +524,11 @@ fn process_summaries(
     let mut info: BTreeMap<String, (String, String)> = BTreeMap::new();
     for recs in all {
         for r in recs {
-            if let Some(f) = r.families.iter().find(|f| f.name == "accel_process_info") {
+            if let Some(f) = r
+                .families
+                .iter()
+                .find(|f| f.name == process::WORKLOAD_INFO.name)
+            {
                 for s in &f.series {
                     if let Some(pid) = label(s, "pid") {
                         info.insert(
@@ -547,16 +551,16 @@ fn process_summaries(
         .map(|(k, p)| (k, rates(&p)))
         .collect::<BTreeMap<String, Points>>()
     };
-    let cpu = counter("accel_process_cpu_seconds_total", &|_| true);
-    let read = counter("accel_process_read_bytes_total", &|_| true);
-    let write = counter("accel_process_write_bytes_total", &|_| true);
-    let major = counter("accel_process_page_faults_total", &|s| {
+    let cpu = counter(process::WORKLOAD_CPU_SECONDS.name, &|_| true);
+    let read = counter(process::WORKLOAD_READ_BYTES.name, &|_| true);
+    let write = counter(process::WORKLOAD_WRITE_BYTES.name, &|_| true);
+    let major = counter(process::WORKLOAD_PAGE_FAULTS.name, &|s| {
         label(s, "kind") == Some("major")
     });
-    let invol = counter("accel_process_context_switches_total", &|s| {
+    let invol = counter(process::WORKLOAD_CONTEXT_SWITCHES.name, &|s| {
         label(s, "kind") == Some("involuntary")
     });
-    let threads = points(all, "accel_process_threads", by("pid"));
+    let threads = points(all, process::WORKLOAD_THREADS.name, by("pid"));
     let mut out: Vec<ProcessSummary> = info
         .into_iter()
         .map(|(pid, (comm, reason))| {

@@ -12,23 +12,23 @@
 //! each part of a GPU's sample lives in a file of its own, with the
 //! families it fills.
 
-mod accounting;
+pub mod accounting;
 mod events;
-mod gpm;
+pub mod gpm;
 mod identity;
 pub mod jobs;
 mod memory;
 mod mig;
-mod nvlink;
-mod pcie;
-mod power;
+pub mod nvlink;
+pub mod pcie;
+pub mod power;
 mod process;
 mod raw;
 mod reliability;
 mod sample;
 mod session;
-mod throttle;
-mod utilization;
+pub mod throttle;
+pub mod utilization;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
