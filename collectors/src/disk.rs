@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::options::{options, parse_regex};
+use crate::options::options;
 use crate::util::{parse_u64, read_to_string};
 use crate::{
     BuildContext, Built, CollectError, Collector, DeviceFilter, FamilyDef, Sample, Spec,
@@ -100,29 +100,13 @@ fn udev_properties(path: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The disk collector's options.
-#[derive(clap::Args, Clone, Debug, PartialEq)]
-pub struct DiskOptions {
-    /// Devices to report, when set (wins over the exclude).
-    #[arg(
-        id = "collector.disk.device-include",
-        long = "collector.disk.device-include",
-        value_name = "REGEX",
-        help = "Regexp of block devices to include (overrides the exclude).",
-        value_parser = parse_regex
-    )]
-    pub device_include: Option<String>,
-    /// Devices not to report.
-    #[arg(
-        id = "collector.disk.device-exclude",
-        long = "collector.disk.device-exclude",
-        value_name = "REGEX",
-        help = "Regexp of block devices to exclude.",
-        default_value = DEFAULT_EXCLUDE,
-        value_parser = parse_regex
-    )]
-    pub device_exclude: String,
-}
+crate::device_filter_options!(
+    /// The disk collector's options.
+    DiskOptions,
+    "collector.disk",
+    "block devices",
+    DEFAULT_EXCLUDE
+);
 
 /// The disk collector's registry entry.
 pub const SPEC: Spec = Spec {
@@ -364,8 +348,7 @@ pub const FAMILIES: &[FamilyDef] = &[
 /// Builds the collector.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let (paths, o) = (ctx.paths, ctx.options::<DiskOptions>());
-    let filter = DeviceFilter::new(o.device_include.as_deref(), Some(&o.device_exclude))
-        .map_err(|e| CollectError::parse(e.to_string()))?;
+    let filter = o.filter()?;
     Ok(Built::Ready(Box::new(Disk {
         path: paths.procfs.join("diskstats"),
         udev: paths.udev_data.clone(),

@@ -175,6 +175,47 @@ impl DeviceFilter {
     }
 }
 
+/// Declares the options struct of a collector that filters devices by name
+/// with node_exporter's pair of flags, `<prefix>.device-include` and
+/// `<prefix>.device-exclude` (`disk`, `network`), and its
+/// [`DeviceFilter`].
+macro_rules! device_filter_options {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $what:literal, $default:expr) => {
+        $(#[$doc])*
+        #[derive(clap::Args, Clone, Debug, PartialEq)]
+        pub struct $name {
+            /// Devices to report, when set (wins over the exclude).
+            #[arg(
+                id = concat!($prefix, ".device-include"),
+                long = concat!($prefix, ".device-include"),
+                value_name = "REGEX",
+                help = concat!("Regexp of ", $what, " to include (overrides the exclude)."),
+                value_parser = $crate::options::parse_regex
+            )]
+            pub device_include: Option<String>,
+            /// Devices not to report.
+            #[arg(
+                id = concat!($prefix, ".device-exclude"),
+                long = concat!($prefix, ".device-exclude"),
+                value_name = "REGEX",
+                help = concat!("Regexp of ", $what, " to exclude."),
+                default_value = $default,
+                value_parser = $crate::options::parse_regex
+            )]
+            pub device_exclude: String,
+        }
+
+        impl $name {
+            /// The filter the flags describe.
+            pub fn filter(&self) -> Result<$crate::DeviceFilter, $crate::CollectError> {
+                $crate::DeviceFilter::new(self.device_include.as_deref(), Some(&self.device_exclude))
+                    .map_err(|e| $crate::CollectError::parse(e.to_string()))
+            }
+        }
+    };
+}
+pub(crate) use device_filter_options;
+
 /// Filesystem roots every collector reads under (`--path.*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Paths {

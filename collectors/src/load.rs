@@ -181,11 +181,7 @@ impl Collector for Load {
                 "/proc/stat: none of btime, ctxt, processes, intr, procs_running, procs_blocked",
             ));
         }
-        for ((_, family), value) in STAT_KEYS.iter().zip(stat) {
-            if let Some(v) = value {
-                out.add(family).add(&[], v as f64);
-            }
-        }
+        out.add_known(STAT_KEYS.iter().map(|(_, f)| *f).zip(stat));
         Ok(())
     }
 }

@@ -214,11 +214,7 @@ impl Collector for Memory {
                     .map(|(t, f)| t.saturating_sub(*f)),
             ),
         ];
-        for (family, value) in gauges {
-            if let Some(v) = value {
-                out.add(family).add(&[], v as f64);
-            }
-        }
+        out.add_known(gauges);
         Ok(())
     }
 }

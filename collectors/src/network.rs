@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::options::{options, parse_regex};
+use crate::options::options;
 use crate::util::{parse_u64, read_attr, read_to_string};
 use crate::{
     BuildContext, Built, CollectError, Collector, DeviceFilter, FamilyDef, Sample, Spec,
@@ -229,29 +229,13 @@ pub struct Network {
     filter: DeviceFilter,
 }
 
-/// The network collector's options.
-#[derive(clap::Args, Clone, Debug, PartialEq)]
-pub struct NetworkOptions {
-    /// Interfaces to report, when set (wins over the exclude).
-    #[arg(
-        id = "collector.network.device-include",
-        long = "collector.network.device-include",
-        value_name = "REGEX",
-        help = "Regexp of network interfaces to include (overrides the exclude).",
-        value_parser = parse_regex
-    )]
-    pub device_include: Option<String>,
-    /// Interfaces not to report.
-    #[arg(
-        id = "collector.network.device-exclude",
-        long = "collector.network.device-exclude",
-        value_name = "REGEX",
-        help = "Regexp of network interfaces to exclude.",
-        default_value = DEFAULT_EXCLUDE,
-        value_parser = parse_regex
-    )]
-    pub device_exclude: String,
-}
+crate::device_filter_options!(
+    /// The network collector's options.
+    NetworkOptions,
+    "collector.network",
+    "network interfaces",
+    DEFAULT_EXCLUDE
+);
 
 /// The network collector's registry entry.
 pub const SPEC: Spec = Spec {
@@ -308,8 +292,7 @@ pub const FAMILIES: &[FamilyDef] = &[
 /// Builds the collector.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let (opts, o) = (ctx.paths, ctx.options::<NetworkOptions>());
-    let filter = DeviceFilter::new(o.device_include.as_deref(), Some(&o.device_exclude))
-        .map_err(|e| CollectError::parse(e.to_string()))?;
+    let filter = o.filter()?;
     Ok(Built::Ready(Box::new(Network {
         net_dev: opts.procfs.join("net/dev"),
         class_net: opts.sysfs.join("class/net"),

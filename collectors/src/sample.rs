@@ -155,6 +155,19 @@ impl Sample {
         self.family(def.name, def.help, def.kind)
     }
 
+    /// One unlabelled series for each family whose value is known; families
+    /// whose value is `None` are left out.
+    pub fn add_known(
+        &mut self,
+        values: impl IntoIterator<Item = (&'static crate::FamilyDef, Option<u64>)>,
+    ) {
+        for (family, value) in values {
+            if let Some(v) = value {
+                self.add(family).add(&[], v as f64);
+            }
+        }
+    }
+
     /// Shorthand for a counter family.
     pub fn counter(&mut self, name: &str, help: &str) -> &mut Family {
         self.family(name, help, MetricType::Counter)
