@@ -627,7 +627,8 @@ impl Collector for Cloud {
         let p = self.provider.as_str();
         let sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let up = sh.endpoints.iter().all(|e| e.ok);
-        out.add(&METADATA_UP).add(&[("provider", p)], if up { 1.0 } else { 0.0 });
+        out.add(&METADATA_UP)
+            .add(&[("provider", p)], if up { 1.0 } else { 0.0 });
         let total = out.add(&NOTICES);
         let mut counts: BTreeMap<&str, u64> = self
             .provider
@@ -672,7 +673,8 @@ impl Collector for Cloud {
             }
         }
         let preempt = notices.iter().any(|n| n.kind == Kind::Preemption);
-        out.add(&PREEMPTION_IMMINENT).add(&[("provider", p)], if preempt { 1.0 } else { 0.0 });
+        out.add(&PREEMPTION_IMMINENT)
+            .add(&[("provider", p)], if preempt { 1.0 } else { 0.0 });
         if let Some(d) = notices.iter().filter_map(|n| n.deadline).reduce(f64::min) {
             out.add(&TERMINATION).add(&[("provider", p)], d);
         }

@@ -95,14 +95,7 @@ pub const SPEC: Spec = Spec {
 };
 
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[
-    POD_INFO,
-    UP,
-    ERRORS,
-    LAST_SUCCESS,
-    AGE,
-    RESPONSE_BYTES,
-];
+pub const FAMILIES: &[FamilyDef] = &[POD_INFO, UP, ERRORS, LAST_SUCCESS, AGE, RESPONSE_BYTES];
 
 /// Which container holds each GPU (outside `accel_kubernetes_`: it
 /// describes the GPU, and is joined with the `accel_gpu_*` families).
@@ -483,7 +476,10 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
         ctx.shared.pods.clone(),
         status.clone(),
     );
-    let silence = o.timeout.saturating_add(TICK).saturating_add(SILENCE_MARGIN);
+    let silence = o
+        .timeout
+        .saturating_add(TICK)
+        .saturating_add(SILENCE_MARGIN);
     let refresher = ctx.workers.spawn("refresher", silence, move |hb| {
         refresh_loop(&o, &gpus, &pods, &st, hb)
     })?;
