@@ -6,7 +6,11 @@
 //! background threads (GCE's maintenance-event is a long-poll that blocks
 //! for a minute); `sample()` only reads the latest shared state, so a slow,
 //! down or garbage-answering metadata server never stalls anything: it shows
-//! as `accel_cloud_metadata_up 0`. Read-only: nothing is ever approved.
+//! as `accel_cloud_metadata_up 0`. The pollers run under the collector's
+//! supervisor ([`crate::workers`]): one that panics is restarted, and one
+//! silent for longer than its longest legitimate poll makes the sample fail
+//! rather than export notices nobody refreshes. Read-only: nothing is ever
+//! approved.
 //!
 //! On a new preemption or terminate notice the collector can write a JSON
 //! notice file and signal the processes holding GPUs (opt-in).
@@ -17,13 +21,13 @@ pub mod timefmt;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::options::{options, parse_duration, parse_interval};
 use crate::shared::{GpuSnapshot, Topic};
-use crate::{BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec};
+use crate::workers::{Heartbeat, Worker};
+use crate::{BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec, Workers};
 
 /// A cloud whose metadata server the collector reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,7 +211,68 @@ pub const SPEC: Spec = Spec {
 };
 
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[];
+pub const FAMILIES: &[FamilyDef] = &[
+    METADATA_UP,
+    NOTICES,
+    MAINTENANCE_PENDING,
+    MAINTENANCE_WINDOW_START,
+    PREEMPTION_IMMINENT,
+    TERMINATION,
+];
+
+/// Whether the metadata server answers.
+pub const METADATA_UP: FamilyDef = FamilyDef::gauge(
+    "accel_cloud_metadata_up",
+    "1 when every metadata endpoint polled answered well at its last poll, 0 when one is down, slow or answers garbage.",
+)
+.labels(&["provider"])
+.doc("1 when every metadata endpoint answered well at its last poll; 0 when one is down, slower than `--collector.cloud.timeout`, or answers garbage")
+.source("`collectors/src/cloud/mod.rs`");
+
+/// Notices seen appearing.
+pub const NOTICES: FamilyDef = FamilyDef::counter(
+    "accel_cloud_notices_total",
+    "Disruption notices (maintenance, preemption) seen appearing on the metadata server.",
+)
+.labels(&["provider", "type"])
+.doc("disruption notices seen appearing (maintenance types, and `preemption`)")
+.source("`collectors/src/cloud/mod.rs`");
+
+/// Maintenance announced, by type.
+pub const MAINTENANCE_PENDING: FamilyDef = FamilyDef::gauge(
+    "accel_node_maintenance_pending",
+    "1 while the cloud announces maintenance of this type for the instance.",
+)
+.labels(&["provider", "type"])
+.doc("1 while maintenance of this type is announced, 0 for every other known type")
+.source("GCE `instance/maintenance-event`, `instance/upcoming-maintenance`; AWS `events/maintenance/scheduled`, `events/recommendations/rebalance`; Azure scheduled events; `collectors/src/cloud/providers.rs`");
+
+/// When the maintenance window opens.
+pub const MAINTENANCE_WINDOW_START: FamilyDef = FamilyDef::gauge(
+    "accel_node_maintenance_window_start_timestamp_seconds",
+    "Unix time the announced maintenance window opens.",
+)
+.labels(&["provider", "type"])
+.doc("Unix seconds the announced window opens (when the cloud gives one)")
+.source("GCE `window_start_time`, AWS `NotBefore`, Azure `NotBefore`");
+
+/// A preemption is announced.
+pub const PREEMPTION_IMMINENT: FamilyDef = FamilyDef::gauge(
+    "accel_node_preemption_imminent",
+    "1 while the cloud announces that the instance is being preempted.",
+)
+.labels(&["provider"])
+.doc("1 while the instance is being preempted (GCE `preempted`, AWS spot `instance-action`, Azure `Preempt`)")
+.source("`collectors/src/cloud/providers.rs`");
+
+/// When the instance goes.
+pub const TERMINATION: FamilyDef = FamilyDef::gauge(
+    "accel_node_termination_timestamp_seconds",
+    "Unix time the instance is announced to stop or terminate.",
+)
+.labels(&["provider"])
+.doc("Unix seconds the instance is announced to go, when known (AWS spot `time`, Azure `NotBefore`, GCE preemption: first seen + 30 s); absent otherwise")
+.source("`collectors/src/cloud/providers.rs`");
 
 /// Default GCE metadata base URL.
 pub const GCE_URL: &str = "http://metadata.google.internal/computeMetadata/v1";
@@ -390,29 +455,57 @@ impl Endpoint {
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest a poller rests without beating.
+const BEAT: Duration = Duration::from_secs(1);
+/// Margin of a poller's heartbeat bound over its longest legitimate poll
+/// (name resolution is not bounded by the request timeout).
+const SILENCE_MARGIN: Duration = Duration::from_secs(30);
 
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
-    let end = Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) {
-        let left = end.saturating_duration_since(Instant::now());
+/// How long a poller may go without beating: one poll blocks for at most a
+/// GCE long-poll plus its request timeout, or four requests of an AWS poll
+/// (token, spot, scheduled, rebalance), each bounded by the timeout.
+fn max_silence(ctx: &Ctx) -> Duration {
+    ctx.long_poll
+        .saturating_add(ctx.timeout.saturating_mul(4))
+        .saturating_add(SILENCE_MARGIN)
+}
+
+/// Sleeps `d`, beating on the way so a long wait is not taken for a hang;
+/// `true` when asked to stop.
+fn rest(hb: &Heartbeat, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        hb.beat();
+        let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return;
+            return hb.stopped();
         }
-        std::thread::sleep(left.min(Duration::from_millis(100)));
+        if hb.sleep(left.min(BEAT)) {
+            return true;
+        }
     }
 }
 
+/// One run of endpoint `index`'s poller, until asked to stop. Everything
+/// it keeps between polls (the endpoint's ETag or token, the backoff)
+/// starts afresh on each run, so a run after a panic starts clean.
 fn watch(
     index: usize,
-    mut ep: Endpoint,
-    ctx: Ctx,
-    shared: Arc<Mutex<Shared>>,
-    notifier: Arc<Notifier>,
-    stop: Arc<AtomicBool>,
+    provider: Provider,
+    ctx: &Ctx,
+    shared: &Mutex<Shared>,
+    notifier: &Notifier,
+    hb: &Heartbeat,
 ) {
+    let Some(mut ep) = providers::endpoints(provider).into_iter().nth(index) else {
+        return;
+    };
     let mut backoff = Duration::ZERO;
-    while !stop.load(Ordering::Relaxed) {
-        match (ep.poll)(&ctx) {
+    while !hb.stopped() {
+        hb.beat();
+        let polled = (ep.poll)(ctx);
+        hb.beat();
+        match polled {
             Ok((mut notices, wait)) => {
                 if backoff != Duration::ZERO {
                     tracing::info!(endpoint = ep.name, "metadata endpoint answers again");
@@ -443,13 +536,17 @@ fn watch(
                 for n in &fire {
                     notifier.fire(n);
                 }
-                sleep_unless_stopped(wait, &stop);
+                if rest(hb, wait) {
+                    return;
+                }
             }
             Err(e) => {
                 backoff = (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
                 tracing::warn!(endpoint = ep.name, error = %e, retry_in = ?backoff, "metadata server poll failed");
                 shared.lock().unwrap_or_else(|e| e.into_inner()).endpoints[index].ok = false;
-                sleep_unless_stopped(backoff, &stop);
+                if rest(hb, backoff) {
+                    return;
+                }
             }
         }
     }
@@ -459,13 +556,9 @@ fn watch(
 pub struct Cloud {
     provider: Provider,
     shared: Arc<Mutex<Shared>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Cloud {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+    workers: Workers,
+    /// The pollers, one per endpoint; dropping them stops them.
+    _pollers: Vec<Worker>,
 }
 
 /// Builds the collector and starts its pollers; absent when no cloud is
@@ -507,20 +600,20 @@ fn build(bctx: &BuildContext) -> Result<Built, CollectError> {
         signal: o.notify_signal,
         gpus: bctx.shared.gpus.clone(),
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    for (i, ep) in endpoints.into_iter().enumerate() {
-        let (ctx, shared, notifier, stop) =
-            (ctx.clone(), shared.clone(), notifier.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name(format!("cloud-{}", ep.name))
-            .spawn(move || watch(i, ep, ctx, shared, notifier, stop))
-            .map_err(|e| CollectError::new(crate::ErrorKind::Io, format!("spawn poller: {e}")))?;
+    let silence = max_silence(&ctx);
+    let mut pollers = Vec::with_capacity(endpoints.len());
+    for (i, ep) in endpoints.iter().enumerate() {
+        let (ctx, shared, notifier) = (ctx.clone(), shared.clone(), notifier.clone());
+        pollers.push(bctx.workers.spawn(ep.name, silence, move |hb| {
+            watch(i, provider, &ctx, &shared, &notifier, hb)
+        })?);
     }
     tracing::info!(provider = provider.as_str(), url = %ctx.base, "reading cloud disruption notices");
     Ok(Built::Ready(Box::new(Cloud {
         provider,
         shared,
-        stop,
+        workers: bctx.workers.clone(),
+        _pollers: pollers,
     })))
 }
 
@@ -530,18 +623,13 @@ impl Collector for Cloud {
     }
 
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        self.workers.check()?;
         let p = self.provider.as_str();
         let sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let up = sh.endpoints.iter().all(|e| e.ok);
-        out.gauge(
-            "accel_cloud_metadata_up",
-            "1 when every metadata endpoint polled answered well at its last poll, 0 when one is down, slow or answers garbage.",
-        )
-        .add(&[("provider", p)], if up { 1.0 } else { 0.0 });
-        let total = out.counter(
-            "accel_cloud_notices_total",
-            "Disruption notices (maintenance, preemption) seen appearing on the metadata server.",
-        );
+        out.add(&METADATA_UP)
+            .add(&[("provider", p)], if up { 1.0 } else { 0.0 });
+        let total = out.add(&NOTICES);
         let mut counts: BTreeMap<&str, u64> = self
             .provider
             .maintenance_types()
@@ -566,20 +654,14 @@ impl Collector for Cloud {
                 types.push(&n.ty);
             }
         }
-        let pending = out.gauge(
-            "accel_node_maintenance_pending",
-            "1 while the cloud announces maintenance of this type for the instance.",
-        );
+        let pending = out.add(&MAINTENANCE_PENDING);
         for t in &types {
             let on = notices
                 .iter()
                 .any(|n| n.kind == Kind::Maintenance && n.ty == *t);
             pending.add(&[("provider", p), ("type", t)], if on { 1.0 } else { 0.0 });
         }
-        let start = out.gauge(
-            "accel_node_maintenance_window_start_timestamp_seconds",
-            "Unix time the announced maintenance window opens.",
-        );
+        let start = out.add(&MAINTENANCE_WINDOW_START);
         for t in &types {
             let first = notices
                 .iter()
@@ -591,17 +673,10 @@ impl Collector for Cloud {
             }
         }
         let preempt = notices.iter().any(|n| n.kind == Kind::Preemption);
-        out.gauge(
-            "accel_node_preemption_imminent",
-            "1 while the cloud announces that the instance is being preempted.",
-        )
-        .add(&[("provider", p)], if preempt { 1.0 } else { 0.0 });
+        out.add(&PREEMPTION_IMMINENT)
+            .add(&[("provider", p)], if preempt { 1.0 } else { 0.0 });
         if let Some(d) = notices.iter().filter_map(|n| n.deadline).reduce(f64::min) {
-            out.gauge(
-                "accel_node_termination_timestamp_seconds",
-                "Unix time the instance is announced to stop or terminate.",
-            )
-            .add(&[("provider", p)], d);
+            out.add(&TERMINATION).add(&[("provider", p)], d);
         }
         Ok(())
     }

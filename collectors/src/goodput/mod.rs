@@ -12,6 +12,7 @@
 //! nothing is ever read from the network.
 
 pub mod events;
+pub mod export;
 pub mod peak;
 pub mod state;
 
@@ -21,14 +22,14 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::options::{options, parse_interval, parse_rate};
 use crate::shared::{GpuSnapshot, Topic};
+use crate::workers::{Heartbeat, Worker};
 use crate::{
-    BuildContext, Built, CollectError, Collector, ErrorKind, FamilyDef, Sample, Spec, HOST_INTERVAL,
+    BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec, Workers, HOST_INTERVAL,
 };
 use events::Reject;
 use state::{Limits, Runs};
@@ -134,7 +135,41 @@ pub const SPEC: Spec = Spec {
 };
 
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[];
+pub const FAMILIES: &[FamilyDef] = &[
+    export::RUN_INFO,
+    export::RUN_DEVICE,
+    export::RUN_PEAK_FLOPS,
+    export::RUN_MFU,
+    export::RUN_ACTIVE,
+    export::RUN_STEPS,
+    export::RUN_TOKENS,
+    export::RUN_MODEL_FLOPS,
+    export::RUN_STEP_SECONDS,
+    export::RUN_PHASE_SECONDS,
+    export::RUN_PRODUCTIVE,
+    export::RUN_ELAPSED,
+    export::RUN_WASTED_STEPS,
+    export::RUN_WASTED_SECONDS,
+    export::RUN_RESTARTS,
+    export::RUN_CHECKPOINTS,
+    export::RUN_STEP,
+    export::RUN_LAST_CHECKPOINT_STEP,
+    export::RUN_LAST_STEP_TIMESTAMP,
+    export::GPU_PEAK_FLOPS,
+    export::EVENTS_RECEIVED,
+    export::EVENTS_ACCEPTED,
+    export::EVENTS_REJECTED,
+    export::EVENTS_LABELS_DROPPED,
+    export::EVENTS_RUNS,
+    export::EVENTS_RUNS_EXPIRED,
+];
+
+/// Longest the listener waits in `recv` before it beats again.
+const RECV_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long the listener may go without beating: a receive wait, then one
+/// datagram's handling (a cgroup file read, the bookkeeping behind a mutex
+/// that `sample()` also takes), with a wide margin.
+const LISTENER_SILENCE: Duration = Duration::from_secs(5);
 
 /// The agent's own cap, as a multiple of the per-sender rate.
 const GLOBAL_FACTOR: f64 = 20.0;
@@ -276,7 +311,9 @@ fn bind(path: &Path, group: Option<&str>) -> io::Result<UnixDatagram> {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    // The listener beats between datagrams: a bounded wait keeps it
+    // beating while nobody sends.
+    sock.set_read_timeout(Some(RECV_TIMEOUT))?;
     Ok(sock)
 }
 
@@ -331,13 +368,10 @@ fn recv(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<(usize, u32)> {
     }
 }
 
-fn listen(
-    sock: UnixDatagram,
-    runs: Arc<Mutex<Runs>>,
-    rate: f64,
-    procfs: PathBuf,
-    stop: Arc<AtomicBool>,
-) {
+/// One run of the listener, until asked to stop. The socket outlives the
+/// run (it stays bound through a restart); the receive buffer and the rate
+/// limits start afresh on each run, so a run after a panic starts clean.
+fn listen(sock: &UnixDatagram, runs: &Mutex<Runs>, rate: f64, procfs: &Path, hb: &Heartbeat) {
     let mut buf = vec![0u8; events::MAX_DATAGRAM + 1];
     let mut limiter = Limiter::new(rate, Instant::now());
     let owner = |pid: u32| {
@@ -346,9 +380,11 @@ fn listen(
             .unwrap_or_default()
     };
     let mut errors = 0u32;
-    while !stop.load(Ordering::Relaxed) {
-        let (n, pid) = match recv(&sock, &mut buf) {
+    while !hb.stopped() {
+        hb.beat();
+        let (n, pid) = match recv(sock, &mut buf) {
             Ok(r) => r,
+            // The read timeout: no datagram.
             Err(e)
                 if matches!(
                     e.kind(),
@@ -365,10 +401,16 @@ fn listen(
                     tracing::warn!(error = %e, "event socket receive failed");
                 }
                 errors = errors.saturating_add(1);
-                std::thread::sleep(Duration::from_millis(100));
+                if hb.sleep(Duration::from_millis(100)) {
+                    return;
+                }
                 continue;
             }
         };
+        #[cfg(test)]
+        if &buf[..n.min(buf.len())] == tests::PANIC {
+            panic!("injected by a test");
+        }
         let now = Instant::now();
         let admitted = limiter.admit(pid, now);
         let parsed = if !admitted {
@@ -392,13 +434,14 @@ pub struct Goodput {
     runs: Arc<Mutex<Runs>>,
     gpus: Topic<GpuSnapshot>,
     overrides: Vec<peak::Override>,
-    stop: Arc<AtomicBool>,
+    workers: Workers,
+    /// The listener; dropped (and so stopped) before the socket file goes.
+    _listener: Worker,
     path: PathBuf,
 }
 
 impl Drop for Goodput {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -424,25 +467,24 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
         run_timeout: o.run_timeout,
         mfu_window: o.mfu_window,
     })));
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (runs, stop, procfs, rate) = (
+    let listener = {
+        let (sock, runs, procfs, rate) = (
+            Arc::new(sock),
             runs.clone(),
-            stop.clone(),
             opts.procfs.clone(),
             o.rate_limit,
         );
-        std::thread::Builder::new()
-            .name("goodput-events".into())
-            .spawn(move || listen(sock, runs, rate, procfs, stop))
-            .map_err(|e| CollectError::new(ErrorKind::Io, format!("spawn listener: {e}")))?;
-    }
+        ctx.workers.spawn("events", LISTENER_SILENCE, move |hb| {
+            listen(&sock, &runs, rate, &procfs, hb)
+        })?
+    };
     tracing::info!(socket = %path.display(), "listening for training events");
     Ok(Built::Ready(Box::new(Goodput {
         runs,
         gpus: ctx.shared.gpus.clone(),
         overrides: o.overrides().to_vec(),
-        stop,
+        workers: ctx.workers.clone(),
+        _listener: listener,
         path,
     })))
 }
@@ -453,6 +495,7 @@ impl Collector for Goodput {
     }
 
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        self.workers.check()?;
         let snapshot = self.gpus.latest();
         let gpus = &snapshot.gpus;
         let now = Instant::now();
@@ -466,6 +509,11 @@ impl Collector for Goodput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
+
+    /// A datagram that makes the listener panic (test builds only): how a
+    /// test reaches the real listener's restart from outside.
+    pub(super) const PANIC: &[u8] = b"test: panic";
 
     #[test]
     fn token_buckets_limit_each_sender_and_the_total() {
@@ -514,6 +562,133 @@ mod tests {
         let _c = bind(&path, Some(&want.to_string())).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(std::fs::metadata(&path).unwrap().gid(), want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A collector built the agent's way, on a socket and procfs of its own
+    /// under `dir`, with the supervisor it reports to.
+    fn collector(dir: &Path) -> (Box<dyn Collector>, Workers, PathBuf) {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir.join("proc")).unwrap();
+        let path = dir.join("events.sock");
+        let opts = GoodputOptions {
+            socket_path: path.clone(),
+            ..crate::options::defaults::<GoodputOptions>()
+        };
+        let paths = crate::Paths {
+            procfs: dir.join("proc"),
+            ..Default::default()
+        };
+        let workers = Workers::new("goodput");
+        let built = build(&BuildContext {
+            paths: &paths,
+            options: &opts,
+            shared: &Default::default(),
+            workers: &workers,
+        });
+        let Ok(Built::Ready(c)) = built else {
+            panic!("the goodput collector did not build");
+        };
+        (c, workers, path)
+    }
+
+    fn send(path: &Path, datagram: &[u8]) {
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(datagram, path)
+            .unwrap();
+    }
+
+    fn sample(c: &mut Box<dyn Collector>) -> Result<String, CollectError> {
+        let mut s = Sample::new();
+        c.sample(&mut s)?;
+        let mut t = String::new();
+        s.encode_text(&mut t);
+        Ok(t)
+    }
+
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_listener_panic_is_counted_fails_the_collector_and_restarts_on_the_same_socket() {
+        let dir = std::env::temp_dir().join(format!("goodput-panic-{}", std::process::id()));
+        let (mut c, workers, path) = collector(&dir);
+        assert!(sample(&mut c).is_ok());
+        send(&path, PANIC);
+        wait_for("the panic to be counted", || {
+            workers
+                .stats()
+                .restarts
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 1
+        });
+        // Until the listener runs again, its data is not served.
+        let mut failure = None;
+        wait_for("the sample to fail", || {
+            failure = sample(&mut c).err();
+            failure.is_some()
+        });
+        let e = failure.unwrap();
+        assert!(e.message.contains("panicked"), "{e}");
+        wait_for("the restart", || sample(&mut c).is_ok());
+        // The restarted listener reads the socket that stayed bound, into
+        // the same bookkeeping.
+        send(&path, br#"{"v":1,"kind":"run_start","run":"after"}"#);
+        wait_for("the event after the restart", || {
+            sample(&mut c).is_ok_and(|t| t.contains("accel_run_info{run=\"after\"} 1"))
+        });
+        let t = sample(&mut c).unwrap();
+        assert!(t.contains("accel_events_received_total 1\n"), "{t}");
+        assert_eq!(
+            workers
+                .stats()
+                .restarts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        drop(c);
+        assert!(
+            !path.exists(),
+            "the socket file is removed with the collector"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_hung_listener_fails_the_collector_until_it_moves_again() {
+        let dir = std::env::temp_dir().join(format!("goodput-hang-{}", std::process::id()));
+        let (mut c, workers, path) = collector(&dir);
+        // The listener reads the sender's cgroup file on its first event: a
+        // FIFO nobody writes makes that read block, as a wedged file system
+        // would.
+        let me = dir.join(format!("proc/{}", std::process::id()));
+        std::fs::create_dir_all(&me).unwrap();
+        let fifo = me.join("cgroup");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        assert!(sample(&mut c).is_ok());
+        send(&path, br#"{"v":1,"kind":"run_start","run":"stuck"}"#);
+        let started = Instant::now();
+        // The stuck listener holds the bookkeeping's lock: only the
+        // supervisor is asked until it calls the listener silent, after
+        // which the sample fails before it would wait for the lock.
+        wait_for("the hang to be seen", || workers.check().is_err());
+        let failure = sample(&mut c).err();
+        assert!(started.elapsed() >= LISTENER_SILENCE);
+        assert_eq!(failure.unwrap().kind, ErrorKind::Timeout);
+        // A writer lets the read end: the listener beats again.
+        drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
+        wait_for("recovery", || {
+            sample(&mut c).is_ok_and(|t| t.contains("accel_run_info{run=\"stuck\"} 1"))
+        });
+        drop(c);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

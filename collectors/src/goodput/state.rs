@@ -1,15 +1,14 @@
 //! What the events say about the runs on this node: per run and rank
-//! counters, the step window MFU is computed over, wasted progress, and
-//! their export. Pure bookkeeping: time is passed in, nothing here reads a
-//! clock, a socket or a file, so it is tested directly.
+//! counters, the step window MFU is computed over, wasted progress. Their
+//! export is in [`super::export`]. Pure bookkeeping: time is passed in,
+//! nothing here reads a clock, a socket or a file, so it is tested directly.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::events::{DeviceRef, Event, Reject, KINDS, PHASES};
-use super::peak::{self, Override, DTYPES};
 use crate::cgroup::Owner;
-use crate::{GpuIds as GpuDevice, MetricType, Sample};
+use crate::GpuIds as GpuDevice;
 
 /// Upper bounds of the step-time histogram, in seconds.
 pub const STEP_BUCKETS: [f64; 12] = [
@@ -42,47 +41,47 @@ pub struct Limits {
 
 /// One step in the MFU window.
 #[derive(Clone, Copy, Debug)]
-struct Windowed {
-    at: Instant,
-    seconds: f64,
-    flops: f64,
-    dtype: &'static str,
+pub(super) struct Windowed {
+    pub(super) at: Instant,
+    pub(super) seconds: f64,
+    pub(super) flops: f64,
+    pub(super) dtype: &'static str,
 }
 
 /// One rank of a run on this node.
 #[derive(Debug)]
-struct Rank {
+pub(super) struct Rank {
     /// The process that started it (or sent its first event).
     pid: u32,
     /// Devices named in run_start; `None`: the GPUs `pid` holds.
     devices: Option<Vec<DeviceRef>>,
     /// UUIDs last resolved for `pid` (kept after the process exits).
     resolved: Vec<String>,
-    active: bool,
+    pub(super) active: bool,
     elapsed: f64,
     running_since: Option<Instant>,
-    steps: u64,
-    tokens: f64,
-    flops: f64,
-    step_seconds: f64,
-    buckets: [u64; STEP_BUCKETS.len()],
-    phases: BTreeMap<String, f64>,
-    productive: f64,
+    pub(super) steps: u64,
+    pub(super) tokens: f64,
+    pub(super) flops: f64,
+    pub(super) step_seconds: f64,
+    pub(super) buckets: [u64; STEP_BUCKETS.len()],
+    pub(super) phases: BTreeMap<String, f64>,
+    pub(super) productive: f64,
     /// data_wait seconds not yet taken off a step.
     pending_wait: f64,
     /// Last step of the current attempt, and the highest one seen in it.
-    last_step: Option<u64>,
+    pub(super) last_step: Option<u64>,
     highest: Option<u64>,
-    last_step_unix: Option<f64>,
-    wasted_steps: u64,
-    wasted_seconds: f64,
+    pub(super) last_step_unix: Option<f64>,
+    pub(super) wasted_steps: u64,
+    pub(super) wasted_seconds: f64,
     /// (step, seconds) of recent steps; older ones in `folded` (count, seconds).
     history: VecDeque<(u64, f64)>,
     folded: (u64, f64),
-    window: VecDeque<Windowed>,
-    restarts: u64,
-    checkpoints: u64,
-    last_checkpoint: Option<u64>,
+    pub(super) window: VecDeque<Windowed>,
+    pub(super) restarts: u64,
+    pub(super) checkpoints: u64,
+    pub(super) last_checkpoint: Option<u64>,
 }
 
 impl Rank {
@@ -116,7 +115,7 @@ impl Rank {
         }
     }
 
-    fn elapsed(&self, now: Instant) -> f64 {
+    pub(super) fn elapsed(&self, now: Instant) -> f64 {
         self.elapsed
             + self
                 .running_since
@@ -124,7 +123,7 @@ impl Rank {
     }
 
     /// The rank's devices among `gpus`.
-    fn devices<'a>(&mut self, gpus: &'a [GpuDevice]) -> Vec<&'a GpuDevice> {
+    pub(super) fn devices<'a>(&mut self, gpus: &'a [GpuDevice]) -> Vec<&'a GpuDevice> {
         match &self.devices {
             Some(refs) => gpus
                 .iter()
@@ -179,28 +178,28 @@ impl Rank {
 
 /// One run: its labels and its ranks on this node.
 #[derive(Debug)]
-struct Run {
-    labels: Vec<(&'static str, String)>,
-    owner: Owner,
-    ranks: BTreeMap<u64, Rank>,
+pub(super) struct Run {
+    pub(super) labels: Vec<(&'static str, String)>,
+    pub(super) owner: Owner,
+    pub(super) ranks: BTreeMap<u64, Rank>,
     last_event: Instant,
     /// Data type of the latest step.
-    dtype: &'static str,
+    pub(super) dtype: &'static str,
 }
 
 /// Every run on the node, and the event counters.
 #[derive(Debug)]
 pub struct Runs {
-    limits: Limits,
-    runs: BTreeMap<String, Run>,
+    pub(super) limits: Limits,
+    pub(super) runs: BTreeMap<String, Run>,
     /// Interned label names.
     names: Vec<&'static str>,
     /// Datagrams received.
     pub received: u64,
-    accepted: [u64; KINDS.len()],
-    rejected: [u64; Reject::ALL.len()],
-    labels_dropped: u64,
-    expired: u64,
+    pub(super) accepted: [u64; KINDS.len()],
+    pub(super) rejected: [u64; Reject::ALL.len()],
+    pub(super) labels_dropped: u64,
+    pub(super) expired: u64,
 }
 
 fn hist_index(seconds: f64) -> usize {
@@ -470,217 +469,13 @@ impl Runs {
         self.accepted[KINDS.iter().position(|k| *k == kind).unwrap_or(0)] += 1;
         Ok(())
     }
-
-    /// Writes every metric into `out`, given the node's GPUs.
-    pub fn export(
-        &mut self,
-        now: Instant,
-        gpus: &[GpuDevice],
-        overrides: &[Override],
-        out: &mut Sample,
-    ) {
-        out.counter(
-            "accel_events_received_total",
-            "Datagrams received on the event socket.",
-        )
-        .add(&[], self.received as f64);
-        let f = out.counter("accel_events_accepted_total", "Events accepted, by kind.");
-        for (k, n) in KINDS.iter().zip(self.accepted) {
-            f.add(&[("kind", k)], n as f64);
-        }
-        let f = out.counter(
-            "accel_events_rejected_total",
-            "Datagrams refused, by reason (malformed, version, kind, oversize, invalid_value, step_backwards, rate_limited, too_many_runs).",
-        );
-        for (r, n) in Reject::ALL.iter().zip(self.rejected) {
-            f.add(&[("reason", r.as_str())], n as f64);
-        }
-        out.counter(
-            "accel_events_labels_dropped_total",
-            "run_start labels dropped: invalid name, reserved name, or over the count.",
-        )
-        .add(&[], self.labels_dropped as f64);
-        out.counter(
-            "accel_events_runs_expired_total",
-            "Runs forgotten: idle past --events.run-timeout, or ended and evicted to make room.",
-        )
-        .add(&[], self.expired as f64);
-        out.gauge("accel_events_runs", "Training runs tracked.")
-            .add(&[], self.runs.len() as f64);
-
-        let f = out.gauge(
-            "accel_gpu_peak_flops",
-            "Peak dense tensor throughput of the GPU by data type, in FLOP/s (built-in table by model, or --events.peak-flops).",
-        );
-        for g in gpus {
-            let (i, u) = (g.index.to_string(), g.uuid.as_str());
-            for d in DTYPES {
-                if let Some(p) = peak::peak(&g.name, d, overrides) {
-                    f.add(&[("gpu", &i), ("uuid", u), ("dtype", d)], p);
-                }
-            }
-        }
-
-        let window = self.limits.mfu_window;
-        let mut per_run = Vec::new();
-        for (name, run) in &mut self.runs {
-            let mut devs: Vec<&GpuDevice> = Vec::new();
-            let mut num = 0.0;
-            let mut den = 0.0;
-            for rank in run.ranks.values_mut() {
-                while rank
-                    .window
-                    .front()
-                    .is_some_and(|w| now.saturating_duration_since(w.at) > window)
-                {
-                    rank.window.pop_front();
-                }
-                let mine = rank.devices(gpus);
-                for w in &rank.window {
-                    let peak: Option<f64> = if mine.is_empty() {
-                        None
-                    } else {
-                        mine.iter()
-                            .map(|g| peak::peak(&g.name, w.dtype, overrides))
-                            .sum()
-                    };
-                    if let Some(p) = peak {
-                        num += w.flops;
-                        den += w.seconds * p;
-                    }
-                }
-                for g in mine {
-                    if !devs.iter().any(|d| d.uuid == g.uuid) {
-                        devs.push(g);
-                    }
-                }
-            }
-            devs.sort_by_key(|g| g.index);
-            let peak: Option<f64> = if devs.is_empty() {
-                None
-            } else {
-                devs.iter()
-                    .map(|g| peak::peak(&g.name, run.dtype, overrides))
-                    .sum()
-            };
-            let devs: Vec<(String, String)> = devs
-                .iter()
-                .map(|g| (g.index.to_string(), g.uuid.clone()))
-                .collect();
-            per_run.push((name.clone(), devs, peak, (den > 0.0).then(|| num / den)));
-        }
-
-        let f = out.gauge(
-            "accel_run_info",
-            "A training run on this node, with the labels of its run_start and the unit, container or Slurm job of the process that started it; always 1.",
-        );
-        for (name, run) in &self.runs {
-            let mut l: Vec<(&'static str, &str)> = vec![("run", name)];
-            for (k, v) in [
-                ("unit", &run.owner.unit),
-                ("container", &run.owner.container),
-                ("slurm_job", &run.owner.job),
-            ] {
-                if !v.is_empty() {
-                    l.push((k, v));
-                }
-            }
-            l.extend(run.labels.iter().map(|(k, v)| (*k, v.as_str())));
-            f.add(&l, 1.0);
-        }
-        let f = out.gauge(
-            "accel_run_device",
-            "A GPU a run's ranks on this node use (named in run_start, or held by the sending process); always 1.",
-        );
-        for (name, devs, _, _) in &per_run {
-            for (i, u) in devs {
-                f.add(&[("run", name), ("gpu", i), ("uuid", u)], 1.0);
-            }
-        }
-        let f = out.gauge(
-            "accel_run_peak_flops",
-            "Sum of the peak dense FLOP/s of the run's GPUs on this node, for the data type of its latest step.",
-        );
-        for ((name, _, peak, _), run) in per_run.iter().zip(self.runs.values()) {
-            if let Some(p) = peak {
-                f.add(&[("run", name), ("dtype", run.dtype)], *p);
-            }
-        }
-        let f = out.gauge(
-            "accel_run_mfu_ratio",
-            "Model FLOPs utilisation over the --events.mfu-window: model FLOPs of the steps in the window over the sum of each step's seconds times its rank's peak FLOP/s.",
-        );
-        for (name, _, _, mfu) in &per_run {
-            if let Some(m) = mfu {
-                f.add(&[("run", name)], *m);
-            }
-        }
-
-        // Per rank.
-        type Get = fn(&Rank, Instant) -> f64;
-        let families: [(&str, &str, MetricType, Get); 13] = [
-            ("accel_run_active", "1 while the rank runs, 0 after its run_end.", MetricType::Gauge, |r, _| f64::from(u8::from(r.active))),
-            ("accel_run_steps_total", "Training steps the rank finished.", MetricType::Counter, |r, _| r.steps as f64),
-            ("accel_run_tokens_total", "Tokens the rank processed in its steps.", MetricType::Counter, |r, _| r.tokens),
-            ("accel_run_model_flops_total", "Model FLOPs the rank computed in its steps, as it reported them.", MetricType::Counter, |r, _| r.flops),
-            ("accel_run_productive_seconds_total", "Step time less the time steps waited for input (data_wait).", MetricType::Counter, |r, _| r.productive),
-            ("accel_run_elapsed_seconds_total", "Agent clock time since the rank's first run_start, restarts included, until its run_end.", MetricType::Counter, |r, now| r.elapsed(now)),
-            ("accel_run_wasted_steps_total", "Steps lost: done, then redone after a restart resumed from an earlier checkpoint.", MetricType::Counter, |r, _| r.wasted_steps as f64),
-            ("accel_run_wasted_seconds_total", "Step time of the lost steps.", MetricType::Counter, |r, _| r.wasted_seconds),
-            ("accel_run_restarts_total", "run_start events from a new process for a rank already known.", MetricType::Counter, |r, _| r.restarts as f64),
-            ("accel_run_checkpoints_total", "Checkpoint events.", MetricType::Counter, |r, _| r.checkpoints as f64),
-            ("accel_run_step", "The rank's latest step number.", MetricType::Gauge, |r, _| r.last_step.map_or(f64::NAN, |s| s as f64)),
-            ("accel_run_last_step_timestamp_seconds", "Unix time of the rank's latest step event.", MetricType::Gauge, |r, _| r.last_step_unix.unwrap_or(f64::NAN)),
-            ("accel_run_last_checkpoint_step", "Step of the rank's latest checkpoint.", MetricType::Gauge, |r, _| r.last_checkpoint.map_or(f64::NAN, |s| s as f64)),
-        ];
-        for (fam, help, kind, get) in families {
-            let f = out.family(fam, help, kind);
-            for (name, run) in &self.runs {
-                for (id, rank) in &run.ranks {
-                    let v = get(rank, now);
-                    if !v.is_nan() {
-                        f.add(&[("run", name), ("rank", &id.to_string())], v);
-                    }
-                }
-            }
-        }
-        let f = out.counter(
-            "accel_run_phase_seconds_total",
-            "Time the rank spent in each phase (init, compile, data_wait, checkpoint_save, checkpoint_load, eval, custom:<name>), from phase events.",
-        );
-        for (name, run) in &self.runs {
-            for (id, rank) in &run.ranks {
-                for (p, s) in &rank.phases {
-                    f.add(
-                        &[("run", name), ("rank", &id.to_string()), ("phase", p)],
-                        *s,
-                    );
-                }
-            }
-        }
-        let f = out.family(
-            "accel_run_step_seconds",
-            "Wall time of the rank's training steps.",
-            MetricType::Histogram,
-        );
-        for (name, run) in &self.runs {
-            for (id, rank) in &run.ranks {
-                let b: Vec<(f64, u64)> = STEP_BUCKETS.iter().copied().zip(rank.buckets).collect();
-                f.add_histogram(
-                    &[("run", name), ("rank", &id.to_string())],
-                    &b,
-                    rank.step_seconds,
-                    rank.steps,
-                );
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::goodput::events::parse;
+    use crate::Sample;
 
     fn limits() -> Limits {
         Limits {

@@ -10,7 +10,10 @@
 //! socket is not an error: this may not be a Kubernetes node, or the
 //! kubelet starts later or is recreating its socket; it is logged once and
 //! tried again quietly, and nothing is exported until the socket has been
-//! there once.
+//! there once. The refresher runs under the collector's supervisor
+//! ([`crate::workers`]): restarted if it panics, and the sample fails while
+//! it is silent for longer than one call's timeout (with margin), since the
+//! map it would serve is no longer refreshed.
 //!
 //! The gRPC client is hand-written on hyper's HTTP/2 client ([`grpc`]) with
 //! a hand-written decoder for the four messages read ([`proto`]); see
@@ -21,15 +24,15 @@ pub mod proto;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::options::{options, parse_duration, parse_interval};
 use crate::shared::{GpuSnapshot, Topic};
+use crate::workers::{Heartbeat, Worker};
 use crate::{
-    BuildContext, Built, CollectError, Collector, ErrorKind, FamilyDef, GpuIds, MetricType, MigIds,
-    Sample, Spec, HOST_INTERVAL,
+    BuildContext, Built, CollectError, Collector, FamilyDef, GpuIds, MigIds, Sample, Spec, Workers,
+    HOST_INTERVAL,
 };
 
 /// Where the kubelet serves PodResources.
@@ -92,7 +95,58 @@ pub const SPEC: Spec = Spec {
 };
 
 /// Every family this collector exports.
-pub const FAMILIES: &[FamilyDef] = &[];
+pub const FAMILIES: &[FamilyDef] = &[POD_INFO, UP, ERRORS, LAST_SUCCESS, AGE, RESPONSE_BYTES];
+
+/// Which container holds each GPU (outside `accel_kubernetes_`: it
+/// describes the GPU, and is joined with the `accel_gpu_*` families).
+pub const POD_INFO: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_pod_info",
+    "A container holding the GPU (or its MIG instance gpu_instance), from the kubelet; always 1. gpu is empty when the GPU collector does not know the device, and uuid is then the kubelet's device id.",
+)
+.labels(&["gpu", "uuid", "gpu_instance", "namespace", "pod", "container", "resource"])
+.doc("always 1, one per (device, container) holding an `nvidia.com/*` resource. `gpu_instance` is set for a MIG device (`MIG-…` ids, or the old `MIG-GPU-<uuid>/<gi>/<ci>`), `\"\"` for a whole GPU. Shared replicas (`<uuid>::<n>`) count once per container; a GPU shared by two pods has two series. A device the GPU collector does not know has `gpu=\"\"` and the kubelet's id as `uuid`. Join on `gpu, uuid` with `group_left(namespace, pod)`")
+.source("`List` → `pod_resources[].containers[].devices[]` (`resource_name`, `device_ids`); `collectors/src/kubernetes/mod.rs`")
+.equivalent("the `pod`, `namespace`, `container` labels dcgm-exporter puts on every GPU series");
+
+/// Whether the last call succeeded.
+pub const UP: FamilyDef = FamilyDef::gauge(
+    "accel_kubernetes_pod_resources_up",
+    "1 when the last call of the kubelet PodResources API (List) succeeded, 0 when it failed (the last good answer is kept).",
+)
+.doc("1 when the last `List` call succeeded, 0 when it failed (socket gone, transport error, timeout, gRPC status ≠ 0, answer over 64 MiB or not valid protobuf)")
+.source("`collectors/src/kubernetes/grpc.rs`");
+
+/// Failed calls.
+pub const ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_kubernetes_pod_resources_errors_total",
+    "Failed calls of the kubelet PodResources API.",
+)
+.doc("failed `List` calls since the agent started (a missing socket counts only after it has existed once)")
+.source("`collectors/src/kubernetes/mod.rs`");
+
+/// When the last call succeeded.
+pub const LAST_SUCCESS: FamilyDef = FamilyDef::gauge(
+    "accel_kubernetes_pod_resources_last_success_timestamp_seconds",
+    "Unix time of the last successful PodResources call.",
+)
+.doc("Unix time of the last successful call; absent before the first")
+.source("`collectors/src/kubernetes/mod.rs`");
+
+/// Age of the pod map in use.
+pub const AGE: FamilyDef = FamilyDef::gauge(
+    "accel_kubernetes_pod_resources_age_seconds",
+    "Age of the pod-to-GPU map in use: time since the last successful PodResources call, in seconds.",
+)
+.doc("seconds since the last successful call: the age of the pod map in use (at most about refresh interval + collector interval while the kubelet answers)")
+.source("`collectors/src/kubernetes/mod.rs`");
+
+/// Size of the last good answer.
+pub const RESPONSE_BYTES: FamilyDef = FamilyDef::gauge(
+    "accel_kubernetes_pod_resources_response_bytes",
+    "Size of the last successful PodResources answer, in bytes.",
+)
+.doc("size of the last good answer, bytes (grpc-go clients fail above 4 MiB by default; we accept up to 64 MiB)")
+.source("`collectors/src/kubernetes/grpc.rs`");
 
 /// A kubelet device id for an NVIDIA resource, as NVIDIA's device plugin
 /// names them.
@@ -287,15 +341,23 @@ fn unplaced(gpus: &[GpuIds], map: &PodMap) -> HashSet<String> {
     out
 }
 
-/// The refresher thread: calls `List` when due, or early when a GPU that
-/// the map does not place starts holding a process (once per such GPU, so a
-/// process outside Kubernetes does not make it call every second).
+/// Longest the refresher rests between two looks at the GPUs.
+const TICK: Duration = Duration::from_millis(200);
+/// Margin of the refresher's heartbeat bound over one call's timeout.
+const SILENCE_MARGIN: Duration = Duration::from_secs(10);
+
+/// One run of the refresher: calls `List` when due, or early when a GPU
+/// that the map does not place starts holding a process (once per such GPU,
+/// so a process outside Kubernetes does not make it call every second).
+/// It beats every [`TICK`] and around each call (bounded by the timeout);
+/// what it keeps between calls starts afresh on each run, so a run after a
+/// panic starts clean (the status and the last map stay).
 fn refresh_loop(
-    opts: KubernetesOptions,
-    gpus: Topic<GpuSnapshot>,
-    pods: Topic<PodMap>,
-    status: Arc<Mutex<Status>>,
-    stop: Arc<AtomicBool>,
+    opts: &KubernetesOptions,
+    gpus: &Topic<GpuSnapshot>,
+    pods: &Topic<PodMap>,
+    status: &Mutex<Status>,
+    hb: &Heartbeat,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -314,7 +376,8 @@ fn refresh_loop(
     let mut asked: HashSet<String> = HashSet::new();
     let mut logged_missing = false;
     let mut failing = false;
-    while !stop.load(Ordering::Relaxed) {
+    while !hb.stopped() {
+        hb.beat();
         let now = Instant::now();
         let gap_ok = last_call.map_or(true, |t| now.duration_since(t) >= MIN_GAP);
         let early = gap_ok && {
@@ -323,7 +386,9 @@ fn refresh_loop(
         };
         let due = now >= next && gap_ok;
         if !due && !early {
-            std::thread::sleep(Duration::from_millis(200));
+            if hb.sleep(TICK) {
+                return;
+            }
             continue;
         }
         if early {
@@ -334,6 +399,7 @@ fn refresh_loop(
         last_call = Some(now);
         next = now + opts.refresh;
         let r = rt.block_on(grpc::list(&opts.socket, opts.timeout, MAX_MESSAGE));
+        hb.beat();
         let took = now.elapsed();
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
         match r {
@@ -395,36 +461,34 @@ pub struct Kubernetes {
     gpus: Topic<GpuSnapshot>,
     pods: Topic<PodMap>,
     status: Arc<Mutex<Status>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Kubernetes {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+    workers: Workers,
+    /// The refresher; dropping it stops it.
+    _refresher: Worker,
 }
 
 /// Builds the collector and starts its refresher. Always ready: the
 /// kubelet may start after the agent.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let status = Arc::new(Mutex::new(Status::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (o, gpus, pods, st, sp) = (
+    let (o, gpus, pods, st) = (
         ctx.options::<KubernetesOptions>().clone(),
         ctx.shared.gpus.clone(),
         ctx.shared.pods.clone(),
         status.clone(),
-        stop.clone(),
     );
-    std::thread::Builder::new()
-        .name("kubernetes".into())
-        .spawn(move || refresh_loop(o, gpus, pods, st, sp))
-        .map_err(|e| CollectError::new(ErrorKind::Io, format!("spawn refresher: {e}")))?;
+    let silence = o
+        .timeout
+        .saturating_add(TICK)
+        .saturating_add(SILENCE_MARGIN);
+    let refresher = ctx.workers.spawn("refresher", silence, move |hb| {
+        refresh_loop(&o, &gpus, &pods, &st, hb)
+    })?;
     Ok(Built::Ready(Box::new(Kubernetes {
         gpus: ctx.shared.gpus.clone(),
         pods: ctx.shared.pods.clone(),
         status,
-        stop,
+        workers: ctx.workers.clone(),
+        _refresher: refresher,
     })))
 }
 
@@ -434,6 +498,7 @@ impl Collector for Kubernetes {
     }
 
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        self.workers.check()?;
         let (seen, up, errors, last) = {
             let st = self.status.lock().unwrap_or_else(|e| e.into_inner());
             (st.seen, st.up, st.errors, st.last_success)
@@ -441,42 +506,18 @@ impl Collector for Kubernetes {
         if !seen {
             return Ok(());
         }
-        out.gauge(
-            "accel_kubernetes_pod_resources_up",
-            "1 when the last call of the kubelet PodResources API (List) succeeded, 0 when it failed (the last good answer is kept).",
-        )
-        .add(&[], if up { 1.0 } else { 0.0 });
-        out.counter(
-            "accel_kubernetes_pod_resources_errors_total",
-            "Failed calls of the kubelet PodResources API.",
-        )
-        .add(&[], errors as f64);
+        out.add(&UP).add(&[], if up { 1.0 } else { 0.0 });
+        out.add(&ERRORS).add(&[], errors as f64);
         let Some((at, unix, bytes)) = last else {
             return Ok(());
         };
-        out.gauge(
-            "accel_kubernetes_pod_resources_last_success_timestamp_seconds",
-            "Unix time of the last successful PodResources call.",
-        )
-        .add(&[], unix);
-        out.gauge(
-            "accel_kubernetes_pod_resources_age_seconds",
-            "Age of the pod-to-GPU map in use: time since the last successful PodResources call, in seconds.",
-        )
-        .add(&[], at.elapsed().as_secs_f64());
-        out.gauge(
-            "accel_kubernetes_pod_resources_response_bytes",
-            "Size of the last successful PodResources answer, in bytes.",
-        )
-        .add(&[], bytes as f64);
+        out.add(&LAST_SUCCESS).add(&[], unix);
+        out.add(&AGE).add(&[], at.elapsed().as_secs_f64());
+        out.add(&RESPONSE_BYTES).add(&[], bytes as f64);
         let snapshot = self.gpus.latest();
         let gpus = &snapshot.gpus;
         let map = self.pods.latest();
-        let info = out.family(
-            "accel_gpu_pod_info",
-            "A container holding the GPU (or its MIG instance gpu_instance), from the kubelet; always 1. gpu is empty when the GPU collector does not know the device, and uuid is then the kubelet's device id.",
-            MetricType::Gauge,
-        );
+        let info = out.add(&POD_INFO);
         // In GPU order (a device the GPU collector does not know last);
         // two ids naming one device (uuid and index) give one series.
         let key = |s: &str| s.parse::<u32>().unwrap_or(u32::MAX);
