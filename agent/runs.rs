@@ -10,7 +10,13 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use accel_collectors::goodput::export::{
+    RUN_ELAPSED, RUN_MFU, RUN_PHASE_SECONDS, RUN_PRODUCTIVE, RUN_STEPS, RUN_STEP_SECONDS,
+};
 use accel_collectors::Family;
+
+/// The prefix of the run families (`accel_run_*`): the goodput collector's.
+const RUN_PREFIX: &str = accel_collectors::goodput::SPEC.prefixes[0];
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST};
@@ -42,7 +48,7 @@ pub struct RunSummary {
 /// The series of `families`, flattened.
 pub fn flatten(families: &[Family]) -> Vec<Obs> {
     let mut out = Vec::new();
-    for f in families.iter().filter(|f| f.name.starts_with("accel_run_")) {
+    for f in families.iter().filter(|f| f.name.starts_with(RUN_PREFIX)) {
         for s in &f.series {
             out.push((
                 format!("{}{}", f.name, s.suffix),
@@ -61,7 +67,7 @@ pub fn flatten(families: &[Family]) -> Vec<Obs> {
 pub fn parse_text(text: &str) -> Vec<Obs> {
     let mut out = Vec::new();
     for line in text.lines() {
-        if !line.starts_with("accel_run_") {
+        if !line.starts_with(RUN_PREFIX) {
             continue;
         }
         if let Some(o) = parse_line(line) {
@@ -271,22 +277,22 @@ pub fn summarise(first: &[Obs], last: &[Obs], source: &str) -> Vec<RunSummary> {
             })
             .collect::<BTreeMap<String, f64>>()
     };
-    let steps = delta("accel_run_steps_total", &any);
-    let step_sum = delta("accel_run_step_seconds_sum", &any);
-    let wait = delta("accel_run_phase_seconds_total", &|o| {
+    let steps = delta(RUN_STEPS.name, &any);
+    let step_sum = delta(&format!("{}_sum", RUN_STEP_SECONDS.name), &any);
+    let wait = delta(RUN_PHASE_SECONDS.name, &|o| {
         label(o, "phase") == Some("data_wait")
     });
-    let productive = delta("accel_run_productive_seconds_total", &any);
-    let elapsed = delta("accel_run_elapsed_seconds_total", &any);
+    let productive = delta(RUN_PRODUCTIVE.name, &any);
+    let elapsed = delta(RUN_ELAPSED.name, &any);
     let mut ranks: BTreeMap<String, usize> = BTreeMap::new();
-    for o in last.iter().filter(|o| o.0 == "accel_run_steps_total") {
+    for o in last.iter().filter(|o| o.0 == RUN_STEPS.name) {
         if let Some(run) = label(o, "run") {
             *ranks.entry(run.to_owned()).or_default() += 1;
         }
     }
     let mfu: BTreeMap<String, f64> = last
         .iter()
-        .filter(|o| o.0 == "accel_run_mfu_ratio")
+        .filter(|o| o.0 == RUN_MFU.name)
         .filter_map(|o| Some((label(o, "run")?.to_owned(), o.2)))
         .collect();
     let ratio = |a: Option<&f64>, b: Option<&f64>| match (a, b) {

@@ -117,6 +117,36 @@ pub fn spawn_with(config: &Config, hook: Option<Hook>) -> (Arc<Agent>, Threads) 
     (agent, threads)
 }
 
+/// What in `sample` its collector's family table does not declare: a
+/// family, or a family's type, help or a label name.
+pub fn undeclared(collector: &str, sample: &Sample) -> Option<String> {
+    let spec = accel_collectors::registry()
+        .iter()
+        .find(|s| s.name == collector)?;
+    for f in sample.families() {
+        let Some(def) = spec.family(&f.name) else {
+            return Some(format!(
+                "family {} is not in the {collector} collector's table",
+                f.name
+            ));
+        };
+        if def.kind != f.kind || def.help != f.help {
+            return Some(format!(
+                "family {} differs from its declaration in type or help",
+                f.name
+            ));
+        }
+        for series in &f.series {
+            if let Some((l, _)) = series.labels.iter().find(|(l, _)| {
+                !(def.labels.contains(l) || series.suffix == "_bucket" && *l == "le")
+            }) {
+                return Some(format!("family {} has an undeclared label {l}", f.name));
+            }
+        }
+    }
+    None
+}
+
 fn sample_loop(
     mut collector: Box<dyn Collector>,
     state: &CollectorState,
@@ -138,6 +168,13 @@ fn sample_loop(
                 format!("collector panicked: {}", panic_text(&*panic)),
             )),
         };
+        // Debug builds (every test run) hold each sample to the collector's
+        // family table: an undeclared family fails the sample, loudly.
+        #[cfg(debug_assertions)]
+        let result = result.and_then(|s| match undeclared(state.name, &s) {
+            None => Ok(s),
+            Some(why) => Err(CollectError::new(ErrorKind::Parse, why)),
+        });
         match &result {
             Err(e) if !failing => {
                 tracing::warn!(collector = state.name, error = %e, "sample failed; its metrics are withheld until it recovers");
@@ -173,5 +210,35 @@ fn sample_loop(
             );
         }
         std::thread::sleep(next - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use accel_collectors::{cpu, FamilyDef};
+
+    #[test]
+    fn samples_are_held_to_the_family_table() {
+        let mut s = Sample::new();
+        s.add(&cpu::SECONDS)
+            .add(&[("cpu", "0"), ("mode", "idle")], 1.0);
+        assert_eq!(undeclared("cpu", &s), None);
+
+        const OTHER: FamilyDef = FamilyDef::gauge("accel_cpu_other", "Not declared.");
+        let mut s = Sample::new();
+        s.add(&OTHER).add(&[], 1.0);
+        assert!(undeclared("cpu", &s).unwrap().contains("not in the cpu"));
+
+        const RELABELLED: FamilyDef = cpu::SECONDS.labels(&["cpu", "core"]);
+        let mut s = Sample::new();
+        s.add(&RELABELLED).add(&[("core", "0")], 1.0);
+        assert!(undeclared("cpu", &s).unwrap().contains("label core"));
+
+        const REWORDED: FamilyDef =
+            FamilyDef::counter("accel_cpu_seconds_total", "Something else.");
+        let mut s = Sample::new();
+        s.add(&REWORDED);
+        assert!(undeclared("cpu", &s).unwrap().contains("help"));
     }
 }

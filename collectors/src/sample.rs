@@ -127,8 +127,9 @@ impl Sample {
     }
 
     /// The family named `name`, created with `help` and `kind` if this sample
-    /// has none yet. Families keep the order of their first use.
-    pub fn family(&mut self, name: &str, help: &str, kind: MetricType) -> &mut Family {
+    /// has none yet. Families keep the order of their first use. Private:
+    /// collectors name families through their tables ([`add`](Self::add)).
+    fn family(&mut self, name: &str, help: &str, kind: MetricType) -> &mut Family {
         // Linear search: a collector has tens of families, and keeping them in
         // a Vec keeps the output order stable and readable.
         if let Some(i) = self.families.iter().position(|f| f.name == name) {
@@ -166,16 +167,6 @@ impl Sample {
                 self.add(family).add(&[], v as f64);
             }
         }
-    }
-
-    /// Shorthand for a counter family.
-    pub fn counter(&mut self, name: &str, help: &str) -> &mut Family {
-        self.family(name, help, MetricType::Counter)
-    }
-
-    /// Shorthand for a gauge family.
-    pub fn gauge(&mut self, name: &str, help: &str) -> &mut Family {
-        self.family(name, help, MetricType::Gauge)
     }
 
     /// Records an error that spoiled part of the sample but not all of it
@@ -328,6 +319,13 @@ fn escape_help(v: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FamilyDef;
+
+    const X: FamilyDef = FamilyDef::counter("accel_x_total", "An x.\nSecond line \\ here.");
+    const EMPTY: FamilyDef = FamilyDef::gauge("accel_empty", "Never filled.");
+    const G: FamilyDef = FamilyDef::gauge("accel_g", "g");
+    const H: FamilyDef = FamilyDef::histogram("accel_h_seconds", "h");
+    const X2: FamilyDef = FamilyDef::counter("accel_x_total", "x");
 
     fn text(s: &Sample) -> String {
         let mut out = String::new();
@@ -338,9 +336,8 @@ mod tests {
     #[test]
     fn encodes_help_type_and_escaped_labels() {
         let mut s = Sample::new();
-        s.counter("accel_x_total", "An x.\nSecond line \\ here.")
-            .add(&[("device", "a\"b\\c\nd")], 3.0);
-        s.gauge("accel_empty", "Never filled.");
+        s.add(&X).add(&[("device", "a\"b\\c\nd")], 3.0);
+        s.add(&EMPTY);
         assert_eq!(
             text(&s),
             "# HELP accel_x_total An x.\\nSecond line \\\\ here.\n\
@@ -352,8 +349,8 @@ mod tests {
     #[test]
     fn same_family_twice_appends() {
         let mut s = Sample::new();
-        s.gauge("accel_g", "g").add(&[("a", "1")], 1.0);
-        s.gauge("accel_g", "g").add(&[("a", "2")], 2.5);
+        s.add(&G).add(&[("a", "1")], 1.0);
+        s.add(&G).add(&[("a", "2")], 2.5);
         assert_eq!(s.families().len(), 1);
         assert!(text(&s).ends_with("accel_g{a=\"1\"} 1\naccel_g{a=\"2\"} 2.5\n"));
     }
@@ -389,7 +386,7 @@ mod tests {
     #[test]
     fn encodes_a_histogram() {
         let mut s = Sample::new();
-        s.family("accel_h_seconds", "h", MetricType::Histogram)
+        s.add(&H)
             .add_histogram(&[("run", "r")], &[(0.5, 1), (1.0, 3)], 2.5, 4);
         assert_eq!(
             text(&s),
@@ -406,7 +403,7 @@ mod tests {
     #[test]
     fn openmetrics_names_counter_family_without_total() {
         let mut s = Sample::new();
-        s.counter("accel_x_total", "x").add(&[], 1.0);
+        s.add(&X2).add(&[], 1.0);
         let mut out = String::new();
         s.encode_openmetrics(&mut out);
         assert_eq!(
