@@ -136,7 +136,7 @@ pub fn undeclared(collector: &str, sample: &Sample) -> Option<String> {
                 f.name
             ));
         }
-        for series in &f.series {
+        for series in f.series.iter().filter(|_| !def.open_labels) {
             if let Some((l, _)) = series.labels.iter().find(|(l, _)| {
                 !(def.labels.contains(l) || series.suffix == "_bucket" && *l == "le")
             }) {

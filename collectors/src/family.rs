@@ -27,6 +27,10 @@ pub struct FamilyDef {
     pub source: &'static str,
     /// The node_exporter or DCGM family with the same meaning, or "".
     pub equivalent: &'static str,
+    /// Whether series may carry labels beyond `labels`, named by the data
+    /// (the run_start labels of `accel_run_info`); their number is bounded
+    /// where they are read.
+    pub open_labels: bool,
 }
 
 impl FamilyDef {
@@ -39,6 +43,7 @@ impl FamilyDef {
             doc: "",
             source: "",
             equivalent: "",
+            open_labels: false,
         }
     }
 
@@ -60,6 +65,12 @@ impl FamilyDef {
     /// With these label names.
     pub const fn labels(mut self, labels: &'static [&'static str]) -> Self {
         self.labels = labels;
+        self
+    }
+
+    /// With labels beyond the declared ones, named by the data.
+    pub const fn open_labels(mut self) -> Self {
+        self.open_labels = true;
         self
     }
 

@@ -15,6 +15,7 @@ pub const RUN_INFO: FamilyDef = FamilyDef::gauge(
     "A training run on this node, with the labels of its run_start and the unit, container or Slurm job of the process that started it; always 1.",
 )
 .labels(&["run", "unit", "container", "slurm_job"])
+.open_labels()
 .doc("1. `unit`, `container`, `slurm_job` are there when known; the run_start labels follow them")
 .source("run_start; `/proc/<pid>/cgroup`; `collectors/src/goodput/export.rs`");
 
