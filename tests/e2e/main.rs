@@ -14,6 +14,7 @@ mod gpu;
 mod http;
 mod jobs;
 mod kubernetes;
+mod limits;
 mod node_exporter;
 mod package;
 mod process;
