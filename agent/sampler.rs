@@ -4,12 +4,15 @@
 //! wedged driver), so each runs on a plain thread of its own, never on the
 //! async runtime. A sample that overruns its interval skips the ticks it
 //! missed and counts them; a sample that hangs is seen by the server as
-//! stale (see [`Agent::is_stale`](crate::state::Agent::is_stale)).
+//! stale (see [`Agent::is_stale`](crate::state::Agent::is_stale)), and by
+//! a watchdog thread that logs one warning when a sample runs past its
+//! deadline, while it still hangs, and one info line once a sample finishes
+//! within its deadline again: one pair per episode, not one per tick.
 
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use accel_collectors::workers::panic_text;
 use accel_collectors::{
@@ -114,7 +117,44 @@ pub fn spawn_with(config: &Config, hook: Option<Hook>) -> (Arc<Agent>, Threads) 
             Err(e) => tracing::error!(error = %e, "cannot start a sampler thread"),
         }
     }
+    let weak = Arc::downgrade(&agent);
+    if let Err(e) = std::thread::Builder::new()
+        .name("sample-watchdog".into())
+        .spawn(move || watchdog(&weak))
+    {
+        tracing::warn!(error = %e, "cannot start the sampler watchdog: hung samples are not logged");
+    }
     (agent, threads)
+}
+
+/// How often the watchdog looks at the running samples.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+
+/// Logs, once per episode, a sample that runs past its deadline, while it
+/// runs. Ends with the agent.
+fn watchdog(agent: &Weak<Agent>) {
+    loop {
+        std::thread::sleep(WATCH_EVERY);
+        let Some(agent) = agent.upgrade() else {
+            return;
+        };
+        for c in &agent.collectors {
+            let Some(running) = agent.running_for(c) else {
+                continue;
+            };
+            if running > c.deadline && agent.begin_overdue(c) {
+                // The sampler knows the collector, not which call inside
+                // its sample is blocked.
+                tracing::warn!(
+                    collector = c.name,
+                    thread = %format!("sample-{}", c.name),
+                    deadline = ?c.deadline,
+                    running_for = ?running,
+                    "sample running past its deadline (a hung read or driver call); the collector is reported stale and its metrics withheld until a sample finishes in time"
+                );
+            }
+        }
+    }
 }
 
 fn sample_loop(
@@ -154,7 +194,20 @@ fn sample_loop(
                 }
             }
         }
+        let took = started.elapsed();
         agent.publish(state, result, started, overruns);
+        if took <= state.deadline {
+            if let Some(episode) = agent.end_overdue(state) {
+                tracing::info!(
+                    collector = state.name,
+                    took = ?took,
+                    after = ?episode,
+                    "sample finished within its deadline again; the collector recovered"
+                );
+            }
+        } else {
+            tracing::debug!(collector = state.name, took = ?took, deadline = ?state.deadline, "sample finished after its deadline");
+        }
         if hook.is_some_and(|h| h(state, &state.snapshot()).is_break()) {
             return;
         }

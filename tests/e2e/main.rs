@@ -22,3 +22,4 @@ mod profile;
 mod prometheus;
 mod systemd;
 mod tls;
+mod watchdog;
