@@ -289,7 +289,13 @@ pub async fn serve_on(
                 }
             })
         };
-        let http = http1::Builder::new().timer(TokioTimer::new()).clone();
+        // hyper's own header timeout (30 s unless told) would also run
+        // while a keep-alive connection waits for its next request: off,
+        // the connection's task keeps both deadlines instead.
+        let http = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .clone();
         let watcher = graceful.watcher();
         let mut stopping = stopping.subscribe();
         tokio::spawn(async move {
