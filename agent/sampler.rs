@@ -127,6 +127,78 @@ pub fn spawn_with(config: &Config, hook: Option<Hook>) -> (Arc<Agent>, Threads) 
     (agent, threads)
 }
 
+/// The calling thread's kernel id, from `/proc/thread-self` (`PID/task/TID`).
+fn current_thread_id() -> Option<u64> {
+    std::fs::read_link("/proc/thread-self")
+        .ok()?
+        .file_name()?
+        .to_str()?
+        .parse()
+        .ok()
+}
+
+/// What thread `tid` of this process is blocked in, from
+/// `/proc/self/task/<tid>/syscall` and `wchan`: `"clock_nanosleep (230),
+/// kernel hrtimer_nanosleep"`, `"running"`, or `"unknown"`.
+pub fn blocked_in(tid: u64) -> String {
+    let dir = format!("/proc/self/task/{tid}");
+    let syscall = std::fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
+    let first = syscall.split_whitespace().next().unwrap_or("");
+    let call = match first.parse::<u64>() {
+        Ok(n) => match syscall_name(n) {
+            Some(name) => format!("{name} ({n})"),
+            None => format!("syscall {n}"),
+        },
+        Err(_) if first == "running" => return "running".to_owned(),
+        Err(_) => return "unknown".to_owned(),
+    };
+    let wchan = std::fs::read_to_string(format!("{dir}/wchan")).unwrap_or_default();
+    match wchan.trim() {
+        "" | "0" => call,
+        w => format!("{call}, kernel {w}"),
+    }
+}
+
+/// The names of the system calls a hung read or driver call sits in.
+fn syscall_name(n: u64) -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    const NAMES: &[(u64, &str)] = &[
+        (0, "read"),
+        (1, "write"),
+        (2, "open"),
+        (4, "stat"),
+        (7, "poll"),
+        (16, "ioctl"),
+        (17, "pread64"),
+        (23, "select"),
+        (35, "nanosleep"),
+        (202, "futex"),
+        (230, "clock_nanosleep"),
+        (232, "epoll_wait"),
+        (257, "openat"),
+        (262, "newfstatat"),
+        (270, "pselect6"),
+        (271, "ppoll"),
+        (281, "epoll_pwait"),
+    ];
+    #[cfg(target_arch = "aarch64")]
+    const NAMES: &[(u64, &str)] = &[
+        (29, "ioctl"),
+        (56, "openat"),
+        (63, "read"),
+        (64, "write"),
+        (67, "pread64"),
+        (73, "ppoll"),
+        (79, "newfstatat"),
+        (98, "futex"),
+        (101, "nanosleep"),
+        (115, "clock_nanosleep"),
+    ];
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    const NAMES: &[(u64, &str)] = &[];
+    NAMES.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
+}
+
 /// How often the watchdog looks at the running samples.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 
@@ -143,11 +215,13 @@ fn watchdog(agent: &Weak<Agent>) {
                 continue;
             };
             if running > c.deadline && agent.begin_overdue(c) {
-                // The sampler knows the collector, not which call inside
-                // its sample is blocked.
+                // The sampler knows the collector, and from the kernel what
+                // its thread is blocked in (an ioctl into a wedged driver, a
+                // read on a hung mount); not which library call made it.
                 tracing::warn!(
                     collector = c.name,
                     thread = %format!("sample-{}", c.name),
+                    blocked_in = %c.thread_id().map_or_else(|| "unknown".to_owned(), blocked_in),
                     deadline = ?c.deadline,
                     running_for = ?running,
                     "sample running past its deadline (a hung read or driver call); the collector is reported stale and its metrics withheld until a sample finishes in time"
@@ -163,6 +237,9 @@ fn sample_loop(
     agent: &Agent,
     hook: Option<&Hook>,
 ) {
+    if let Some(tid) = current_thread_id() {
+        state.set_thread_id(tid);
+    }
     let mut next = Instant::now();
     let mut failing = false;
     let mut overruns = 0;

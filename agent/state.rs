@@ -175,6 +175,9 @@ pub struct CollectorState {
     /// watchdog logged that a sample ran past its deadline; 0 outside such
     /// an episode (see [`crate::sampler`]).
     overdue_ms: AtomicU64,
+    /// The kernel's id of its sampler thread (0 until known), so that the
+    /// watchdog can say what a hung sample is blocked in.
+    thread_id: AtomicU64,
     /// Its background workers' counters.
     pub workers: Arc<WorkerStats>,
 }
@@ -189,6 +192,7 @@ impl CollectorState {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             started_ms: AtomicU64::new(0),
             overdue_ms: AtomicU64::new(0),
+            thread_id: AtomicU64::new(0),
             workers: Arc::default(),
         }
     }
@@ -204,6 +208,16 @@ impl CollectorState {
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Records the kernel thread id of its sampler thread.
+    pub fn set_thread_id(&self, tid: u64) {
+        self.thread_id.store(tid, Ordering::Release);
+    }
+
+    /// The kernel thread id of its sampler thread, once known.
+    pub fn thread_id(&self) -> Option<u64> {
+        Some(self.thread_id.load(Ordering::Acquire)).filter(|&t| t != 0)
     }
 }
 

@@ -57,6 +57,8 @@ fn a_hung_gpu_sample_is_logged_once_while_it_hangs_and_once_when_it_recovers() {
     // still hangs (it returns at 8 s): the collector is stale right then.
     let line = wait_line(&agent, &warn, Duration::from_secs(10));
     assert!(line.contains("thread=sample-gpu"), "{line}");
+    // The simulated call sleeps: the kernel says so.
+    assert!(line.contains("nanosleep"), "{line}");
     let text = agent.get("/metrics").text();
     assert_eq!(
         value(&text, "accel_collector_stale{collector=\"gpu\"}"),
