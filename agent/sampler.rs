@@ -305,3 +305,28 @@ fn sample_loop(
         std::thread::sleep(next - now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn says_what_a_thread_is_blocked_in() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            tx.send(current_thread_id()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let tid = rx
+            .recv()
+            .unwrap()
+            .expect("a thread id from /proc/thread-self");
+        std::thread::sleep(Duration::from_millis(100));
+        let what = blocked_in(tid);
+        assert!(what.contains("nanosleep"), "{what}");
+        t.join().unwrap();
+        // A thread that is gone, or never was.
+        assert_eq!(blocked_in(u64::MAX), "unknown");
+        assert_eq!(syscall_name(u64::MAX), None);
+    }
+}
