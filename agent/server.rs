@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -42,6 +42,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+// The runtime's clock, so that the deadlines run on paused time in tests.
+use tokio::time::Instant;
 
 use crate::config::{Config, Parsed, WebConfig};
 use crate::state::{Agent, Format};
@@ -872,4 +874,75 @@ fn landing(agent: &Agent, web: &WebConfig) -> String {
     }
     h.push_str("</table>\n</body></html>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn web() -> WebConfig {
+        WebConfig {
+            listen_address: String::new(),
+            telemetry_path: "/metrics".into(),
+            max_requests: 40,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(360),
+            security: None,
+        }
+    }
+
+    /// One request on a keep-alive connection: whether it was answered 200.
+    async fn healthy(s: &mut tokio::net::TcpStream) -> bool {
+        if s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"Healthy\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        got.starts_with(b"HTTP/1.1 200 ")
+    }
+
+    /// On paused time: a keep-alive connection lives through hyper's own
+    /// default header timeout (30 s) and closes at --web.idle-timeout.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_lasts_until_the_idle_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let agent = Arc::new(Agent::new(Vec::new(), Vec::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(
+            listener,
+            agent,
+            web(),
+            Arc::new(ArcSwapOption::empty()),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(healthy(&mut s).await);
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        assert!(healthy(&mut s).await, "closed after 45 s idle");
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(healthy(&mut s).await, "closed after 300 s idle");
+        tokio::time::sleep(Duration::from_secs(361)).await;
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            s.read(&mut buf).await.unwrap_or(0),
+            0,
+            "open after 361 s idle"
+        );
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
 }
