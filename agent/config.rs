@@ -31,9 +31,14 @@ pub struct WebConfig {
     pub telemetry_path: String,
     /// Requests served at once; beyond it, 503. 0: no limit.
     pub max_requests: usize,
-    /// How long a client may take to send its request headers (and, with
-    /// TLS, to finish the handshake).
+    /// Connections open at once, idle or not; at the bound the longest
+    /// idle one is closed for a new one. 0: no limit.
+    pub max_connections: usize,
+    /// How long a client may take to send its request headers once it has
+    /// started them (and, with TLS, to finish the handshake).
     pub header_timeout: Duration,
+    /// How long a connection may stay open with no request on it.
+    pub idle_timeout: Duration,
     /// `--web.config.file`: TLS and basic authentication, loaded and checked.
     pub security: Option<Arc<WebSecurity>>,
 }
@@ -133,8 +138,10 @@ pub fn command() -> Command {
         .arg(opt("config.file", "FILE", "Optional TOML config file; flags override it.".into()))
         .arg(opt("web.listen-address", "ADDR", "Address to listen on: host:port, or :port for every address.".into()).default_value(":9445"))
         .arg(opt("web.telemetry-path", "PATH", "Path under which to expose metrics.".into()).default_value("/metrics").value_parser(parse_path))
-        .arg(opt("web.max-requests", "N", "Maximum number of connections served at once; more get 503. 0 means no limit.".into()).default_value("40").value_parser(clap::value_parser!(usize)))
-        .arg(opt("web.header-timeout", "DURATION", "How long a client may take to send its request headers (and to finish the TLS handshake).".into()).default_value("10s").value_parser(parse_duration))
+        .arg(opt("web.max-requests", "N", "Maximum number of requests served at once; more get 503. Connections waiting for their headers or idle between requests do not count. 0 means no limit.".into()).default_value("40").value_parser(clap::value_parser!(usize)))
+        .arg(opt("web.max-connections", "N", "Maximum number of open connections; at the limit the longest idle one is closed to admit a new one. 0 means no limit.".into()).default_value("1024").value_parser(clap::value_parser!(usize)))
+        .arg(opt("web.header-timeout", "DURATION", "How long a client may take to send its request headers once it has started (and to finish the TLS handshake).".into()).default_value("10s").value_parser(parse_duration))
+        .arg(opt("web.idle-timeout", "DURATION", "How long a connection may stay open without a request (keep-alive); longer than Prometheus' own 5m by default, so a scraper's connection is not closed under it.".into()).default_value("6m").value_parser(parse_duration))
         .arg(opt("web.config.file", "FILE", "Web config file for TLS and basic authentication, in the Prometheus exporter-toolkit format (tls_server_config, basic_auth_users); re-read on SIGHUP.".into()))
         .arg(opt("log.level", "LEVEL", "Only log messages with this severity or above: debug, info, warn, error.".into()).default_value("info").value_parser(parse_level))
         .arg(opt("log.format", "FORMAT", "Log line format: logfmt or json.".into()).default_value("logfmt").value_parser(parse_format))
@@ -346,8 +353,14 @@ impl Config {
         if a.max_requests != b.max_requests {
             out.push("web.max-requests");
         }
+        if a.max_connections != b.max_connections {
+            out.push("web.max-connections");
+        }
         if a.header_timeout != b.header_timeout {
             out.push("web.header-timeout");
+        }
+        if a.idle_timeout != b.idle_timeout {
+            out.push("web.idle-timeout");
         }
         if self.log_format != new.log_format {
             out.push("log.format");
@@ -417,8 +430,14 @@ impl Config {
                 max_requests: *m
                     .get_one::<usize>("web.max-requests")
                     .expect("has a default"),
+                max_connections: *m
+                    .get_one::<usize>("web.max-connections")
+                    .expect("has a default"),
                 header_timeout: *m
                     .get_one::<Duration>("web.header-timeout")
+                    .expect("has a default"),
+                idle_timeout: *m
+                    .get_one::<Duration>("web.idle-timeout")
                     .expect("has a default"),
                 security,
             },
@@ -474,6 +493,8 @@ mod tests {
         let c = parse(&[]).unwrap();
         assert_eq!(c.web.listen_address, ":9445");
         assert_eq!(c.web.max_requests, 40);
+        assert_eq!(c.web.max_connections, 1024);
+        assert_eq!(c.web.idle_timeout, Duration::from_secs(360));
         assert!(enabled(&c).contains(&"disk"));
         let c = parse(&["--no-collector.disk", "--collector.disk.interval=100ms"]).unwrap();
         assert!(!enabled(&c).contains(&"disk"));

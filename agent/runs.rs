@@ -319,6 +319,49 @@ pub fn summarise(first: &[Obs], last: &[Obs], source: &str) -> Vec<RunSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const LINES: &[&str] = &[
+        r#"accel_run_steps_total{run="a,\"b\"",rank="0"} 12"#,
+        r#"accel_run_step_seconds_bucket{run="r",rank="1",le="+Inf"} 4"#,
+        "accel_run_x 3.5",
+        r#"accel_run_mfu_ratio{run="r\nx",dtype="bf16"} 0.41"#,
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// What `profile` reads from the daemon (or whatever answers on its
+        /// port) never panics the parser: arbitrary text, and valid lines
+        /// with characters changed, cut or added.
+        #[test]
+        fn metrics_text_never_panics(text in "(accel_run_[a-z_]{0,8}\\PC{0,40}\n?){0,4}") {
+            for o in parse_text(&text) {
+                prop_assert!(o.0.starts_with("accel_run_"));
+            }
+        }
+
+        #[test]
+        fn mutated_lines_never_panic(
+            i in 0..LINES.len(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<char>(), 0u8..3), 0..5),
+        ) {
+            let mut chars: Vec<char> = LINES[i].chars().collect();
+            for (at, c, op) in edits {
+                let n = chars.len();
+                match op {
+                    0 if n > 0 => chars[at.index(n)] = c,
+                    1 if n > 0 => {
+                        chars.remove(at.index(n));
+                    }
+                    _ => chars.insert(at.index(n + 1), c),
+                }
+            }
+            let line: String = chars.into_iter().collect();
+            let _ = parse_line(&line);
+            let _ = parse_text(&format!("{line}\n{line}"));
+        }
+    }
 
     #[test]
     fn parses_exposition_lines() {

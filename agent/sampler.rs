@@ -4,12 +4,15 @@
 //! wedged driver), so each runs on a plain thread of its own, never on the
 //! async runtime. A sample that overruns its interval skips the ticks it
 //! missed and counts them; a sample that hangs is seen by the server as
-//! stale (see [`Agent::is_stale`](crate::state::Agent::is_stale)).
+//! stale (see [`Agent::is_stale`](crate::state::Agent::is_stale)), and by
+//! a watchdog thread that logs one warning when a sample runs past its
+//! deadline, while it still hangs, and one info line once a sample finishes
+//! within its deadline again: one pair per episode, not one per tick.
 
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use accel_collectors::workers::panic_text;
 use accel_collectors::{
@@ -114,6 +117,13 @@ pub fn spawn_with(config: &Config, hook: Option<Hook>) -> (Arc<Agent>, Threads) 
             Err(e) => tracing::error!(error = %e, "cannot start a sampler thread"),
         }
     }
+    let weak = Arc::downgrade(&agent);
+    if let Err(e) = std::thread::Builder::new()
+        .name("sample-watchdog".into())
+        .spawn(move || watchdog(&weak))
+    {
+        tracing::warn!(error = %e, "cannot start the sampler watchdog: hung samples are not logged");
+    }
     (agent, threads)
 }
 
@@ -147,12 +157,119 @@ pub fn undeclared(collector: &str, sample: &Sample) -> Option<String> {
     None
 }
 
+/// The calling thread's kernel id, from `/proc/thread-self` (`PID/task/TID`).
+fn current_thread_id() -> Option<u64> {
+    std::fs::read_link("/proc/thread-self")
+        .ok()?
+        .file_name()?
+        .to_str()?
+        .parse()
+        .ok()
+}
+
+/// What thread `tid` of this process is blocked in, from
+/// `/proc/self/task/<tid>/syscall` and `wchan`: `"clock_nanosleep (230),
+/// kernel hrtimer_nanosleep"`, `"running"`, or `"unknown"`.
+pub fn blocked_in(tid: u64) -> String {
+    let dir = format!("/proc/self/task/{tid}");
+    let syscall = std::fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
+    let first = syscall.split_whitespace().next().unwrap_or("");
+    let call = match first.parse::<u64>() {
+        Ok(n) => match syscall_name(n) {
+            Some(name) => format!("{name} ({n})"),
+            None => format!("syscall {n}"),
+        },
+        Err(_) if first == "running" => return "running".to_owned(),
+        Err(_) => return "unknown".to_owned(),
+    };
+    let wchan = std::fs::read_to_string(format!("{dir}/wchan")).unwrap_or_default();
+    match wchan.trim() {
+        "" | "0" => call,
+        w => format!("{call}, kernel {w}"),
+    }
+}
+
+/// The names of the system calls a hung read or driver call sits in.
+fn syscall_name(n: u64) -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    const NAMES: &[(u64, &str)] = &[
+        (0, "read"),
+        (1, "write"),
+        (2, "open"),
+        (4, "stat"),
+        (7, "poll"),
+        (16, "ioctl"),
+        (17, "pread64"),
+        (23, "select"),
+        (35, "nanosleep"),
+        (202, "futex"),
+        (230, "clock_nanosleep"),
+        (232, "epoll_wait"),
+        (257, "openat"),
+        (262, "newfstatat"),
+        (270, "pselect6"),
+        (271, "ppoll"),
+        (281, "epoll_pwait"),
+    ];
+    #[cfg(target_arch = "aarch64")]
+    const NAMES: &[(u64, &str)] = &[
+        (29, "ioctl"),
+        (56, "openat"),
+        (63, "read"),
+        (64, "write"),
+        (67, "pread64"),
+        (73, "ppoll"),
+        (79, "newfstatat"),
+        (98, "futex"),
+        (101, "nanosleep"),
+        (115, "clock_nanosleep"),
+    ];
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    const NAMES: &[(u64, &str)] = &[];
+    NAMES.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
+}
+
+/// How often the watchdog looks at the running samples.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+
+/// Logs, once per episode, a sample that runs past its deadline, while it
+/// runs. Ends with the agent.
+fn watchdog(agent: &Weak<Agent>) {
+    loop {
+        std::thread::sleep(WATCH_EVERY);
+        let Some(agent) = agent.upgrade() else {
+            return;
+        };
+        for c in &agent.collectors {
+            let Some(running) = agent.running_for(c) else {
+                continue;
+            };
+            if running > c.deadline && agent.begin_overdue(c) {
+                // The sampler knows the collector, and from the kernel what
+                // its thread is blocked in (an ioctl into a wedged driver, a
+                // read on a hung mount); not which library call made it.
+                tracing::warn!(
+                    collector = c.name,
+                    thread = %format!("sample-{}", c.name),
+                    blocked_in = %c.thread_id().map_or_else(|| "unknown".to_owned(), blocked_in),
+                    deadline = ?c.deadline,
+                    running_for = ?running,
+                    "sample running past its deadline (a hung read or driver call); the collector is reported stale and its metrics withheld until a sample finishes in time"
+                );
+            }
+        }
+    }
+}
+
 fn sample_loop(
     mut collector: Box<dyn Collector>,
     state: &CollectorState,
     agent: &Agent,
     hook: Option<&Hook>,
 ) {
+    if let Some(tid) = current_thread_id() {
+        state.set_thread_id(tid);
+    }
     let mut next = Instant::now();
     let mut failing = false;
     let mut overruns = 0;
@@ -191,7 +308,20 @@ fn sample_loop(
                 }
             }
         }
+        let took = started.elapsed();
         agent.publish(state, result, started, overruns);
+        if took <= state.deadline {
+            if let Some(episode) = agent.end_overdue(state) {
+                tracing::info!(
+                    collector = state.name,
+                    took = ?took,
+                    after = ?episode,
+                    "sample finished within its deadline again; the collector recovered"
+                );
+            }
+        } else {
+            tracing::debug!(collector = state.name, took = ?took, deadline = ?state.deadline, "sample finished after its deadline");
+        }
         if hook.is_some_and(|h| h(state, &state.snapshot()).is_break()) {
             return;
         }
@@ -240,5 +370,25 @@ mod tests {
         let mut s = Sample::new();
         s.add(&REWORDED);
         assert!(undeclared("cpu", &s).unwrap().contains("help"));
+    }
+
+    #[test]
+    fn says_what_a_thread_is_blocked_in() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            tx.send(current_thread_id()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let tid = rx
+            .recv()
+            .unwrap()
+            .expect("a thread id from /proc/thread-self");
+        std::thread::sleep(Duration::from_millis(100));
+        let what = blocked_in(tid);
+        assert!(what.contains("nanosleep"), "{what}");
+        t.join().unwrap();
+        // A thread that is gone, or never was.
+        assert_eq!(blocked_in(u64::MAX), "unknown");
+        assert_eq!(syscall_name(u64::MAX), None);
     }
 }

@@ -5,18 +5,26 @@
 //!
 //! Handlers only read the shared state (see [`crate::state`]); nothing here
 //! touches /proc, /sys or a device, so a wedged collector cannot stall a
-//! scrape. Concurrency is capped by `--web.max-requests` (503 beyond it), a
-//! client must finish its TLS handshake and send its headers within
-//! `--web.header-timeout`, SIGTERM or SIGINT stop the listener and let
+//! scrape. Requests served at once are capped by `--web.max-requests` (503
+//! beyond it); open connections by `--web.max-connections`, the longest
+//! idle one closed first to admit a new one, so idle or slow clients cannot
+//! lock a scraper out (docs/security.md has the whole model). A client must
+//! finish its TLS handshake, and a request's headers once begun, within
+//! `--web.header-timeout`; a connection without a request closes after
+//! `--web.idle-timeout`. SIGTERM or SIGINT stop the listener and let
 //! in-flight requests finish, and SIGHUP reloads the config file and the
 //! web config without closing the listener.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -25,14 +33,17 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH,
-    CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
+    CONTENT_TYPE, RETRY_AFTER, VARY, WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+// The runtime's clock, so that the deadlines run on paused time in tests.
+use tokio::time::Instant;
 
 use crate::config::{Config, Parsed, WebConfig};
 use crate::state::{Agent, Format};
@@ -195,8 +206,12 @@ pub async fn serve_on(
     stop: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, path = %web.telemetry_path, "listening");
-    let limit = (web.max_requests > 0).then(|| Arc::new(Semaphore::new(web.max_requests)));
-    let header_timeout = web.header_timeout;
+    let requests = (web.max_requests > 0).then(|| Arc::new(Semaphore::new(web.max_requests)));
+    let connections = Arc::new(Connections::new(web.max_connections));
+    let limits = Limits {
+        header: web.header_timeout,
+        idle: web.idle_timeout,
+    };
     let web = Arc::new(web);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // Tells connections still in their TLS handshake to give up.
@@ -216,75 +231,123 @@ pub async fn serve_on(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        // A slot is a connection being served, held from accept to close:
-        // a slow or idle client holds one until --web.header-timeout drops
-        // it. Without a free slot the client gets a 503 at once.
         let tls = security.load().as_ref().and_then(|s| s.tls.clone());
-        let permit = match limit.clone().map(Semaphore::try_acquire_owned) {
+        // A connection counts against --web.max-connections from accept to
+        // close; at the bound the longest idle one makes room. Only when
+        // every connection has a request in flight is the new one refused.
+        let Some(conn) = connections.admit() else {
+            tracing::debug!("every connection is busy (--web.max-connections): refusing one");
+            if tls.is_none() {
+                tokio::spawn(refuse(
+                    stream,
+                    format!(
+                        "503 too many open connections (--web.max-connections={})\n",
+                        web.max_connections
+                    ),
+                ));
+            }
             // A TLS client could not read a plain 503, and a handshake is
             // what a full server should not spend: close at once.
-            Some(Err(_)) if tls.is_some() => continue,
-            Some(Err(_)) => {
-                tokio::spawn(refuse(stream, web.max_requests));
-                continue;
-            }
-            Some(Ok(p)) => Some(p),
-            None => None,
+            continue;
         };
-        let (agent, web, security) = (agent.clone(), web.clone(), security.clone());
-        let svc = service_fn(move |req: Request<Incoming>| {
-            // Without a web config the response is built at once; with one,
-            // the authentication check may wait for bcrypt.
-            let quick = match &*security.load() {
-                None => Ok(handle(&agent, &web, &req)),
-                Some(s) => Err((s.clone(), agent.clone(), web.clone())),
-            };
-            async move {
-                Ok::<_, Infallible>(match quick {
-                    Ok(r) => r,
-                    Err((security, agent, web)) => secured(&security, &agent, &web, req).await,
-                })
-            }
-        });
+        let (agent, web, security, requests, connections) = (
+            agent.clone(),
+            web.clone(),
+            security.clone(),
+            requests.clone(),
+            connections.clone(),
+        );
+        let svc = {
+            let conn = conn.clone();
+            service_fn(move |req: Request<Incoming>| {
+                let busy = conn.begin();
+                // --web.max-requests counts requests, held until the
+                // response is written (as promhttp's in-flight limit).
+                let permit = match requests.as_ref().map(|l| l.clone().try_acquire_owned()) {
+                    Some(Err(_)) => Err(()),
+                    Some(Ok(p)) => Ok(Some(p)),
+                    None => Ok(None),
+                };
+                // Without a web config the response is built at once; with
+                // one, the authentication check may wait for bcrypt.
+                let quick = match (&permit, &*security.load()) {
+                    (Err(()), _) => Ok(too_many_requests(web.max_requests)),
+                    (Ok(_), None) => Ok(handle(&agent, &web, &req)),
+                    (Ok(_), Some(s)) => Err((s.clone(), agent.clone(), web.clone())),
+                };
+                let guard = Guard {
+                    _permit: permit.ok().flatten(),
+                    _busy: busy,
+                };
+                async move {
+                    let r = match quick {
+                        Ok(r) => r,
+                        Err((security, agent, web)) => secured(&security, &agent, &web, req).await,
+                    };
+                    Ok::<_, Infallible>(r.map(|body| Served {
+                        body,
+                        _guard: guard,
+                    }))
+                }
+            })
+        };
+        // hyper's own header timeout (30 s unless told) would also run
+        // while a keep-alive connection waits for its next request: off,
+        // the connection's task keeps both deadlines instead.
         let http = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
+            .header_read_timeout(None)
             .clone();
         let watcher = graceful.watcher();
-        match tls {
-            None => {
-                let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), svc));
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
-            }
-            Some(config) => {
-                let mut stopping = stopping.subscribe();
-                tokio::spawn(async move {
+        let mut stopping = stopping.subscribe();
+        tokio::spawn(async move {
+            let stream = match tls {
+                None => Io::Plain(stream),
+                Some(config) => {
                     let handshake = tokio::select! {
-                        s = tokio::time::timeout(header_timeout, handshake(stream, config)) => s,
-                        _ = stopping.changed() => return,
+                        s = tokio::time::timeout(limits.header, handshake(stream, config)) => s,
+                        _ = stopping.changed() => return connections.remove(&conn),
+                        () = conn.killed.notified() => return,
                     };
-                    let stream = match handshake {
-                        Ok(Some(s)) => s,
-                        Ok(None) => return,
+                    match handshake {
+                        Ok(Some(s)) => Io::Tls(Box::new(s)),
+                        Ok(None) => return connections.remove(&conn),
                         Err(_) => {
-                            return tracing::debug!(
-                                "TLS handshake timed out (--web.header-timeout)"
-                            )
+                            tracing::debug!("TLS handshake timed out (--web.header-timeout)");
+                            return connections.remove(&conn);
                         }
-                    };
-                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), svc));
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
                     }
-                    drop(permit);
-                });
+                }
+            };
+            let io = Tracked {
+                inner: stream,
+                conn: conn.clone(),
+            };
+            let served = watcher.watch(http.serve_connection(TokioIo::new(io), svc));
+            tokio::pin!(served);
+            loop {
+                let wait = conn.wait(limits);
+                tokio::select! {
+                    r = &mut served => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // Closed to make room for a new connection.
+                    () = conn.killed.notified() => return,
+                    // A request began: the header deadline starts now.
+                    () = conn.head_started.notified() => {}
+                    () = tokio::time::sleep(wait.unwrap_or(Duration::ZERO)), if wait.is_some() => {
+                        if let Some(why) = conn.expired(limits) {
+                            tracing::debug!("closing a connection: {why}");
+                            break;
+                        }
+                    }
+                }
             }
-        }
+            connections.remove(&conn);
+        });
     }
     drop(listener);
     let _ = stopping.send(());
@@ -293,6 +356,266 @@ pub async fn serve_on(
         () = tokio::time::sleep(DRAIN) => tracing::warn!("in-flight requests did not finish in time"),
     }
     Ok(())
+}
+
+/// The two deadlines of a connection without a request in flight.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// From the first byte of a request to the end of its headers.
+    header: Duration,
+    /// From accept, or the end of the last response, to the first byte of
+    /// the next request.
+    idle: Duration,
+}
+
+/// The open connections, for `--web.max-connections`.
+struct Connections {
+    max: usize,
+    epoch: Instant,
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+}
+
+/// One open connection, as the limits see it.
+struct Conn {
+    id: u64,
+    epoch: Instant,
+    /// Requests in flight on it (more than one only when pipelined).
+    busy: AtomicUsize,
+    /// Milliseconds since `epoch` when it last became idle (accepted, or
+    /// its last response written).
+    idle_since: AtomicU64,
+    /// Milliseconds since `epoch`, plus one, when the first byte of the next
+    /// request arrived; 0 while none has.
+    head_since: AtomicU64,
+    /// Set when it is closed to make room.
+    killed: Notify,
+    /// Set when the first byte of a request arrives.
+    head_started: Notify,
+}
+
+impl Connections {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registers a new connection, closing the longest idle one if the
+    /// bound is reached; `None` when every open connection is busy.
+    fn admit(&self) -> Option<Arc<Conn>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if self.max > 0 && open.len() >= self.max {
+            let victim = open
+                .values()
+                .filter(|c| c.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|c| (c.idle_since.load(Ordering::Acquire), c.id))
+                .map(|c| c.id)?;
+            if let Some(c) = open.remove(&victim) {
+                tracing::debug!(
+                    "--web.max-connections reached: closing the longest idle connection"
+                );
+                c.killed.notify_one();
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = ms(self.epoch);
+        let c = Arc::new(Conn {
+            id,
+            epoch: self.epoch,
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(now),
+            head_since: AtomicU64::new(0),
+            killed: Notify::new(),
+            head_started: Notify::new(),
+        });
+        open.insert(id, c.clone());
+        Some(c)
+    }
+
+    fn remove(&self, c: &Conn) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&c.id);
+    }
+}
+
+fn ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+impl Conn {
+    /// A request's headers are complete: it is busy until the returned
+    /// marker is dropped (its response written).
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.head_since.store(0, Ordering::Release);
+        Busy(self.clone())
+    }
+
+    /// Bytes arrived: if the connection was idle, a request has begun.
+    fn read_some(&self) {
+        if self.busy.load(Ordering::Acquire) == 0
+            && self
+                .head_since
+                .compare_exchange(0, ms(self.epoch) + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.head_started.notify_one();
+        }
+    }
+
+    /// How long until one of its deadlines may have passed; `None` while a
+    /// request is in flight (no deadline then).
+    fn wait(&self, l: Limits) -> Option<Duration> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let now = ms(self.epoch);
+        let due = match self.head_since.load(Ordering::Acquire) {
+            0 => self.idle_since.load(Ordering::Acquire) + l.idle.as_millis() as u64,
+            h => h - 1 + l.header.as_millis() as u64,
+        };
+        Some(Duration::from_millis(due.saturating_sub(now) + 1))
+    }
+
+    /// Why it must be closed now, if it must.
+    fn expired(&self, l: Limits) -> Option<&'static str> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let now = ms(self.epoch);
+        match self.head_since.load(Ordering::Acquire) {
+            0 if now >= self.idle_since.load(Ordering::Acquire) + l.idle.as_millis() as u64 => {
+                Some("idle for --web.idle-timeout")
+            }
+            0 => None,
+            h if now >= h - 1 + l.header.as_millis() as u64 => {
+                Some("request headers not received within --web.header-timeout")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Marks a connection busy while a request is served.
+struct Busy(Arc<Conn>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let c = &self.0;
+        c.idle_since.store(ms(c.epoch), Ordering::Release);
+        c.busy.fetch_sub(1, Ordering::AcqRel);
+        // The idle deadline starts now: wake the connection's task.
+        c.head_started.notify_one();
+    }
+}
+
+/// What a request holds until its response is written.
+struct Guard {
+    _permit: Option<OwnedSemaphorePermit>,
+    _busy: Busy,
+}
+
+/// A response body that releases its request's slot once written (hyper
+/// drops the body when it has sent the last of it, or the connection ends).
+struct Served {
+    body: Full<Bytes>,
+    _guard: Guard,
+}
+
+impl http_body::Body for Served {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A plain or TLS stream.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// A connection's stream that tells its [`Conn`] when bytes arrive, so the
+/// header deadline runs from a request's first byte and not while the
+/// connection sits idle between keep-alive requests.
+struct Tracked {
+    inner: Io,
+    conn: Arc<Conn>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = match &mut self.inner {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.read_some();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.inner {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The answer to a request beyond `--web.max-requests`.
+fn too_many_requests(max: usize) -> Response<Full<Bytes>> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("503 too many concurrent requests (--web.max-requests={max})\n"),
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// The TLS handshake, or `None` when it fails. A client that speaks plain
@@ -420,9 +743,8 @@ fn wants_openmetrics(req: &Request<Incoming>) -> bool {
     om > 0.0 && om > text
 }
 
-/// Answers a connection that found no free slot: a 503.
-async fn refuse(stream: tokio::net::TcpStream, max: usize) {
-    let body = format!("503 too many concurrent requests (--web.max-requests={max})\n");
+/// Answers a connection that found no room: a 503, then close.
+async fn refuse(stream: tokio::net::TcpStream, body: String) {
     close_with(
         stream,
         "503 Service Unavailable",
@@ -552,4 +874,75 @@ fn landing(agent: &Agent, web: &WebConfig) -> String {
     }
     h.push_str("</table>\n</body></html>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn web() -> WebConfig {
+        WebConfig {
+            listen_address: String::new(),
+            telemetry_path: "/metrics".into(),
+            max_requests: 40,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(360),
+            security: None,
+        }
+    }
+
+    /// One request on a keep-alive connection: whether it was answered 200.
+    async fn healthy(s: &mut tokio::net::TcpStream) -> bool {
+        if s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"Healthy\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        got.starts_with(b"HTTP/1.1 200 ")
+    }
+
+    /// On paused time: a keep-alive connection lives through hyper's own
+    /// default header timeout (30 s) and closes at --web.idle-timeout.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_lasts_until_the_idle_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let agent = Arc::new(Agent::new(Vec::new(), Vec::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(
+            listener,
+            agent,
+            web(),
+            Arc::new(ArcSwapOption::empty()),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(healthy(&mut s).await);
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        assert!(healthy(&mut s).await, "closed after 45 s idle");
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(healthy(&mut s).await, "closed after 300 s idle");
+        tokio::time::sleep(Duration::from_secs(361)).await;
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            s.read(&mut buf).await.unwrap_or(0),
+            0,
+            "open after 361 s idle"
+        );
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
 }

@@ -171,6 +171,13 @@ pub struct CollectorState {
     /// Milliseconds since the agent's epoch at which the running sample
     /// began, plus one; 0 when no sample is running.
     started_ms: AtomicU64,
+    /// Milliseconds since the agent's epoch, plus one, at which the sampler
+    /// watchdog logged that a sample ran past its deadline; 0 outside such
+    /// an episode (see [`crate::sampler`]).
+    overdue_ms: AtomicU64,
+    /// The kernel's id of its sampler thread (0 until known), so that the
+    /// watchdog can say what a hung sample is blocked in.
+    thread_id: AtomicU64,
     /// Its background workers' counters.
     pub workers: Arc<WorkerStats>,
 }
@@ -184,6 +191,8 @@ impl CollectorState {
             deadline: (interval * 2).max(Duration::from_secs(2)),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             started_ms: AtomicU64::new(0),
+            overdue_ms: AtomicU64::new(0),
+            thread_id: AtomicU64::new(0),
             workers: Arc::default(),
         }
     }
@@ -199,6 +208,16 @@ impl CollectorState {
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Records the kernel thread id of its sampler thread.
+    pub fn set_thread_id(&self, tid: u64) {
+        self.thread_id.store(tid, Ordering::Release);
+    }
+
+    /// The kernel thread id of its sampler thread, once known.
+    pub fn thread_id(&self) -> Option<u64> {
+        Some(self.thread_id.load(Ordering::Acquire)).filter(|&t| t != 0)
     }
 }
 
@@ -365,6 +384,31 @@ impl Agent {
         match snap.published {
             Some(t) => t.elapsed() > c.interval + c.deadline,
             None => false,
+        }
+    }
+
+    /// How long the sample of `c` now running has run; `None` between
+    /// samples.
+    pub fn running_for(&self, c: &CollectorState) -> Option<Duration> {
+        match c.started_ms.load(Ordering::Acquire) {
+            0 => None,
+            s => Some(Duration::from_millis(self.now_ms().saturating_sub(s - 1))),
+        }
+    }
+
+    /// Starts an overdue episode of `c`: true the first time only, until
+    /// [`end_overdue`](Self::end_overdue).
+    pub fn begin_overdue(&self, c: &CollectorState) -> bool {
+        c.overdue_ms
+            .compare_exchange(0, self.now_ms() + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Ends the overdue episode of `c`, if one was begun: how long ago.
+    pub fn end_overdue(&self, c: &CollectorState) -> Option<Duration> {
+        match c.overdue_ms.swap(0, Ordering::AcqRel) {
+            0 => None,
+            s => Some(Duration::from_millis(self.now_ms().saturating_sub(s - 1))),
         }
     }
 

@@ -123,9 +123,66 @@ fn parse(text: &str, path: &Path) -> Result<WebSecurity, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse_str(text: &str) -> Result<WebSecurity, String> {
         parse(text, Path::new("/nonexistent/web.yml"))
+    }
+
+    /// Valid files the mutations start from (a cost-4 bcrypt hash of "pw").
+    const VALID: &[&str] = &[
+        "basic_auth_users:\n  alice: $2b$04$0tWeGp5ZU0lXrJxYxYCbA.pQk6N1Dm0YQh4j8pGqk5Jxg5sJ6Qk5e\n",
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n    Strict-Transport-Security: max-age=31536000\n",
+        "rate_limit:\n  interval: 1s\n  burst: 10\n",
+        "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  min_version: TLS12\n  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n  client_auth_type: RequireAndVerifyClientCert\n",
+        "{}\n",
+    ];
+
+    #[test]
+    fn mutation_seeds_are_valid() {
+        for (i, text) in VALID.iter().enumerate() {
+            match parse_str(text) {
+                Ok(_) => {}
+                // The TLS seed names files that are not there.
+                Err(e) => assert!(i == 3 && e.contains("/nonexistent/a.crt"), "{text}: {e}"),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Any bytes: a web config, or a one-line error.
+        #[test]
+        fn arbitrary_files_are_ok_or_one_line(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(e) = parse_str(&text) {
+                prop_assert!(!e.contains('\n') && !e.is_empty(), "{e:?}");
+            }
+        }
+
+        /// Valid files with characters changed, cut or added.
+        #[test]
+        fn mutated_files_are_ok_or_one_line(
+            i in 0..VALID.len(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<char>(), 0u8..3), 0..5),
+        ) {
+            let mut chars: Vec<char> = VALID[i].chars().collect();
+            for (at, c, op) in edits {
+                let n = chars.len();
+                match op {
+                    0 if n > 0 => chars[at.index(n)] = c,
+                    1 if n > 0 => {
+                        chars.remove(at.index(n));
+                    }
+                    _ => chars.insert(at.index(n + 1), c),
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            if let Err(e) = parse_str(&text) {
+                prop_assert!(!e.contains('\n') && !e.is_empty(), "{text:?}: {e:?}");
+            }
+        }
     }
 
     #[test]

@@ -321,8 +321,8 @@ fn plain_http_to_the_tls_port_fails_cleanly() {
     assert_eq!(r.status, 400, "{r:?}");
 
     // A client that connects and says nothing is dropped after
-    // --web.header-timeout, not left holding a slot. While it holds the only
-    // one (--web.max-requests=1), a TLS client is turned away at once.
+    // --web.header-timeout (its handshake deadline). It holds no request
+    // slot meanwhile: with --web.max-requests=1 a TLS client is still served.
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     let mut silent = TcpStream::connect(&agent.addr).unwrap();
@@ -330,16 +330,11 @@ fn plain_http_to_the_tls_port_fails_cleanly() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let full = curl(
+    let served = curl(
         &https(&agent, "/-/healthy"),
         &["--cacert", &pki.p("ca.crt")],
     );
-    assert_ne!(full.code, 0, "{full:?}");
-    assert!(
-        started.elapsed() < Duration::from_millis(1800),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_eq!(served.status, 200, "{served:?}");
     let mut buf = [0u8; 16];
     let n = silent.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "expected a close");

@@ -52,8 +52,13 @@ pub fn rfc3339(s: &str) -> Option<f64> {
     }
     let offset = match zone {
         "Z" | "z" => 0,
-        z if z.len() == 6 && (z.starts_with('+') || z.starts_with('-')) && &z[3..4] == ":" => {
-            let v = num(&z[1..3])? * 3600 + num(&z[4..6])? * 60;
+        // Bytes, not string slices: a multibyte character in the suffix
+        // must not split a slice (`+0é:0` once panicked here).
+        z if z.len() == 6
+            && (z.starts_with('+') || z.starts_with('-'))
+            && z.as_bytes()[3] == b':' =>
+        {
+            let v = num(z.get(1..3)?)? * 3600 + num(z.get(4..6)?)? * 60;
             if z.starts_with('-') {
                 -v
             } else {
@@ -116,6 +121,11 @@ mod tests {
             "x",
             "01 Foo 2024 10:00:00 GMT",
             "2024-05-01T1é:00:00Z",
+            // Multibyte characters where the zone's fields are sliced.
+            "2024-05-01T10:00:00+0é:0",
+            "2024-05-01T10:00:00+é0:0",
+            "2024-05-01T10:00:00+00:é",
+            "2024-05-01T10:00:00.5+0é:0",
         ] {
             assert_eq!(any(bad), None, "{bad}");
         }
