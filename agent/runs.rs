@@ -7,21 +7,16 @@
 //! daemon's accel_run_* series over HTTP at its start and end instead.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use accel_collectors::goodput::export::{
     RUN_ELAPSED, RUN_MFU, RUN_PHASE_SECONDS, RUN_PRODUCTIVE, RUN_STEPS, RUN_STEP_SECONDS,
 };
+use accel_collectors::http::{self, Limits};
 use accel_collectors::Family;
 
 /// The prefix of the run families (`accel_run_*`): the goodput collector's.
 const RUN_PREFIX: &str = accel_collectors::goodput::SPEC.prefixes[0];
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
 /// One observed series: name (with a histogram's suffix), labels, value.
@@ -139,23 +134,18 @@ fn parse_line(line: &str) -> Option<Obs> {
 }
 
 /// How long a scrape of the daemon may take, and how much it may read.
-struct Bounds {
-    /// To connect.
-    connect: Duration,
-    /// For the answer's head, and then for each piece of its body.
-    read: Duration,
-    /// The largest body read.
-    max_body: usize,
-}
-
-const DAEMON: Bounds = Bounds {
+const DAEMON: Limits = Limits {
     connect: Duration::from_secs(1),
     read: Duration::from_secs(5),
+    total: Duration::from_secs(60),
     max_body: 64 << 20,
 };
 
 /// GETs the daemon's metrics over plain HTTP (the daemon this profile's
-/// flags describe: `--web.listen-address`, `--web.telemetry-path`).
+/// flags describe: `--web.listen-address`, `--web.telemetry-path`) with the
+/// project's one HTTP client ([`accel_collectors::http`]); a status other
+/// than 200, a malformed or truncated answer, or a body over the bound is
+/// an error.
 pub fn scrape_daemon(listen: &str, path: &str) -> Result<Vec<Obs>, String> {
     let addr = if let Some(port) = listen.strip_prefix(':') {
         format!("127.0.0.1:{port}")
@@ -166,84 +156,13 @@ pub fn scrape_daemon(listen: &str, path: &str) -> Result<Vec<Obs>, String> {
     } else {
         listen.to_owned()
     };
-    let sock = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("{addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr}: no address"))?;
-    let text = get_text(sock, &addr, path, &DAEMON).map_err(|e| format!("{addr}: {e}"))?;
-    Ok(parse_text(&text))
-}
-
-/// GETs `path` from `sock` (`host` for the Host header) with hyper's HTTP/1
-/// client, on a current-thread runtime made for the call; a status other
-/// than 200, a malformed or truncated answer, or a body over the bound is
-/// an error.
-fn get_text(sock: SocketAddr, host: &str, path: &str, b: &Bounds) -> Result<String, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
-    rt.block_on(async {
-        let stream = tokio::time::timeout(b.connect, tokio::net::TcpStream::connect(sock))
-            .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        // Drives the connection; the runtime ends it with the call.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = Request::get(path)
-            .header(HOST, host)
-            .header(ACCEPT, "text/plain")
-            .header(CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(b.read, send.send_request(req))
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| with_causes(&e))?;
-        if resp.status() != StatusCode::OK {
-            return Err(format!("{:?} {}", resp.version(), resp.status()));
-        }
-        let announced = resp
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let too_large = || format!("answer larger than {} bytes", b.max_body);
-        if announced.is_some_and(|n| n > b.max_body as u64) {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        let mut incoming = resp.into_body();
-        while let Some(frame) = tokio::time::timeout(b.read, incoming.frame())
-            .await
-            .map_err(|_| "timed out".to_owned())?
-        {
-            if let Ok(data) = frame.map_err(|e| with_causes(&e))?.into_data() {
-                if body.len() + data.len() > b.max_body {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&data);
-            }
-        }
-        Ok(String::from_utf8_lossy(&body).into_owned())
-    })
-}
-
-/// An error and its causes, on one line.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(&format!(": {c}"));
-        cause = c.source();
+    let url = format!("http://{addr}{path}");
+    let r = http::request_with("GET", &url, &[("accept", "text/plain")], &DAEMON)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    if r.status != 200 {
+        return Err(format!("{addr}: HTTP status {}", r.status));
     }
-    s
+    Ok(parse_text(&r.body))
 }
 
 fn label<'a>(o: &'a Obs, key: &str) -> Option<&'a str> {
@@ -419,110 +338,16 @@ mod tests {
         assert!(summarise(&obs(5.0, 10.0, 1.0), &obs(5.0, 10.0, 1.0), "events").is_empty());
     }
 
-    /// A server for one connection: reads the request head, sends `answer`
-    /// as raw bytes, then waits `linger` before closing. Returns its address
-    /// and the request head it received.
-    fn serve(answer: Vec<u8>, linger: Duration) -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
-                head.push(b[0]);
-            }
-            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
-            let _ = s.write_all(&answer);
-            std::thread::sleep(linger);
-        });
-        (addr, rx)
-    }
-
-    fn get(answer: &[u8], bounds: &Bounds) -> Result<String, String> {
-        let (addr, _) = serve(answer.to_vec(), Duration::ZERO);
-        get_text(addr, &addr.to_string(), "/metrics", bounds)
-    }
-
     #[test]
-    fn scrapes_the_run_series() {
-        let body = "# TYPE accel_run_steps_total counter\naccel_run_steps_total{run=\"r\",rank=\"0\"} 7\naccel_gpu_up{gpu=\"0\"} 1\n";
-        let (addr, head) = serve(
-            format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes(),
-            Duration::ZERO,
-        );
-        let obs = scrape_daemon(&addr.to_string(), "/metrics").unwrap();
-        assert_eq!(obs.len(), 1);
-        assert_eq!(
-            (obs[0].0.as_str(), obs[0].2),
-            ("accel_run_steps_total", 7.0)
-        );
-        let head = head.recv().unwrap().to_ascii_lowercase();
-        assert!(head.starts_with("get /metrics http/1.1\r\n"), "{head}");
-        assert!(head.contains("accept: text/plain"), "{head}");
-        // Chunked, as hyper's server sends a large body.
-        let t = get(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-            &DAEMON,
-        )
-        .unwrap();
-        assert_eq!(t, "abcde");
-    }
-
-    #[test]
-    fn bad_answers_are_errors() {
-        let small = Bounds {
-            max_body: 8,
-            ..DAEMON
-        };
-        for (answer, want) in [
-            (&b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"[..], "404"),
-            (b"garbage\r\n\r\n", ""),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", ""),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n123456789", "larger"),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n5\r\n12345\r\n0\r\n\r\n", "larger"),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nNO\r\nFFFFFFFFFFFFFFFF\r\n", ""),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nNO\r\n1FFFFFFFFFFFFFFFF\r\nx", "overflow"),
-        ] {
-            match get(answer, &small) {
-                Ok(t) => panic!("{}: accepted: {t:?}", String::from_utf8_lossy(answer)),
-                Err(e) => assert!(e.contains(want), "{e}"),
-            }
-        }
-    }
-
-    #[test]
-    fn silent_or_absent_daemon_is_an_error_in_time() {
-        let quick = Bounds {
-            read: Duration::from_millis(200),
-            ..DAEMON
-        };
-        let (addr, _) = serve(Vec::new(), Duration::from_secs(3));
-        let t = std::time::Instant::now();
-        let e = get_text(addr, "x", "/metrics", &quick).unwrap_err();
-        assert_eq!(e, "timed out");
-        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-        let (addr, _) = serve(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
-            Duration::from_secs(3),
-        );
-        assert_eq!(
-            get_text(addr, "x", "/metrics", &quick).unwrap_err(),
-            "timed out"
-        );
-        // Nothing listens.
+    fn an_absent_daemon_is_an_error_in_time() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        assert!(scrape_daemon(&format!(":{port}"), "/metrics").is_err());
+        let t = std::time::Instant::now();
+        let e = scrape_daemon(&format!(":{port}"), "/metrics").unwrap_err();
+        assert!(e.starts_with(&format!("127.0.0.1:{port}: connect")), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 }

@@ -13,6 +13,7 @@ pub mod disk;
 pub mod family;
 pub mod goodput;
 pub mod gpu;
+pub mod http;
 pub mod infiniband;
 pub mod kubernetes;
 pub mod load;

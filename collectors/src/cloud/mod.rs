@@ -15,7 +15,6 @@
 //! On a new preemption or terminate notice the collector can write a JSON
 //! notice file and signal the processes holding GPUs (opt-in).
 
-mod http;
 mod providers;
 pub mod timefmt;
 

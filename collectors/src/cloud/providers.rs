@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::http::{request, Response};
 use super::timefmt;
 use super::{now_unix, Ctx, Endpoint, Kind, Notice, Provider};
+use crate::http::{request, Response};
 
 /// GCE gives a preempted instance 30 s before it stops.
 const GCE_PREEMPTION_NOTICE: f64 = 30.0;
