@@ -261,22 +261,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_lines_never_panic(
-            i in 0..LINES.len(),
-            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<char>(), 0u8..3), 0..5),
-        ) {
-            let mut chars: Vec<char> = LINES[i].chars().collect();
-            for (at, c, op) in edits {
-                let n = chars.len();
-                match op {
-                    0 if n > 0 => chars[at.index(n)] = c,
-                    1 if n > 0 => {
-                        chars.remove(at.index(n));
-                    }
-                    _ => chars.insert(at.index(n + 1), c),
-                }
-            }
-            let line: String = chars.into_iter().collect();
+        fn mutated_lines_never_panic(line in accel_collectors::testing::mutated_text(LINES)) {
             let _ = parse_line(&line);
             let _ = parse_text(&format!("{line}\n{line}"));
         }

@@ -163,22 +163,7 @@ mod tests {
 
         /// Valid files with characters changed, cut or added.
         #[test]
-        fn mutated_files_are_ok_or_one_line(
-            i in 0..VALID.len(),
-            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<char>(), 0u8..3), 0..5),
-        ) {
-            let mut chars: Vec<char> = VALID[i].chars().collect();
-            for (at, c, op) in edits {
-                let n = chars.len();
-                match op {
-                    0 if n > 0 => chars[at.index(n)] = c,
-                    1 if n > 0 => {
-                        chars.remove(at.index(n));
-                    }
-                    _ => chars.insert(at.index(n + 1), c),
-                }
-            }
-            let text: String = chars.into_iter().collect();
+        fn mutated_files_are_ok_or_one_line(text in accel_collectors::testing::mutated_text(VALID)) {
             if let Err(e) = parse_str(&text) {
                 prop_assert!(!e.contains('\n') && !e.is_empty(), "{text:?}: {e:?}");
             }

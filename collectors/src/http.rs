@@ -348,24 +348,7 @@ mod tests {
         /// Valid answers with bytes changed, cut or added: a response or an
         /// error, never a panic, and never a body over the cap.
         #[test]
-        fn mutated_answers_never_panic(
-            i in 0..ANSWERS.len(),
-            edits in proptest::collection::vec(
-                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>(), 0u8..3),
-                0..6,
-            ),
-        ) {
-            let mut answer = ANSWERS[i].to_vec();
-            for (at, byte, op) in edits {
-                let n = answer.len();
-                match op {
-                    0 if n > 0 => answer[at.index(n)] = byte,
-                    1 if n > 0 => {
-                        answer.remove(at.index(n));
-                    }
-                    _ => answer.insert(at.index(n + 1), byte),
-                }
-            }
+        fn mutated_answers_never_panic(answer in crate::testing::mutated_bytes(ANSWERS)) {
             let (url, _) = serve(answer, Duration::ZERO);
             match request("GET", &format!("{url}/x"), &[], Duration::from_secs(5)) {
                 Ok(r) => proptest::prop_assert!(r.body.len() <= MAX_BODY),

@@ -25,6 +25,8 @@ pub mod process;
 pub mod procfs;
 mod sample;
 pub mod shared;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod util;
 pub mod workers;
 pub mod workload;

@@ -12,26 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 /// A valid input with some bytes replaced, some removed and some inserted.
-fn mutated(valid: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>> {
-    (
-        0..valid.len(),
-        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..6),
-    )
-        .prop_map(move |(i, edits)| {
-            let mut v = valid[i].to_vec();
-            for (at, byte, op) in edits {
-                let n = v.len();
-                match op {
-                    0 if n > 0 => v[at.index(n)] = byte,
-                    1 if n > 0 => {
-                        v.remove(at.index(n));
-                    }
-                    _ => v.insert(at.index(n + 1), byte),
-                }
-            }
-            v
-        })
-}
+use accel_collectors::testing::mutated_bytes as mutated;
 
 const TIMES: &[&[u8]] = &[
     b"2024-05-01T10:00:00Z",
