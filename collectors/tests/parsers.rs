@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use accel_collectors::{cpu, disk, infiniband, memory, network, pressure, procfs};
+use accel_collectors::{cgroup, cpu, disk, infiniband, load, memory, network, pressure, procfs};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -85,6 +85,33 @@ fn all_parsers(s: &str) {
     let _ = procfs::parse_stat(s);
     let _ = procfs::parse_io(s);
     let _ = procfs::parse_ctxt(s);
+    if let Ok(loads) = load::parse_loadavg(s) {
+        assert!(
+            loads.iter().all(|l| l.is_finite() && *l >= 0.0),
+            "{loads:?}"
+        );
+    }
+    let _ = load::parse_stat(s);
+    let _ = cgroup::parse_cgroup(s);
+    // Every refusal says what was wrong.
+    for e in [
+        disk::parse(s).err(),
+        network::parse_net_dev(s).err(),
+        cpu::parse(s).err(),
+        memory::parse(s).err(),
+        pressure::parse(s).err(),
+        procfs::parse_stat(s).err(),
+        load::parse_loadavg(s).err(),
+        load::parse_stat(s).err(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        assert!(
+            !e.message.trim().is_empty(),
+            "an error without a message for {s:?}"
+        );
+    }
 }
 
 /// Tokens procfs and sysfs files are made of, and the edge cases of each.
@@ -226,7 +253,8 @@ fn fixtures_parse() {
 }
 
 proptest! {
-    #![proptest_config(Config { cases: 1000, ..Config::default() })]
+    // 10,000 cases each: every parser of what the kernel writes.
+    #![proptest_config(Config { cases: 10_000, ..Config::default() })]
 
     #[test]
     fn arbitrary_text_never_panics(s in any::<String>()) {
