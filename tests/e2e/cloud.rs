@@ -728,3 +728,100 @@ fn notify_file_once_per_event_and_signal_to_gpu_process() {
     assert_eq!(written(&agent), 2);
     drop(child);
 }
+
+/// Malformed HTTP answers, the kind that once panicked a poller (a chunk
+/// size near 2^64 after a 2-byte chunk), a garbage status line, a body
+/// cut short: in turn, while `bad` is set; GCE's good answers otherwise.
+/// Returns the base URL.
+fn raw_gce(bad: Arc<AtomicBool>) -> String {
+    const BAD: [&[u8]; 4] = [
+        b"HTTP/1.1 200 OK\r\nMetadata-Flavor: Google\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nNO\r\nFFFFFFFFFFFFFFF0\r\nxx",
+        b"HTTP/1.1 200 OK\r\nMetadata-Flavor: Google\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nNO\r\n1FFFFFFFFFFFFFFFF\r\nx",
+        b"HTTQ/9 two hundred\r\n\xff\xfe\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nMetadata-Flavor: Google\r\nContent-Length: 99\r\n\r\nNONE",
+    ];
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/computeMetadata/v1",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                head.push(b[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let answer: Vec<u8> = if bad.load(Ordering::SeqCst) {
+                BAD[n % BAD.len()].to_vec()
+            } else {
+                let body = if path.contains("/maintenance-event") {
+                    "NONE"
+                } else if path.contains("/preempted") {
+                    "FALSE"
+                } else {
+                    ""
+                };
+                let status = if body.is_empty() {
+                    "404 Not Found"
+                } else {
+                    "200 OK"
+                };
+                format!("HTTP/1.1 {status}\r\nMetadata-Flavor: Google\r\nETag: e1\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                    .into_bytes()
+            };
+            let _ = s.write_all(&answer);
+        }
+    });
+    url
+}
+
+/// Issue 16's malformed metadata server: the agent stays up and answers
+/// fast, the cloud collector shows the failure (`accel_cloud_metadata_up`
+/// 0, failed polls counted, no notice series served stale), no poller dies
+/// (no worker restart), and it recovers when the server answers well.
+#[test]
+fn malformed_metadata_answers_are_counted_and_survived() {
+    let bad = Arc::new(AtomicBool::new(false));
+    let url = raw_gce(bad.clone());
+    let agent = cloud_agent(
+        &[
+            "--collector.cloud.provider=gce".into(),
+            format!("--collector.cloud.gce.url={url}"),
+            "--collector.cloud.long-poll-timeout=1s".into(),
+        ],
+        &[],
+    );
+    let up = "accel_cloud_metadata_up{provider=\"gce\"}";
+    let errors = "accel_cloud_metadata_errors_total{provider=\"gce\"}";
+    let restarts = "accel_collector_worker_restarts_total{collector=\"cloud\"}";
+    agent.wait_for("a good start", Duration::from_secs(10), |t| {
+        v(t, up) == Some(1.0)
+    });
+    bad.store(true, Ordering::SeqCst);
+    let text = agent.wait_for("failures counted", Duration::from_secs(15), |t| {
+        v(t, up) == Some(0.0) && v(t, errors).is_some_and(|n| n >= 4.0)
+    });
+    assert_down_and_fast(&agent, "gce");
+    assert_eq!(v(&text, restarts), Some(0.0), "a poller panicked:\n{text}");
+    bad.store(false, Ordering::SeqCst);
+    let text = agent.wait_for("recovery", Duration::from_secs(20), |t| {
+        v(t, up) == Some(1.0)
+    });
+    assert_eq!(
+        v(
+            &text,
+            "accel_node_maintenance_pending{provider=\"gce\",type=\"migrate\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(v(&text, restarts), Some(0.0));
+    assert_eq!(
+        v(&text, "accel_collector_success{collector=\"cloud\"}"),
+        Some(1.0)
+    );
+}

@@ -212,6 +212,7 @@ pub const SPEC: Spec = Spec {
 /// Every family this collector exports.
 pub const FAMILIES: &[FamilyDef] = &[
     METADATA_UP,
+    METADATA_ERRORS,
     NOTICES,
     MAINTENANCE_PENDING,
     MAINTENANCE_WINDOW_START,
@@ -226,6 +227,15 @@ pub const METADATA_UP: FamilyDef = FamilyDef::gauge(
 )
 .labels(&["provider"])
 .doc("1 when every metadata endpoint answered well at its last poll; 0 when one is down, slower than `--collector.cloud.timeout`, or answers garbage")
+.source("`collectors/src/cloud/mod.rs`");
+
+/// Failed polls.
+pub const METADATA_ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_cloud_metadata_errors_total",
+    "Polls of the metadata server that failed: no answer in time, an HTTP error status, or an answer that could not be read.",
+)
+.labels(&["provider"])
+.doc("failed polls of any endpoint: no connection or no answer within `--collector.cloud.timeout`, an error status, a malformed HTTP answer or body. `accel_cloud_metadata_up` (on the Fleet dashboard) says whether it is down now; this says how often polls failed, for `increase()` when investigating a flaky metadata server, so no panel of its own")
 .source("`collectors/src/cloud/mod.rs`");
 
 /// Notices seen appearing.
@@ -366,6 +376,8 @@ struct EndpointState {
 struct Shared {
     endpoints: Vec<EndpointState>,
     notices_total: BTreeMap<String, u64>,
+    /// Failed polls, all endpoints.
+    errors: u64,
 }
 
 /// Writes the notice file and signals the GPU processes.
@@ -542,7 +554,10 @@ fn watch(
             Err(e) => {
                 backoff = (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
                 tracing::warn!(endpoint = ep.name, error = %e, retry_in = ?backoff, "metadata server poll failed");
-                shared.lock().unwrap_or_else(|e| e.into_inner()).endpoints[index].ok = false;
+                let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+                sh.endpoints[index].ok = false;
+                sh.errors += 1;
+                drop(sh);
                 if rest(hb, backoff) {
                     return;
                 }
@@ -592,6 +607,7 @@ fn build(bctx: &BuildContext) -> Result<Built, CollectError> {
     let shared = Arc::new(Mutex::new(Shared {
         endpoints: endpoints.iter().map(|_| EndpointState::default()).collect(),
         notices_total: BTreeMap::new(),
+        errors: 0,
     }));
     let notifier = Arc::new(Notifier {
         provider,
@@ -628,6 +644,8 @@ impl Collector for Cloud {
         let up = sh.endpoints.iter().all(|e| e.ok);
         out.add(&METADATA_UP)
             .add(&[("provider", p)], if up { 1.0 } else { 0.0 });
+        out.add(&METADATA_ERRORS)
+            .add(&[("provider", p)], sh.errors as f64);
         let total = out.add(&NOTICES);
         let mut counts: BTreeMap<&str, u64> = self
             .provider
