@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use accel_collectors::workers::panic_text;
 use accel_collectors::{
-    BuildContext, Built, CollectError, Collector, ErrorKind, Paths, Sample, Shared, Workers,
+    Activity, BuildContext, Built, CollectError, Collector, ErrorKind, Paths, Sample, Shared,
+    Workers,
 };
 
 use crate::config::{CollectorConfig, Config};
@@ -46,15 +47,17 @@ pub fn build(
     cc: &CollectorConfig,
     paths: &Paths,
     shared: &Shared,
-) -> (Result<Built, CollectError>, Workers) {
+) -> (Result<Built, CollectError>, Workers, Activity) {
     let workers = Workers::new(cc.spec.name);
+    let activity = Activity::default();
     let built = (cc.spec.build)(&BuildContext {
         paths,
         options: &*cc.options,
         shared,
         workers: &workers,
+        activity: &activity,
     });
-    (built, workers)
+    (built, workers, activity)
 }
 
 /// Builds the enabled collectors and starts their sampler threads.
@@ -83,11 +86,12 @@ pub fn spawn_with(config: &Config, hook: Option<Hook>) -> (Arc<Agent>, Threads) 
             not_running.push((name, "disabled".to_owned()));
             continue;
         }
-        let (built, workers) = build(cc, &config.paths, &shared);
+        let (built, workers, activity) = build(cc, &config.paths, &shared);
         match built {
             Ok(Built::Ready(c)) => {
                 tracing::info!(collector = name, interval = ?cc.interval, "collector enabled");
-                let state = CollectorState::with_workers(name, cc.interval, workers.stats());
+                let state =
+                    CollectorState::with_workers(name, cc.interval, workers.stats(), activity);
                 running.push((c, Arc::new(state)));
             }
             Ok(Built::Absent(why)) => {
@@ -245,12 +249,13 @@ fn watchdog(agent: &Weak<Agent>) {
                 continue;
             };
             if running > c.deadline && agent.begin_overdue(c) {
-                // The sampler knows the collector, and from the kernel what
-                // its thread is blocked in (an ioctl into a wedged driver, a
-                // read on a hung mount); not which library call made it.
+                // What the collector said it is doing (the GPU and the NVML
+                // call), and from the kernel what its thread is blocked in
+                // (an ioctl into a wedged driver, a read on a hung mount).
                 tracing::warn!(
                     collector = c.name,
                     thread = %format!("sample-{}", c.name),
+                    doing = %c.activity.describe().unwrap_or_else(|| "unknown".to_owned()),
                     blocked_in = %c.thread_id().map_or_else(|| "unknown".to_owned(), blocked_in),
                     deadline = ?c.deadline,
                     running_for = ?running,

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use accel_collectors::workers::WorkerStats;
+use accel_collectors::Activity;
 use accel_collectors::{encode_openmetrics, encode_text, ErrorKind, Family, FamilyDef, Sample};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -180,6 +181,8 @@ pub struct CollectorState {
     thread_id: AtomicU64,
     /// Its background workers' counters.
     pub workers: Arc<WorkerStats>,
+    /// What its running sample says it is doing.
+    pub activity: Activity,
 }
 
 impl CollectorState {
@@ -194,13 +197,20 @@ impl CollectorState {
             overdue_ms: AtomicU64::new(0),
             thread_id: AtomicU64::new(0),
             workers: Arc::default(),
+            activity: Activity::default(),
         }
     }
 
     /// As [`new`](Self::new), with the counters of its workers.
-    pub fn with_workers(name: &'static str, interval: Duration, workers: Arc<WorkerStats>) -> Self {
+    pub fn with_workers(
+        name: &'static str,
+        interval: Duration,
+        workers: Arc<WorkerStats>,
+        activity: Activity,
+    ) -> Self {
         Self {
             workers,
+            activity,
             ..Self::new(name, interval)
         }
     }

@@ -6,6 +6,7 @@
 //! produce. A metric's name tells where it comes from: `accel_disk_*` is
 //! [`disk`], `accel_network_*` is [`network`], and so on.
 
+pub mod activity;
 pub mod cgroup;
 pub mod cloud;
 pub mod cpu;
@@ -35,6 +36,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use activity::Activity;
 pub use family::FamilyDef;
 pub use options::{CollectorOptions, NoOptions, OptionsSpec};
 pub use sample::{
@@ -251,6 +253,9 @@ pub struct BuildContext<'a> {
     pub shared: &'a Shared,
     /// Starts and watches its background threads.
     pub workers: &'a Workers,
+    /// Where its sample says what it is doing, for the watchdog's log line
+    /// when a sample hangs.
+    pub activity: &'a Activity,
 }
 
 impl BuildContext<'_> {
@@ -282,6 +287,7 @@ pub fn build_with<T: CollectorOptions>(
         options,
         shared,
         workers: &workers,
+        activity: &Activity::default(),
     })
 }
 

@@ -87,6 +87,7 @@ fn every_collector_matches_its_golden() {
             options: &*options,
             shared: &Shared::default(),
             workers: &Workers::new(spec.name),
+            activity: &Default::default(),
         });
         let Built::Ready(mut c) = built.unwrap() else {
             panic!("{} is absent on the fixture tree", spec.name);
@@ -136,6 +137,7 @@ fn process_families_are_declared() {
         options: &options,
         shared: &Shared::default(),
         workers: &Workers::new(spec.name),
+        activity: &Default::default(),
     });
     let Built::Ready(mut c) = built.unwrap() else {
         panic!("process is absent")

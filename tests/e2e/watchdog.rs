@@ -57,6 +57,12 @@ fn a_hung_gpu_sample_is_logged_once_while_it_hangs_and_once_when_it_recovers() {
     // still hangs (it returns at 8 s): the collector is stale right then.
     let line = wait_line(&agent, &warn, Duration::from_secs(10));
     assert!(line.contains("thread=sample-gpu"), "{line}");
+    // The collector said which GPU and which NVML call it was in (GPU 0
+    // or 1: whichever entered the call first once the hang began).
+    assert!(
+        line.contains("doing=\"GPU ") && line.contains(": power (nvmlDeviceGetPowerUsage"),
+        "{line}"
+    );
     // The simulated call sleeps: the kernel says so.
     assert!(line.contains("nanosleep"), "{line}");
     let text = agent.get("/metrics").text();

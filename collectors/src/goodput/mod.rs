@@ -585,6 +585,7 @@ mod tests {
             options: &opts,
             shared: &Default::default(),
             workers: &workers,
+            activity: &Default::default(),
         });
         let Ok(Built::Ready(c)) = built else {
             panic!("the goodput collector did not build");

@@ -231,6 +231,8 @@ struct GpuState {
 /// The GPU collector.
 pub struct Gpu {
     library: PathBuf,
+    /// What the sample is doing, for the watchdog (see [`crate::activity`]).
+    activity: crate::Activity,
     /// The initialised NVML, or `None` until NVML starts (a driver that
     /// loads after the agent) or after it was lost (a driver reload).
     session: Option<Session>,
@@ -290,6 +292,7 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
         }
     };
     Ok(Built::Ready(Box::new(Gpu {
+        activity: ctx.activity.clone(),
         library: lib.clone(),
         session,
         init_retry_at: None,
@@ -359,39 +362,67 @@ impl Gpu {
             }
         }
 
-        let mut tm = Sections::new();
+        let mut tm = Sections::new(&self.activity, index);
+        tm.start("memory", "memory (nvmlDeviceGetMemoryInfo_v2)");
         memory::memory(&mut g, &dev);
-        tm.mark("memory");
+        tm.start("bar1", "bar1 (nvmlDeviceGetBAR1MemoryInfo)");
         memory::bar1(&mut g, &dev);
-        tm.mark("bar1");
+        tm.start("utilization", "utilization (nvmlDeviceGetUtilizationRates)");
         let util = utilization::utilization(&mut g, &dev);
-        tm.mark("utilization");
+        tm.start(
+            "encoder_decoder",
+            "encoder_decoder (nvmlDeviceGetEncoderUtilization, nvmlDeviceGetDecoderUtilization)",
+        );
         utilization::codecs(&mut g, &dev);
-        tm.mark("encoder_decoder");
+        tm.start(
+            "power",
+            "power (nvmlDeviceGetPowerUsage and the power limits)",
+        );
         power::power(&mut g, &dev);
-        tm.mark("power");
+        tm.start("energy", "energy (nvmlDeviceGetTotalEnergyConsumption)");
         power::energy(&mut g, &dev, &mut state.energy, now);
-        tm.mark("energy");
+        tm.start("temperature", "temperature (nvmlDeviceGetTemperature)");
         power::temperature(&mut g, &dev);
-        tm.mark("temperature");
+        tm.start(
+            "fans",
+            "fans (nvmlDeviceGetNumFans, nvmlDeviceGetFanSpeed_v2)",
+        );
         power::fans(&mut g, &dev);
-        tm.mark("fans");
+        tm.start(
+            "clocks",
+            "clocks (nvmlDeviceGetClockInfo, nvmlDeviceGetMaxClockInfo)",
+        );
         throttle::clocks(&mut g, &dev, &mut state.max_clocks);
-        tm.mark("clocks");
+        tm.start("pstate_reasons", "pstate_reasons (nvmlDeviceGetPerformanceState, nvmlDeviceGetCurrentClocksEventReasons)");
         throttle::reasons(&mut g, &dev);
-        tm.mark("pstate_reasons");
+        tm.start(
+            "violations",
+            "violations (nvmlDeviceGetFieldValues (violation time), nvmlDeviceGetViolationStatus)",
+        );
         throttle::violations(&mut g, &dev, raw.as_ref(), &mut state.violation_fields);
-        tm.mark("violations");
+        tm.start(
+            "pcie",
+            "pcie (nvmlDeviceGetFieldValues (PCIe bytes), the PCIe link and replay calls)",
+        );
         pcie::pcie(&mut g, &dev, raw.as_ref(), state, now);
-        tm.mark("pcie");
+        tm.start(
+            "reliability",
+            "reliability (ECC counters, retired pages, remapped rows)",
+        );
         reliability::reliability(&mut g, &dev, raw.as_ref());
-        tm.mark("reliability");
+        tm.start(
+            "memory_temperature",
+            "memory_temperature (nvmlDeviceGetFieldValues (memory temperature))",
+        );
         power::memory_temperature(&mut g, &dev, raw.as_ref());
-        tm.mark("memory_temperature");
+        tm.start(
+            "nvlink",
+            "nvlink (NVLink state and nvmlDeviceGetFieldValues (NVLink counters))",
+        );
         nvlink::nvlink(&mut g, &dev, raw.as_ref(), &mut state.nvlinks);
-        tm.mark("nvlink");
+        tm.start("gpm", "gpm (nvmlGpmSampleGet, nvmlGpmMetricsGet)");
         gpm::gpm(&mut g, &dev, nvml, &mut state.gpm, &mut state.gpm_prev);
-        tm.mark("gpm");
+        tm.start("mig", "mig (the MIG instance calls)");
         mig::sample(
             &mut g,
             nvml,
@@ -401,7 +432,10 @@ impl Gpu {
             &mut state.mig_gpm,
             &mut state.migs,
         );
-        tm.mark("mig");
+        tm.start(
+            "processes",
+            "processes (nvmlDeviceGetComputeRunningProcesses, nvmlDeviceGetProcessUtilization)",
+        );
         let allocated = accounting::processes(
             &mut g,
             nvml,
@@ -415,7 +449,7 @@ impl Gpu {
                 jobs: &mut self.proc_jobs,
             },
         );
-        tm.mark("processes");
+        tm.end();
         if g.lost {
             return Outcome::Lost;
         }
@@ -428,7 +462,7 @@ impl Gpu {
             self.opts.idle_threshold,
             now,
         );
-        tm.log(index);
+        tm.log();
         let GpuSample { out: gpu_out, .. } = g;
         out.merge(gpu_out);
         Outcome::Up

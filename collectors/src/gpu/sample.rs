@@ -129,34 +129,56 @@ impl GpuSample<'_> {
     }
 }
 
-/// Time spent in each part of a GPU's sample, logged at debug level: on a
-/// real GPU this is how the slow NVML calls were found.
-pub(super) struct Sections {
-    last: Option<Instant>,
+/// The parts of one GPU's sample: each says what it calls (for the
+/// watchdog, through the collector's [`Activity`](crate::Activity)) and,
+/// at debug level, how long it took.
+pub(super) struct Sections<'a> {
+    activity: &'a crate::Activity,
+    gpu: u32,
+    /// The part running and when it began, while timing.
+    current: Option<(&'static str, Instant)>,
+    timing: bool,
     parts: Vec<(&'static str, Duration)>,
 }
 
-impl Sections {
-    pub(super) fn new() -> Self {
-        let on = tracing::enabled!(tracing::Level::DEBUG);
+impl<'a> Sections<'a> {
+    pub(super) fn new(activity: &'a crate::Activity, gpu: u32) -> Self {
         Sections {
-            last: on.then(Instant::now),
+            activity,
+            gpu,
+            current: None,
+            timing: tracing::enabled!(tracing::Level::DEBUG),
             parts: Vec::new(),
         }
     }
 
-    pub(super) fn mark(&mut self, part: &'static str) {
-        if let Some(last) = self.last {
-            let now = Instant::now();
-            self.parts.push((part, now - last));
-            self.last = Some(now);
+    /// Ends the part running, if any, and begins `part`, which calls
+    /// `calls`.
+    pub(super) fn start(&mut self, part: &'static str, calls: &'static str) {
+        self.finish_current();
+        self.activity.set(Some(self.gpu), calls);
+        if self.timing {
+            self.current = Some((part, Instant::now()));
         }
     }
 
-    pub(super) fn log(&self, gpu: u32) {
-        if self.last.is_none() {
+    /// Ends the last part: nothing of this GPU is running.
+    pub(super) fn end(&mut self) {
+        self.finish_current();
+        self.activity.clear();
+    }
+
+    fn finish_current(&mut self) {
+        if let Some((part, began)) = self.current.take() {
+            self.parts.push((part, began.elapsed()));
+        }
+    }
+
+    pub(super) fn log(&self) {
+        if !self.timing {
             return;
         }
+        let gpu = self.gpu;
         let total: Duration = self.parts.iter().map(|p| p.1).sum();
         let mut parts = self.parts.clone();
         parts.sort_by_key(|p| std::cmp::Reverse(p.1));

@@ -67,7 +67,11 @@ impl Gpu {
                     "NVML is not initialised (waiting to retry)",
                 ));
             }
-            match init(&self.library, &self.xids, &self.workers) {
+            self.activity
+                .set(None, "NVML init (nvmlInit_v2, nvmlDeviceGetCount_v2)");
+            let started = init(&self.library, &self.xids, &self.workers);
+            self.activity.clear();
+            match started {
                 Ok((s, count)) => {
                     tracing::info!(gpus = count, "NVML initialised");
                     self.session = Some(s);
