@@ -29,7 +29,7 @@
 //! be interrupted, so a worker that made the call would stop beating and the
 //! supervisor would fail the whole collector for one mount; a pool would
 //! have to abandon and replace its blocked threads, which is this design
-//! with more code. A thread costs some 20 µs per mount and sample.
+//! with more code. The cost is one thread start per mount and sample.
 
 pub mod mounts;
 pub mod statfs;
