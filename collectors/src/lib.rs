@@ -12,6 +12,7 @@ pub mod cloud;
 pub mod cpu;
 pub mod disk;
 pub mod family;
+pub mod filesystem;
 pub mod goodput;
 pub mod gpu;
 pub mod http;
@@ -333,6 +334,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &memory::SPEC,
         &pressure::SPEC,
         &load::SPEC,
+        &filesystem::SPEC,
         &disk::SPEC,
         &network::SPEC,
         &process::SPEC,

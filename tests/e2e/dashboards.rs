@@ -424,7 +424,9 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
     // on GCE, with a migration announced), one
     // whose GPUs are held but idle, one that loses GPU 3 (with XID 79), and
     // a MIG node whose free instance gets an idle process.
-    let ports: Vec<String> = (0..4)
+    // A fifth agent reads this machine's real mounts: statfs has no
+    // fixture tree, and the fixture mount table has no /dev/shm.
+    let ports: Vec<String> = (0..5)
         .map(|_| format!("127.0.0.1:{}", crate::util::free_port()))
         .collect();
     let targets: Vec<&str> = ports.iter().map(String::as_str).collect();
@@ -482,6 +484,12 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
         sim_agent_on_fixtures("idle-allocated", &listen(1), &[]),
         sim_agent_on_fixtures(late.to_str().unwrap(), &listen(2), &[]),
         sim_agent_on_fixtures(mig.to_str().unwrap(), &listen(3), &[]),
+        Agent::start(&[
+            &listen(4),
+            "--collector.disable-defaults",
+            "--collector.filesystem",
+            "--collector.filesystem.interval=1s",
+        ]),
     ];
     for a in &agents {
         a.wait_ready();

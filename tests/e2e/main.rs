@@ -8,6 +8,7 @@ mod cloud;
 mod dashboards;
 mod docs;
 mod faults;
+mod filesystem;
 mod flag_values;
 mod golden;
 mod goodput;

@@ -55,19 +55,19 @@ const HW_COUNTERS: &str = "infiniband_hw_events_total";
 const EXTRA_FAMILIES: [&str; 1] = [HW_COUNTERS];
 
 /// Label pairs, sorted by name.
-type Labels = Vec<(String, String)>;
+pub(crate) type Labels = Vec<(String, String)>;
 
 /// One scrape: series by (name, sorted labels), and each family's TYPE.
 #[derive(Default)]
-struct Exposition {
-    series: BTreeMap<(String, Labels), f64>,
-    types: BTreeMap<String, String>,
+pub(crate) struct Exposition {
+    pub(crate) series: BTreeMap<(String, Labels), f64>,
+    pub(crate) types: BTreeMap<String, String>,
 }
 
 /// Parses the Prometheus text format (version 0.0.4): comments other than
 /// `# TYPE` are skipped; label values are unescaped; a trailing timestamp is
 /// ignored. Panics on anything malformed or on a duplicate series.
-fn parse_exposition(text: &str) -> Exposition {
+pub(crate) fn parse_exposition(text: &str) -> Exposition {
     let mut out = Exposition::default();
     for line in text.lines() {
         let line = line.trim_end();
