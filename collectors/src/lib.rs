@@ -28,6 +28,7 @@ pub mod shared;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod util;
+pub mod vmstat;
 pub mod workers;
 pub mod workload;
 
@@ -327,6 +328,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &memory::SPEC,
         &pressure::SPEC,
         &load::SPEC,
+        &vmstat::SPEC,
         &disk::SPEC,
         &network::SPEC,
         &process::SPEC,
