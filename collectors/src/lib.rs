@@ -27,6 +27,7 @@ mod sample;
 pub mod shared;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 pub mod util;
 pub mod vmstat;
 pub mod workers;
@@ -329,6 +330,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &pressure::SPEC,
         &load::SPEC,
         &vmstat::SPEC,
+        &time::SPEC,
         &disk::SPEC,
         &network::SPEC,
         &process::SPEC,

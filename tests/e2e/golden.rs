@@ -29,6 +29,7 @@ pub fn fixture_agent(extra: &[&str]) -> Agent {
         "infiniband",
         "process",
         "kubernetes",
+        "time",
     ] {
         args.push(format!("--collector.{c}.interval=1h"));
     }
@@ -38,7 +39,8 @@ pub fn fixture_agent(extra: &[&str]) -> Agent {
 }
 
 /// Replaces what differs from run to run: sample durations, timestamps and
-/// the git revision, and the values of `volatile` families.
+/// the git revision, the live clock (`accel_time_seconds`, the time zone,
+/// `accel_timex_*`), and the values of `volatile` families.
 pub fn normalize(text: &str, volatile: &[&str]) -> String {
     let mut out = String::new();
     for line in text.lines() {
@@ -46,10 +48,14 @@ pub fn normalize(text: &str, volatile: &[&str]) -> String {
         let line = if line.starts_with("accel_collector_duration_seconds{")
             || line.starts_with("accel_collector_last_success_timestamp_seconds{")
             || volatile.contains(&family)
+            || family == "accel_time_seconds"
+            || family.starts_with("accel_timex_")
             || family.starts_with("process_")
         {
             let (series, _) = line.rsplit_once(' ').unwrap();
             format!("{series} <volatile>")
+        } else if family == "accel_time_zone_offset_seconds" {
+            "accel_time_zone_offset_seconds{<local time zone>} <volatile>".to_owned()
         } else if line.starts_with("accel_build_info{") {
             "accel_build_info{<version and revision>} 1".to_owned()
         } else {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::util::{fixtures, free_port, require, wait_http, Agent, Proc, TempDir};
 
 /// The families compared, as the part after `node_` / `accel_`.
-const FAMILIES: [&str; 12] = [
+const FAMILIES: [&str; 13] = [
     "disk_",
     "network_",
     "infiniband_",
@@ -30,6 +30,7 @@ const FAMILIES: [&str; 12] = [
     "procs_",
     // host2: vmstat, time, identity, hwmon, edac
     "vmstat_",
+    "time_clocksource_",
 ];
 
 /// Series (name without prefix, labels) where the agent deliberately
@@ -62,19 +63,19 @@ const HW_COUNTERS: &str = "infiniband_hw_events_total";
 const EXTRA_FAMILIES: [&str; 1] = [HW_COUNTERS];
 
 /// Label pairs, sorted by name.
-type Labels = Vec<(String, String)>;
+pub type Labels = Vec<(String, String)>;
 
 /// One scrape: series by (name, sorted labels), and each family's TYPE.
 #[derive(Default)]
-struct Exposition {
-    series: BTreeMap<(String, Labels), f64>,
-    types: BTreeMap<String, String>,
+pub struct Exposition {
+    pub series: BTreeMap<(String, Labels), f64>,
+    pub types: BTreeMap<String, String>,
 }
 
 /// Parses the Prometheus text format (version 0.0.4): comments other than
 /// `# TYPE` are skipped; label values are unescaped; a trailing timestamp is
 /// ignored. Panics on anything malformed or on a duplicate series.
-fn parse_exposition(text: &str) -> Exposition {
+pub fn parse_exposition(text: &str) -> Exposition {
     let mut out = Exposition::default();
     for line in text.lines() {
         let line = line.trim_end();
@@ -212,11 +213,42 @@ fn fixture(rel: impl AsRef<Path>) -> String {
 }
 
 /// Starts node_exporter on the fixture tree and returns its /metrics text.
-/// Retries on another port if it loses the race for the one picked.
 fn scrape_node_exporter() -> String {
-    let bin = require("prometheus-node-exporter");
     let fx = fixtures();
     let fx = fx.to_str().expect("utf-8 fixture path");
+    let mut args = vec![
+        format!("--path.procfs={fx}/proc"),
+        format!("--path.sysfs={fx}/sys"),
+        format!("--path.rootfs={fx}"),
+        format!("--path.udev.data={fx}/run/udev/data"),
+    ];
+    args.extend(
+        [
+            "--collector.disable-defaults",
+            "--collector.diskstats",
+            "--collector.netdev",
+            "--no-collector.netdev.netlink",
+            "--collector.netdev.device-exclude=^$",
+            "--collector.netclass",
+            "--no-collector.netclass.netlink",
+            "--collector.infiniband",
+            "--collector.pressure",
+            "--collector.cpu",
+            "--collector.cpu.guest",
+            "--collector.loadavg",
+            "--collector.stat",
+            "--collector.vmstat",
+            "--collector.time",
+        ]
+        .map(String::from),
+    );
+    node_exporter(&args)
+}
+
+/// Starts node_exporter with `args` and returns its /metrics text.
+/// Retries on another port if it loses the race for the one picked.
+pub fn node_exporter(args: &[String]) -> String {
+    let bin = require("prometheus-node-exporter");
     let log_dir = TempDir::new("node-exporter");
     let mut why = Vec::new();
     for _ in 0..3 {
@@ -225,27 +257,8 @@ fn scrape_node_exporter() -> String {
         let log = std::fs::File::create(&log_path).unwrap();
         let mut proc = Proc(
             Command::new(&bin)
-                .arg(format!("--path.procfs={fx}/proc"))
-                .arg(format!("--path.sysfs={fx}/sys"))
-                .arg(format!("--path.rootfs={fx}"))
-                .arg(format!("--path.udev.data={fx}/run/udev/data"))
+                .args(args)
                 .arg(format!("--web.listen-address={addr}"))
-                .args([
-                    "--collector.disable-defaults",
-                    "--collector.diskstats",
-                    "--collector.netdev",
-                    "--no-collector.netdev.netlink",
-                    "--collector.netdev.device-exclude=^$",
-                    "--collector.netclass",
-                    "--no-collector.netclass.netlink",
-                    "--collector.infiniband",
-                    "--collector.pressure",
-                    "--collector.cpu",
-                    "--collector.cpu.guest",
-                    "--collector.loadavg",
-                    "--collector.stat",
-                    "--collector.vmstat",
-                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -431,6 +444,7 @@ fn host_metrics_match_node_exporter() {
         "loadavg",
         "stat",
         "vmstat",
+        "time",
     ] {
         let k = key("node_scrape_collector_success", &[("collector", c)]);
         assert_eq!(
@@ -467,6 +481,7 @@ fn host_metrics_match_node_exporter() {
         ("intr_", 1, 1),
         ("procs_", 2, 2),
         ("vmstat_", 7, 7),
+        ("time_clocksource_", 4, 4),
     ] {
         let (n, nonzero) = compared.get(family).copied().unwrap_or_default();
         assert!(
