@@ -14,6 +14,7 @@ pub mod family;
 pub mod goodput;
 pub mod gpu;
 pub mod http;
+pub mod identity;
 pub mod infiniband;
 pub mod kubernetes;
 pub mod load;
@@ -331,6 +332,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &load::SPEC,
         &vmstat::SPEC,
         &time::SPEC,
+        &identity::SPEC,
         &disk::SPEC,
         &network::SPEC,
         &process::SPEC,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::util::{fixtures, free_port, require, wait_http, Agent, Proc, TempDir};
 
 /// The families compared, as the part after `node_` / `accel_`.
-const FAMILIES: [&str; 13] = [
+const FAMILIES: [&str; 16] = [
     "disk_",
     "network_",
     "infiniband_",
@@ -31,6 +31,10 @@ const FAMILIES: [&str; 13] = [
     // host2: vmstat, time, identity, hwmon, edac
     "vmstat_",
     "time_clocksource_",
+    // uname is this machine's, read by both; os-release and DMI the fixture's.
+    "uname_",
+    "os_",
+    "dmi_",
 ];
 
 /// Series (name without prefix, labels) where the agent deliberately
@@ -239,6 +243,9 @@ fn scrape_node_exporter() -> String {
             "--collector.stat",
             "--collector.vmstat",
             "--collector.time",
+            "--collector.uname",
+            "--collector.os",
+            "--collector.dmi",
         ]
         .map(String::from),
     );
@@ -284,6 +291,7 @@ fn scrape_agent() -> String {
         &format!("--path.sysfs={fx}/sys"),
         &format!("--path.udev.data={fx}/run/udev/data"),
         "--collector.network.device-exclude=^$",
+        &format!("--collector.identity.rootfs={fx}"),
     ]);
     let r = agent.get_ready("/metrics");
     assert_eq!(r.status, 200);
@@ -445,6 +453,9 @@ fn host_metrics_match_node_exporter() {
         "stat",
         "vmstat",
         "time",
+        "uname",
+        "os",
+        "dmi",
     ] {
         let k = key("node_scrape_collector_success", &[("collector", c)]);
         assert_eq!(
@@ -482,6 +493,9 @@ fn host_metrics_match_node_exporter() {
         ("procs_", 2, 2),
         ("vmstat_", 7, 7),
         ("time_clocksource_", 4, 4),
+        ("uname_", 1, 1),
+        ("os_", 2, 2),
+        ("dmi_", 1, 1),
     ] {
         let (n, nonzero) = compared.get(family).copied().unwrap_or_default();
         assert!(
