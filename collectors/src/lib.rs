@@ -14,6 +14,7 @@ pub mod family;
 pub mod goodput;
 pub mod gpu;
 pub mod http;
+pub mod hwmon;
 pub mod identity;
 pub mod infiniband;
 pub mod kubernetes;
@@ -333,6 +334,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &vmstat::SPEC,
         &time::SPEC,
         &identity::SPEC,
+        &hwmon::SPEC,
         &disk::SPEC,
         &network::SPEC,
         &process::SPEC,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::util::{fixtures, free_port, require, wait_http, Agent, Proc, TempDir};
 
 /// The families compared, as the part after `node_` / `accel_`.
-const FAMILIES: [&str; 16] = [
+const FAMILIES: [&str; 17] = [
     "disk_",
     "network_",
     "infiniband_",
@@ -35,6 +35,7 @@ const FAMILIES: [&str; 16] = [
     "uname_",
     "os_",
     "dmi_",
+    "hwmon_",
 ];
 
 /// Series (name without prefix, labels) where the agent deliberately
@@ -246,6 +247,7 @@ fn scrape_node_exporter() -> String {
             "--collector.uname",
             "--collector.os",
             "--collector.dmi",
+            "--collector.hwmon",
         ]
         .map(String::from),
     );
@@ -456,6 +458,7 @@ fn host_metrics_match_node_exporter() {
         "uname",
         "os",
         "dmi",
+        "hwmon",
     ] {
         let k = key("node_scrape_collector_success", &[("collector", c)]);
         assert_eq!(
@@ -496,6 +499,7 @@ fn host_metrics_match_node_exporter() {
         ("uname_", 1, 1),
         ("os_", 2, 2),
         ("dmi_", 1, 1),
+        ("hwmon_", 29, 24),
     ] {
         let (n, nonzero) = compared.get(family).copied().unwrap_or_default();
         assert!(
