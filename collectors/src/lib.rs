@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod cloud;
 pub mod cpu;
 pub mod disk;
+pub mod edac;
 pub mod family;
 pub mod goodput;
 pub mod gpu;
@@ -335,6 +336,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &time::SPEC,
         &identity::SPEC,
         &hwmon::SPEC,
+        &edac::SPEC,
         &disk::SPEC,
         &network::SPEC,
         &process::SPEC,

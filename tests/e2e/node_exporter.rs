@@ -1,7 +1,9 @@
 //! node_exporter as the oracle: Debian's prometheus-node-exporter 1.5.0 and
 //! the agent read the same fixture tree, and every host series the agent
 //! mirrors (`node_{disk,network,infiniband,pressure,cpu}_*`, the load
-//! averages and the /proc/stat counters, as `accel_*`)
+//! averages and the /proc/stat counters, `node_vmstat_*`, the clock
+//! sources, `node_{uname,os,dmi}_*`, `node_hwmon_*` and `node_edac_*`, as
+//! `accel_*`)
 //! must carry the same labels and value, both ways, apart from a short list
 //! of deliberate differences that are asserted on their own.
 //!
@@ -16,7 +18,7 @@ use std::time::Duration;
 use crate::util::{fixtures, free_port, require, wait_http, Agent, Proc, TempDir};
 
 /// The families compared, as the part after `node_` / `accel_`.
-const FAMILIES: [&str; 17] = [
+const FAMILIES: [&str; 18] = [
     "disk_",
     "network_",
     "infiniband_",
@@ -36,6 +38,7 @@ const FAMILIES: [&str; 17] = [
     "os_",
     "dmi_",
     "hwmon_",
+    "edac_",
 ];
 
 /// Series (name without prefix, labels) where the agent deliberately
@@ -248,6 +251,7 @@ fn scrape_node_exporter() -> String {
             "--collector.os",
             "--collector.dmi",
             "--collector.hwmon",
+            "--collector.edac",
         ]
         .map(String::from),
     );
@@ -459,6 +463,7 @@ fn host_metrics_match_node_exporter() {
         "os",
         "dmi",
         "hwmon",
+        "edac",
     ] {
         let k = key("node_scrape_collector_success", &[("collector", c)]);
         assert_eq!(
@@ -500,6 +505,7 @@ fn host_metrics_match_node_exporter() {
         ("os_", 2, 2),
         ("dmi_", 1, 1),
         ("hwmon_", 29, 24),
+        ("edac_", 12, 9),
     ] {
         let (n, nonzero) = compared.get(family).copied().unwrap_or_default();
         assert!(
