@@ -11,11 +11,14 @@ pub mod cgroup;
 pub mod cloud;
 pub mod cpu;
 pub mod disk;
+pub mod edac;
 pub mod family;
 pub mod filesystem;
 pub mod goodput;
 pub mod gpu;
 pub mod http;
+pub mod hwmon;
+pub mod identity;
 pub mod infiniband;
 pub mod kubernetes;
 pub mod load;
@@ -29,7 +32,9 @@ mod sample;
 pub mod shared;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 pub mod util;
+pub mod vmstat;
 pub mod workers;
 pub mod workload;
 
@@ -335,6 +340,11 @@ pub fn registry() -> &'static [&'static Spec] {
         &pressure::SPEC,
         &load::SPEC,
         &filesystem::SPEC,
+        &vmstat::SPEC,
+        &time::SPEC,
+        &identity::SPEC,
+        &hwmon::SPEC,
+        &edac::SPEC,
         &disk::SPEC,
         &network::SPEC,
         &process::SPEC,

@@ -67,11 +67,15 @@ fn every_collector_matches_its_golden() {
     // cloud-gce.prom); the goodput collector listens on a socket for events
     // (tests/e2e/goodput.rs, golden goodput-run.prom); the kubernetes
     // collector asks the kubelet (tests/e2e/kubernetes.rs, golden
-    // kubernetes.prom).
+    // kubernetes.prom); the time collector reads the live clock and
+    // adjtimex(2) (tests/e2e/node_exporter.rs compares it with
+    // node_exporter; its clock sources are in the e2e golden); identity
+    // reads uname(2) (its os-release and DMI fixtures are in the e2e
+    // golden and the node_exporter comparison).
     for spec in registry().iter().filter(|s| {
         !matches!(
             s.name,
-            "gpu" | "process" | "cloud" | "goodput" | "kubernetes"
+            "gpu" | "process" | "cloud" | "goodput" | "kubernetes" | "time" | "identity"
         )
     }) {
         // Loopback included, so every fixture interface is exercised.

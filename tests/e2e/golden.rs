@@ -14,6 +14,7 @@ pub fn fixture_agent(extra: &[&str]) -> Agent {
         format!("--path.sysfs={}", fx.join("sys").display()),
         format!("--path.udev.data={}", fx.join("run/udev/data").display()),
         "--collector.network.device-exclude=^$".to_owned(),
+        format!("--collector.identity.rootfs={}", fx.display()),
         // Not a Kubernetes node, even where the tests run on one.
         format!(
             "--collector.kubernetes.socket={}",
@@ -29,6 +30,7 @@ pub fn fixture_agent(extra: &[&str]) -> Agent {
         "infiniband",
         "process",
         "kubernetes",
+        "time",
     ] {
         args.push(format!("--collector.{c}.interval=1h"));
     }
@@ -38,7 +40,8 @@ pub fn fixture_agent(extra: &[&str]) -> Agent {
 }
 
 /// Replaces what differs from run to run: sample durations, timestamps and
-/// the git revision, and the values of `volatile` families.
+/// the git revision, this machine's uname, the live clock (`accel_time_seconds`, the time zone,
+/// `accel_timex_*`), and the values of `volatile` families.
 pub fn normalize(text: &str, volatile: &[&str]) -> String {
     let mut out = String::new();
     for line in text.lines() {
@@ -46,10 +49,16 @@ pub fn normalize(text: &str, volatile: &[&str]) -> String {
         let line = if line.starts_with("accel_collector_duration_seconds{")
             || line.starts_with("accel_collector_last_success_timestamp_seconds{")
             || volatile.contains(&family)
+            || family == "accel_time_seconds"
+            || family.starts_with("accel_timex_")
             || family.starts_with("process_")
         {
             let (series, _) = line.rsplit_once(' ').unwrap();
             format!("{series} <volatile>")
+        } else if family == "accel_uname_info" {
+            "accel_uname_info{<this machine's uname>} 1".to_owned()
+        } else if family == "accel_time_zone_offset_seconds" {
+            "accel_time_zone_offset_seconds{<local time zone>} <volatile>".to_owned()
         } else if line.starts_with("accel_build_info{") {
             "accel_build_info{<version and revision>} 1".to_owned()
         } else {

@@ -23,5 +23,6 @@ mod process;
 mod profile;
 mod prometheus;
 mod systemd;
+mod time;
 mod tls;
 mod watchdog;
