@@ -23,4 +23,5 @@ mod profile;
 mod prometheus;
 mod systemd;
 mod tls;
+mod toolkit;
 mod watchdog;
