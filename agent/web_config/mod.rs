@@ -19,17 +19,21 @@
 //!
 //! TLS is rustls (ring provider), which speaks TLS 1.2 and 1.3 only and
 //! only AEAD cipher suites: settings that ask for what it cannot do are
-//! reported as warnings when they only widen what is accepted (an old
-//! `min_version`, a CBC suite in `cipher_suites`) and as errors when
-//! ignoring them would weaken the server (`client_allowed_sans`). Unknown
-//! keys are errors, as in the exporter-toolkit.
+//! reported as warnings when dropping them only narrows what is accepted
+//! (an old `min_version`, a CBC suite in `cipher_suites`, CurveP521) and
+//! are errors otherwise. The same files are refused as by the
+//! exporter-toolkit: unknown keys, cipher names outside Go's
+//! `tls.CipherSuites()`, a cipher list HTTP/2 cannot use while `http2` is
+//! on (its default), unknown curves.
 //!
 //! Loading reads and checks everything (files, certificates, the key, every
 //! hash), so a bad file is refused whole: at start with one line and exit
-//! code 2, on SIGHUP with an error log line while the old settings stay.
+//! code 2; on SIGHUP, or when [`refresh`] finds the files changed before a
+//! new connection, with an error log line while the old settings stay.
 //!
-//! One file per part: [`schema`] (the YAML structs), [`tls`], [`auth`]
-//! (basic auth), [`http`] (response headers and the rate limit); this file
+//! One file per part: [`schema`] (the YAML structs), [`tls`] and
+//! [`client_certs`], [`auth`] (basic auth), [`http`] (response headers and
+//! the rate limit); this file
 //! assembles them into a [`WebSecurity`].
 
 mod auth;
