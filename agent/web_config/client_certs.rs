@@ -277,3 +277,46 @@ pub(super) fn system_roots() -> Result<RootCertStore, String> {
     }
     Ok(store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sans_of_handmade_der() {
+        // Certificate { TBS { [3] { Extensions { SAN: DNS a.b, IP 10.0.0.1,
+        // IP ::ffff:10.0.0.2, email x@y } } } }
+        let names: &[u8] = &[
+            0x30, 0x22, 0x82, 0x03, b'a', b'.', b'b', 0x87, 0x04, 10, 0, 0, 1, 0x87, 0x10, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 2, 0x81, 0x03, b'x', b'@', b'y',
+        ];
+        let mut ext = vec![0x06, 0x03, 0x55, 0x1d, 0x11, 0x04, names.len() as u8];
+        ext.extend_from_slice(names);
+        let wrap = |tag: u8, inner: &[u8]| {
+            let mut v = vec![tag, inner.len() as u8];
+            v.extend_from_slice(inner);
+            v
+        };
+        let der = wrap(
+            0x30,
+            &wrap(0x30, &wrap(0xa3, &wrap(0x30, &wrap(0x30, &ext)))),
+        );
+        assert_eq!(
+            subject_alt_names(&der).unwrap(),
+            ["a.b", "10.0.0.1", "10.0.0.2", "x@y"]
+        );
+        assert_eq!(subject_alt_names(&der[..der.len() - 1]), None);
+        assert_eq!(subject_alt_names(&[]), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Whatever a client sends as its certificate: names or `None`.
+        #[test]
+        fn any_bytes_are_names_or_none(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = subject_alt_names(&bytes);
+        }
+    }
+}

@@ -269,6 +269,45 @@ mod tests {
     }
 
     #[test]
+    fn changed_files_are_loaded_again_and_bad_ones_kept_out() {
+        let dir = std::env::temp_dir().join(format!("accel-webcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("web.yml");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&path, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+        let current = ArcSwapOption::new(Some(Arc::new(load(&path).unwrap())));
+        let users = || {
+            current
+                .load()
+                .as_ref()
+                .unwrap()
+                .auth
+                .as_ref()
+                .unwrap()
+                .users()
+        };
+        assert!(!current.load().as_ref().unwrap().changed());
+        refresh(&current);
+        assert_eq!(users(), 1);
+        std::fs::write(
+            &path,
+            format!("basic_auth_users:\n  alice: {hash}\n  bob: {hash}\n"),
+        )
+        .unwrap();
+        assert!(current.load().as_ref().unwrap().changed());
+        refresh(&current);
+        assert_eq!(users(), 2);
+        std::fs::write(&path, "basic_auth_users: [\n").unwrap();
+        refresh(&current);
+        assert_eq!(users(), 2, "a bad file keeps the old one");
+        assert!(
+            !current.load().as_ref().unwrap().changed(),
+            "a bad version is not retried"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn empty_and_auth_only() {
         let w = parse_str("").unwrap();
         assert!(w.tls.is_none() && w.auth.is_none());
