@@ -318,6 +318,25 @@ fn cipher_curve_and_version_restrictions_reach_the_client() {
     // TLS 1.3 suites are not configurable (in Go either); curves are.
     let r = curl(&url, &["--cacert", &ca, "--tlsv1.3", "--curves", "X25519"]);
     assert_eq!(r.status, 0, "{r:?}");
+    // What was negotiated, as openssl s_client reports it: the listed
+    // curve even when the client prefers X25519, the listed suite.
+    let addr = agent.addr.clone();
+    for version in ["-tls1_3", "-tls1_2"] {
+        let out = s_client(&addr, &ca, &[version, "-groups", "X25519:P-384:P-256"]);
+        assert!(
+            out.contains("Server Temp Key: ECDH, secp384r1"),
+            "{version}: {out}"
+        );
+        assert!(
+            out.contains("Verify return code: 0 (ok)"),
+            "{version}: {out}"
+        );
+    }
+    let out = s_client(&addr, &ca, &["-tls1_2"]);
+    assert!(
+        out.contains("Cipher is ECDHE-ECDSA-AES256-GCM-SHA384"),
+        "{out}"
+    );
     // The rate limit: a burst of 2 requests (failed handshakes are none),
     // then 429 for an hour.
     assert_eq!(curl(&url, &["--cacert", &ca, "--tlsv1.3"]).status, 200);
@@ -327,6 +346,28 @@ fn cipher_curve_and_version_restrictions_reach_the_client() {
     let url = https(&agent, "/-/healthy");
     assert_eq!(curl(&url, &["--cacert", &ca, "--tls-max", "1.2"]).status, 0);
     assert_eq!(curl(&url, &["--cacert", &ca, "--tlsv1.3"]).status, 200);
+    let file = pki.web_config(&format!("{TLS}  max_version: TLS12\n"));
+    let agent = start(&file, &[]);
+    let url = https(&agent, "/-/healthy");
+    assert_eq!(curl(&url, &["--cacert", &ca, "--tlsv1.3"]).status, 0);
+    assert_eq!(
+        curl(&url, &["--cacert", &ca, "--tls-max", "1.2"]).status,
+        200
+    );
+    let out = s_client(&agent.addr, &ca, &[]);
+    assert!(out.contains("Protocol  : TLSv1.2"), "{out}");
+}
+
+/// A TLS handshake by `openssl s_client` (no request): what it printed.
+fn s_client(addr: &str, ca: &str, args: &[&str]) -> String {
+    crate::util::require("openssl");
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-CAfile", ca])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Unknown users pay one bcrypt check at the configured cost, as known
