@@ -187,6 +187,21 @@ fn client_allowed_sans_and_reload_without_a_signal() {
     ));
     assert_eq!(as_client(&pki, &url, "none", &[]).status, 0);
     assert_eq!(as_client(&pki, &url, "named", &[]).status, 200);
+    // RequestClientCert with SANs: any signer, but the SAN must match.
+    pki.web_config(&format!(
+        "{TLS}  client_auth_type: RequestClientCert\n  client_allowed_sans: [scraper.example]\n"
+    ));
+    assert_eq!(as_client(&pki, &url, "none", &[]).status, 0);
+    assert_eq!(as_client(&pki, &url, "stranger", &[]).status, 0);
+    assert_eq!(as_client(&pki, &url, "named", &[]).status, 200);
+    // NoClientCert asks for no certificate: the list means nothing.
+    pki.web_config(&format!("{TLS}  client_allowed_sans: [scraper.example]\n"));
+    assert_eq!(as_client(&pki, &url, "none", &[]).status, 200);
+    wait_log(&agent, "client_allowed_sans has no effect");
+    pki.web_config(&format!(
+        "{TLS}  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n  client_allowed_sans: [scraper.example]\n"
+    ));
+    assert_eq!(as_client(&pki, &url, "none", &[]).status, 0);
     // A new file that does not load keeps the old one, logged once.
     pki.web_config("tls_server_config: [\n");
     assert_eq!(as_client(&pki, &url, "named", &[]).status, 200);
