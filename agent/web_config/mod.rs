@@ -124,6 +124,12 @@ pub fn refresh(current: &ArcSwapOption<WebSecurity>) {
             for w in &new.warnings {
                 tracing::warn!(file = %new.path.display(), "{w}");
             }
+            if old.tls.is_some() && new.tls.is_none() {
+                tracing::warn!("the changed web config turns TLS off");
+            }
+            if old.auth.is_some() && new.auth.is_none() {
+                tracing::warn!("the changed web config turns authentication off");
+            }
             tracing::info!(file = %new.path.display(), "the web config or a file it names changed: reloaded for new connections");
             current.store(Some(Arc::new(new)));
         }
