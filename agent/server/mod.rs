@@ -237,6 +237,12 @@ pub async fn serve_on(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
+        // A changed web config or a renewed certificate applies from the
+        // next connection on, as with the exporter-toolkit (a few stats).
+        if security.load().as_ref().is_some_and(|s| s.changed()) {
+            let s = security.clone();
+            let _ = tokio::task::spawn_blocking(move || crate::web_config::refresh(&s)).await;
+        }
         let tls = security.load().as_ref().and_then(|s| s.tls.clone());
         // A connection counts against --web.max-connections from accept to
         // close; at the bound the longest idle one makes room. Only when

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hyper::header::{HeaderName, HeaderValue};
 
-use super::schema::{HttpFile, RateLimitFile};
+use super::schema::{GoDuration, HttpFile, RateLimitFile};
 
 /// The headers a web config may set, and their allowed values (none listed:
 /// any value), as in the exporter-toolkit.
@@ -49,7 +49,9 @@ pub(super) fn headers(
     Ok(headers)
 }
 
-/// The `rate_limit` section: `None` without an interval or with a zero one.
+/// The `rate_limit` section: `None` without an interval or with a zero (or
+/// negative) one, as in the exporter-toolkit. A `burst` of 0 or less with
+/// an interval refuses every request, as Go's rate limiter does.
 pub(super) fn rate_limit(r: RateLimitFile) -> Result<Option<RateLimiter>, String> {
     let RateLimitFile {
         burst,
@@ -58,9 +60,65 @@ pub(super) fn rate_limit(r: RateLimitFile) -> Result<Option<RateLimiter>, String
     else {
         return Ok(None);
     };
-    let interval = accel_collectors::options::parse_duration(&interval)
-        .map_err(|e| format!("rate_limit: interval {e}"))?;
-    Ok((!interval.is_zero()).then(|| RateLimiter::new(interval, burst.unwrap_or(0))))
+    let nanos = match interval {
+        GoDuration::Nanos(n) => i128::from(n),
+        GoDuration::Text(t) => go_duration(&t).ok_or_else(|| {
+            format!("rate_limit: interval {t:?} is not a duration (Go's syntax, e.g. 0, 100ms, 1s, 1m30s)")
+        })?,
+    };
+    if nanos <= 0 {
+        return Ok(None);
+    }
+    let interval = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+    let burst = u32::try_from(burst.unwrap_or(0).max(0)).unwrap_or(u32::MAX);
+    Ok(Some(RateLimiter::new(interval, burst)))
+}
+
+/// Go's `time.ParseDuration`: an optional sign, then decimal numbers each
+/// with a unit (ns, us, µs, ms, s, m, h), or a bare `0`; in nanoseconds.
+fn go_duration(s: &str) -> Option<i128> {
+    let (negative, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let number = &rest[..number_len];
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * scale;
+    }
+    // Go refuses what overflows an int64 of nanoseconds.
+    if total > 9.223_372_036_854_775e18 {
+        return None;
+    }
+    let total = total as i128;
+    Some(if negative { -total } else { total })
 }
 
 /// The exporter-toolkit's `rate_limit`: a token bucket of `burst` requests
@@ -106,5 +164,40 @@ mod tests {
     fn rate_limiter() {
         let l = RateLimiter::new(Duration::from_secs(3600), 2);
         assert!(l.allow() && l.allow() && !l.allow());
+        let l = RateLimiter::new(Duration::from_secs(1), 0);
+        assert!(!l.allow(), "burst 0 refuses all, as Go's limiter");
+    }
+
+    #[test]
+    fn go_durations() {
+        for (s, want) in [
+            ("0", Some(0)),
+            ("0s", Some(0)),
+            ("1s", Some(1_000_000_000)),
+            ("1m30s", Some(90_000_000_000)),
+            ("1.5h", Some(5_400_000_000_000)),
+            ("100ms", Some(100_000_000)),
+            ("10us", Some(10_000)),
+            ("-1s", Some(-1_000_000_000)),
+            ("1d", None),
+            ("1", None),
+            ("", None),
+            ("s", None),
+            ("1..2s", None),
+            ("soon", None),
+        ] {
+            assert_eq!(go_duration(s), want, "{s}");
+        }
+        let rl = |interval| {
+            rate_limit(RateLimitFile {
+                burst: Some(1),
+                interval: Some(interval),
+            })
+        };
+        assert!(rl(GoDuration::Nanos(0)).unwrap().is_none());
+        assert!(rl(GoDuration::Text("0".into())).unwrap().is_none());
+        assert!(rl(GoDuration::Text("0s".into())).unwrap().is_none());
+        assert!(rl(GoDuration::Text("1s".into())).unwrap().is_some());
+        assert!(rl(GoDuration::Text("1d".into())).is_err());
     }
 }

@@ -19,28 +19,35 @@
 //!
 //! TLS is rustls (ring provider), which speaks TLS 1.2 and 1.3 only and
 //! only AEAD cipher suites: settings that ask for what it cannot do are
-//! reported as warnings when they only widen what is accepted (an old
-//! `min_version`, a CBC suite in `cipher_suites`) and as errors when
-//! ignoring them would weaken the server (`client_allowed_sans`). Unknown
-//! keys are errors, as in the exporter-toolkit.
+//! reported as warnings when dropping them only narrows what is accepted
+//! (an old `min_version`, a CBC suite in `cipher_suites`, CurveP521) and
+//! are errors otherwise. The same files are refused as by the
+//! exporter-toolkit: unknown keys, cipher names outside Go's
+//! `tls.CipherSuites()`, a cipher list HTTP/2 cannot use while `http2` is
+//! on (its default), unknown curves.
 //!
 //! Loading reads and checks everything (files, certificates, the key, every
 //! hash), so a bad file is refused whole: at start with one line and exit
-//! code 2, on SIGHUP with an error log line while the old settings stay.
+//! code 2; on SIGHUP, or when [`refresh`] finds the files changed before a
+//! new connection, with an error log line while the old settings stay.
 //!
-//! One file per part: [`schema`] (the YAML structs), [`tls`], [`auth`]
-//! (basic auth), [`http`] (response headers and the rate limit); this file
+//! One file per part: [`schema`] (the YAML structs), [`tls`] and
+//! [`client_certs`], [`auth`] (basic auth), [`http`] (response headers and
+//! the rate limit); this file
 //! assembles them into a [`WebSecurity`].
 
 mod auth;
+mod client_certs;
 mod http;
 mod schema;
 mod tls;
 
 use std::fmt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use arc_swap::ArcSwapOption;
 use hyper::header::{HeaderName, HeaderValue};
 use rustls::ServerConfig;
 
@@ -65,6 +72,72 @@ pub struct WebSecurity {
     pub rate_limit: Option<RateLimiter>,
     /// Settings accepted but not (fully) honoured, for the log.
     pub warnings: Vec<String>,
+    /// The file and the files it names, as they were when loaded.
+    stamps: Vec<(PathBuf, Option<Stamp>)>,
+    /// The versions of them that failed to load since, not retried.
+    failed: Mutex<Option<Vec<Option<Stamp>>>>,
+}
+
+/// What tells a changed file: device, inode, size, modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp(u64, u64, u64, i64, i64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp(m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+impl WebSecurity {
+    fn stamps_now(&self) -> Vec<Option<Stamp>> {
+        self.stamps.iter().map(|(p, _)| stamp(p)).collect()
+    }
+
+    /// Whether the file, or a certificate, key or CA file it names, changed
+    /// since it was loaded (and not to a version that already failed). A
+    /// few `stat` calls: cheap enough for every new connection.
+    pub fn changed(&self) -> bool {
+        let now = self.stamps_now();
+        let loaded = self.stamps.iter().map(|(_, s)| *s);
+        if now.iter().copied().eq(loaded) {
+            return false;
+        }
+        let failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        failed.as_ref() != Some(&now)
+    }
+}
+
+/// Loads the web config again if [`WebSecurity::changed`], for the next
+/// connections, as the exporter-toolkit re-reads it for each one (so a
+/// certificate renewed in place is used without a signal). A new version
+/// that fails keeps the old one in force, logged once. Blocks: call it off
+/// the async runtime.
+pub fn refresh(current: &ArcSwapOption<WebSecurity>) {
+    let Some(old) = current.load_full() else {
+        return;
+    };
+    if !old.changed() {
+        return;
+    }
+    let before = old.stamps_now();
+    match load(&old.path) {
+        Ok(new) => {
+            for w in &new.warnings {
+                tracing::warn!(file = %new.path.display(), "{w}");
+            }
+            if old.tls.is_some() && new.tls.is_none() {
+                tracing::warn!("the changed web config turns TLS off");
+            }
+            if old.auth.is_some() && new.auth.is_none() {
+                tracing::warn!("the changed web config turns authentication off");
+            }
+            tracing::info!(file = %new.path.display(), "the web config or a file it names changed: reloaded for new connections");
+            current.store(Some(Arc::new(new)));
+        }
+        Err(e) => {
+            tracing::error!(file = %old.path.display(), error = %e, "the web config or a file it names changed but does not load; keeping the previous one");
+            *old.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(before);
+        }
+    }
 }
 
 impl fmt::Debug for WebSecurity {
@@ -82,16 +155,45 @@ impl fmt::Debug for WebSecurity {
 /// Reads and checks a web config file. `Err` is one line naming the
 /// problem (the caller adds the file name).
 pub fn load(path: &Path) -> Result<WebSecurity, String> {
+    let before = stamp(path);
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    parse(&text, path)
+    let mut w = parse(&text, path)?;
+    // The file's stamp from before it was read: a change while reading is
+    // seen at the next check.
+    if let Some(first) = w.stamps.first_mut() {
+        first.1 = before;
+    }
+    Ok(w)
 }
 
 fn parse(text: &str, path: &Path) -> Result<WebSecurity, String> {
     let file = File::from_yaml(text)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut warnings = Vec::new();
+    let mut files = vec![path.to_owned()];
+    if let Some(t) = &file.tls_server_config {
+        for f in [&t.cert_file, &t.key_file, &t.client_ca_file] {
+            if let Some(f) = schema::set(f.clone()) {
+                files.push(dir.join(f));
+            }
+        }
+    }
+    let stamps = files
+        .into_iter()
+        .map(|f| {
+            let s = stamp(&f);
+            (f, s)
+        })
+        .collect();
+    // The exporter-toolkit's default is on; here it only decides which
+    // cipher lists are refused (HTTP/1.1 is served either way).
+    let http2 = file
+        .http_server_config
+        .as_ref()
+        .and_then(|h| h.http2)
+        .unwrap_or(true);
     let (tls, tls_summary) = match file.tls_server_config {
-        Some(t) => match tls::tls(t, dir, &mut warnings)? {
+        Some(t) => match tls::tls(t, dir, http2, &mut warnings)? {
             Some((config, summary)) => (Some(config), summary),
             None => (None, String::new()),
         },
@@ -117,6 +219,8 @@ fn parse(text: &str, path: &Path) -> Result<WebSecurity, String> {
         headers,
         rate_limit,
         warnings,
+        stamps,
+        failed: Mutex::new(None),
     })
 }
 
@@ -168,6 +272,45 @@ mod tests {
                 prop_assert!(!e.contains('\n') && !e.is_empty(), "{text:?}: {e:?}");
             }
         }
+    }
+
+    #[test]
+    fn changed_files_are_loaded_again_and_bad_ones_kept_out() {
+        let dir = std::env::temp_dir().join(format!("accel-webcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("web.yml");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&path, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+        let current = ArcSwapOption::new(Some(Arc::new(load(&path).unwrap())));
+        let users = || {
+            current
+                .load()
+                .as_ref()
+                .unwrap()
+                .auth
+                .as_ref()
+                .unwrap()
+                .users()
+        };
+        assert!(!current.load().as_ref().unwrap().changed());
+        refresh(&current);
+        assert_eq!(users(), 1);
+        std::fs::write(
+            &path,
+            format!("basic_auth_users:\n  alice: {hash}\n  bob: {hash}\n"),
+        )
+        .unwrap();
+        assert!(current.load().as_ref().unwrap().changed());
+        refresh(&current);
+        assert_eq!(users(), 2);
+        std::fs::write(&path, "basic_auth_users: [\n").unwrap();
+        refresh(&current);
+        assert_eq!(users(), 2, "a bad file keeps the old one");
+        assert!(
+            !current.load().as_ref().unwrap().changed(),
+            "a bad version is not retried"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

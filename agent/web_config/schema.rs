@@ -46,8 +46,17 @@ pub(super) struct HttpFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RateLimitFile {
-    pub(super) burst: Option<u32>,
-    pub(super) interval: Option<String>,
+    pub(super) burst: Option<i64>,
+    pub(super) interval: Option<GoDuration>,
+}
+
+/// A Go `time.Duration` as YAML gives it: a number is nanoseconds (so `0`
+/// is zero), a string is in Go's `time.ParseDuration` syntax.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum GoDuration {
+    Nanos(i64),
+    Text(String),
 }
 
 impl File {

@@ -5,18 +5,46 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{
-    DigitallySignedStruct, DistinguishedName, NamedGroup, RootCertStore, ServerConfig,
-    SignatureScheme, SupportedProtocolVersion,
-};
+use rustls::{NamedGroup, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
+use super::client_certs::{system_roots, AllowedSans, AnyClientCert};
 use super::schema::{set, TlsFile};
+
+/// The names of Go's `tls.CipherSuites()`, the only ones the
+/// exporter-toolkit accepts (Go's insecure list is refused), with whether
+/// rustls has the suite. The TLS 1.3 ones are accepted and mean nothing,
+/// in Go as here: TLS 1.3 suites are not configurable.
+const GO_CIPHERS: &[(&str, bool)] = &[
+    ("TLS_AES_128_GCM_SHA256", true),
+    ("TLS_AES_256_GCM_SHA384", true),
+    ("TLS_CHACHA20_POLY1305_SHA256", true),
+    ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", true),
+    ("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", true),
+    ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", true),
+    ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", true),
+    ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", true),
+    ("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", true),
+    ("TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA", false),
+    ("TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA", false),
+    ("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", false),
+    ("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", false),
+    ("TLS_RSA_WITH_AES_128_CBC_SHA", false),
+    ("TLS_RSA_WITH_AES_256_CBC_SHA", false),
+    ("TLS_RSA_WITH_AES_128_GCM_SHA256", false),
+    ("TLS_RSA_WITH_AES_256_GCM_SHA384", false),
+];
+
+/// One of these must be in `cipher_suites` while HTTP/2 is on and TLS 1.2
+/// allowed: Go's HTTP/2 server refuses to start otherwise.
+const HTTP2_REQUIRED: &[&str] = &[
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+];
 
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
@@ -42,6 +70,7 @@ fn certificates(
 pub(super) fn tls(
     t: TlsFile,
     dir: &Path,
+    http2: bool,
     warnings: &mut Vec<String>,
 ) -> Result<Option<(Arc<ServerConfig>, String)>, String> {
     let resolve = |p: String| dir.join(p);
@@ -89,8 +118,16 @@ pub(super) fn tls(
 
     let mut provider = rustls::crypto::ring::default_provider();
     let versions = versions(t.min_version.as_deref(), t.max_version.as_deref(), warnings)?;
-    if let Some(names) = &t.cipher_suites {
+    // An empty list is Go's default, as in Go.
+    if let Some(names) = t.cipher_suites.as_ref().filter(|n| !n.is_empty()) {
         provider.cipher_suites = cipher_suites(&provider, names, warnings)?;
+        let tls12_allowed = t.min_version.as_deref() != Some("TLS13");
+        if http2 && tls12_allowed && !names.iter().any(|n| HTTP2_REQUIRED.contains(&n.as_str())) {
+            return Err(format!(
+                "tls_server_config: cipher_suites lacks the cipher HTTP/2 requires ({}) while http_server_config.http2 is on (the default); add one or set http2: false, as the exporter-toolkit demands",
+                HTTP2_REQUIRED.join(" or ")
+            ));
+        }
     }
     if let Some(names) = &t.curve_preferences {
         provider.kx_groups = curves(&provider, names, warnings)?;
@@ -126,10 +163,17 @@ pub(super) fn tls(
             algorithms,
         })),
         "VerifyClientCertIfGiven" | "RequireAndVerifyClientCert" => {
-            let roots = roots.clone().ok_or_else(|| {
-                format!("client_auth_type {auth_type} needs client_ca_file (the CA that signs client certificates)")
-            })?;
-            let builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+            // Without a CA, Go verifies against the system roots (and
+            // names no CA to the client).
+            let builder = match roots.clone() {
+                Some(roots) => WebPkiClientVerifier::builder_with_provider(roots, provider.clone()),
+                None => {
+                    let system = Arc::new(system_roots()?);
+                    warnings.push(format!("tls_server_config: client_auth_type {auth_type} without client_ca_file: client certificates are verified against the system's {} root certificates", system.len()));
+                    WebPkiClientVerifier::builder_with_provider(system, provider.clone())
+                        .clear_root_hint_subjects()
+                }
+            };
             let builder = if auth_type == "VerifyClientCertIfGiven" {
                 builder.allow_unauthenticated()
             } else {
@@ -149,9 +193,18 @@ pub(super) fn tls(
                 .into(),
         );
     }
-    if t.client_allowed_sans.is_some() {
-        return Err("client_allowed_sans is not supported by accel-agent; restrict clients with client_ca_file instead".into());
-    }
+    // Go checks the SANs whenever it asks for a client certificate; with
+    // NoClientCert it never asks, and the list means nothing.
+    let verifier = match (verifier, t.client_allowed_sans) {
+        (Some(inner), Some(allowed)) => {
+            Some(Arc::new(AllowedSans { inner, allowed }) as Arc<dyn ClientCertVerifier>)
+        }
+        (None, Some(_)) => {
+            warnings.push("tls_server_config: client_allowed_sans has no effect with client_auth_type NoClientCert (no client certificate is asked for)".into());
+            None
+        }
+        (v, None) => v,
+    };
 
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
@@ -235,9 +288,11 @@ fn versions(
     Ok(out)
 }
 
-/// `cipher_suites` (Go's names) applies to TLS 1.2 only, as in Go: the TLS
-/// 1.3 suites are always on. Names rustls has are kept in the order given;
-/// other Go names (CBC, RSA key exchange) are dropped with a warning.
+/// `cipher_suites` (the names of Go's `tls.CipherSuites()`) applies to TLS
+/// 1.2 only, as in Go: the TLS 1.3 suites are always on. A name Go lacks is
+/// refused (as by the exporter-toolkit); Go's suites that rustls lacks (CBC,
+/// RSA key exchange) are dropped with a warning, since they only widen what
+/// is accepted. The rest keep the order given.
 fn cipher_suites(
     provider: &CryptoProvider,
     names: &[String],
@@ -251,33 +306,21 @@ fn cipher_suites(
         .collect();
     let mut dropped = Vec::new();
     for name in names {
-        if !name.starts_with("TLS_")
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(format!("unknown cipher suite {name:?} in cipher_suites (Go's names, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)"));
-        }
-        // Go's aliases for the ChaCha20 suites lack the hash.
-        let full = if name.ends_with("_POLY1305") {
-            format!("{name}_SHA256")
-        } else {
-            name.clone()
+        let Some(&(_, in_rustls)) = GO_CIPHERS.iter().find(|(n, _)| n == name) else {
+            return Err(format!(
+                "tls_server_config: unknown cipher {name:?} in cipher_suites (the names of Go's tls.CipherSuites(), e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)"
+            ));
         };
-        if matches!(
-            full.as_str(),
-            "TLS_AES_128_GCM_SHA256" | "TLS_AES_256_GCM_SHA384" | "TLS_CHACHA20_POLY1305_SHA256"
-        ) {
-            continue; // TLS 1.3: not configurable, in Go either
+        if !in_rustls {
+            dropped.push(name.as_str());
+            continue;
         }
-        match provider
-            .cipher_suites
-            .iter()
-            .find(|s| s.version() == &rustls::version::TLS12 && format!("{:?}", s.suite()) == full)
-        {
+        let suite = provider.cipher_suites.iter().find(|s| {
+            s.version() == &rustls::version::TLS12 && format!("{:?}", s.suite()) == *name
+        });
+        match suite {
             Some(s) if !out.contains(s) => out.push(*s),
-            Some(_) => {}
-            None => dropped.push(name.as_str()),
+            _ => {} // TLS 1.3 (always on) or a repeat
         }
     }
     if !dropped.is_empty() {
@@ -331,56 +374,6 @@ fn curves(
     Ok(out)
 }
 
-/// Go's RequestClientCert and RequireAnyClientCert: the client proves it
-/// holds the key of the certificate it sends, but the certificate itself is
-/// not checked against a CA.
-#[derive(Debug)]
-struct AnyClientCert {
-    mandatory: bool,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for AnyClientCert {
-    fn client_auth_mandatory(&self) -> bool {
-        self.mandatory
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,8 +398,9 @@ mod tests {
         let s = cipher_suites(
             &p,
             &[
-                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305".into(),
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256".into(),
                 "TLS_RSA_WITH_AES_128_CBC_SHA".into(),
+                "TLS_AES_128_GCM_SHA256".into(),
             ],
             &mut w,
         )
@@ -417,9 +411,24 @@ mod tests {
             .collect();
         assert_eq!(tls12.len(), 1);
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(cipher_suites(&p, &["ECDHE-RSA-AES128".into()], &mut w).is_err());
+        // Not Go names: OpenSSL's, Go's short alias, Go's insecure list, a typo.
+        for bad in [
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+            "TLS_RSA_WITH_RC4_128_SHA",
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA265",
+        ] {
+            let e = cipher_suites(&p, &[bad.into()], &mut w).unwrap_err();
+            assert!(e.contains(bad) && e.contains("unknown cipher"), "{e}");
+        }
         assert_eq!(curves(&p, &["X25519".into()], &mut w).unwrap().len(), 1);
         assert!(curves(&p, &["CurveP521".into()], &mut w).is_err());
+        // P-521 among supported curves: dropped, the others kept, warned.
+        let mut w = Vec::new();
+        let c = curves(&p, &["CurveP521".into(), "CurveP384".into()], &mut w).unwrap();
+        assert_eq!(c.len(), 1);
+        assert!(w[0].contains("CurveP521"), "{w:?}");
         assert!(curves(&p, &["P-256".into()], &mut w).is_err());
     }
 }

@@ -25,4 +25,5 @@ mod prometheus;
 mod systemd;
 mod time;
 mod tls;
+mod toolkit;
 mod watchdog;
