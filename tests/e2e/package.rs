@@ -149,7 +149,10 @@ fn deb_installs_a_verified_service() {
     let unit = r.join("usr/lib/systemd/system/accel-agent.service");
     verify_clean(&[&root_arg], &unit);
     let (score, report) = exposure(&[&root_arg], Path::new("accel-agent.service"));
-    assert!(score <= 2.0, "exposure {score}:\n{report}");
+    assert!(
+        score <= crate::systemd::MAX_EXPOSURE,
+        "exposure {score}:\n{report}"
+    );
     let out = Command::new(r.join("usr/bin/accel-agent"))
         .arg("--version")
         .output()

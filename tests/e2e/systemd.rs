@@ -1,5 +1,5 @@
 //! The systemd unit and the notify protocol: `systemd-analyze` on the unit
-//! as shipped (verify clean, security exposure at most 2.0), and the real
+//! as shipped (verify clean, security exposure at most 2.1), and the real
 //! binary talking to a notify socket the test binds, as systemd would.
 
 use std::os::linux::net::SocketAddrExt;
@@ -14,8 +14,11 @@ use crate::util::{
     bin, fixtures, free_port, request, require, root, wait_http, Agent, Proc, TempDir,
 };
 
-/// The exposure `systemd-analyze security` may give the unit at most.
-const MAX_EXPOSURE: f64 = 2.0;
+/// The exposure `systemd-analyze security` may give the unit at most: 2.1
+/// as shipped, of which 0.4 is reading the clock discipline (adjtimex with
+/// modes 0, for accel_timex_*: `ProtectClock=no` and `@clock` allowed; the
+/// clock cannot be set without CAP_SYS_TIME, which the unit never grants).
+pub const MAX_EXPOSURE: f64 = 2.1;
 
 /// The shipped unit with `ExecStart=` pointing at the binary under test
 /// (`systemd-analyze verify` checks that the program exists), written as
@@ -83,7 +86,7 @@ fn unit_verifies_clean() {
 }
 
 #[test]
-fn unit_security_exposure_is_at_most_2() {
+fn unit_security_exposure_is_at_most_2_1() {
     let dir = TempDir::new("unit-security");
     let (score, report) = exposure(&[], &unit_copy(&dir.0));
     eprintln!("systemd-analyze security: exposure {score}");
@@ -335,25 +338,32 @@ fn syscalls(name: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-/// What the unit's `SystemCallFilter=` lines allow: the allow list less
-/// the `~` deny list.
+/// What the unit's `SystemCallFilter=` lines allow, read in order as
+/// systemd reads them after a first allow list: an allow line adds its
+/// calls, a `~` line removes them.
 fn unit_syscall_filter() -> BTreeSet<String> {
     let unit = std::fs::read_to_string(root().join("systemd/accel-agent.service")).unwrap();
-    let (mut allow, mut deny) = (BTreeSet::new(), BTreeSet::new());
+    let mut allow = BTreeSet::new();
     for v in unit
         .lines()
         .filter_map(|l| l.trim().strip_prefix("SystemCallFilter="))
     {
-        let (set, v) = match v.strip_prefix('~') {
-            Some(v) => (&mut deny, v),
-            None => (&mut allow, v),
+        let (deny, v) = match v.strip_prefix('~') {
+            Some(v) => (true, v),
+            None => (false, v),
         };
+        let mut named = BTreeSet::new();
         for name in v.split_whitespace() {
-            syscalls(name, set);
+            syscalls(name, &mut named);
+        }
+        if deny {
+            allow.retain(|c| !named.contains(c));
+        } else {
+            allow.extend(named);
         }
     }
     assert!(allow.len() > 100, "no allow list in the unit: {allow:?}");
-    allow.difference(&deny).cloned().collect()
+    allow
 }
 
 /// Every system call the agent makes (starting, sampling the host and
