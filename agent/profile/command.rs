@@ -186,7 +186,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
         let _ = write!(err, "\r\x1b[K");
         let _ = err.flush();
     }
-    let mut records = sampling.stop();
+    let recording = sampling.stop();
+    let mut records = recording.records;
     let events = records.iter().find(|(name, _)| *name == "goodput");
     let runs = match (events, daemon_first) {
         (Some((_, recs)), _) => {
@@ -201,12 +202,19 @@ pub fn run(args: Vec<OsString>) -> i32 {
             .unwrap_or_default(),
         (None, None) => Vec::new(),
     };
-    let all: Vec<Vec<Record>> = records.drain(..).map(|(_, r)| r).collect();
-    let (mut summary, series) = summarise(
-        &all,
-        start.elapsed().as_secs_f64().min(duration.as_secs_f64()),
+    let elapsed = start.elapsed().as_secs_f64().min(duration.as_secs_f64());
+    let faults = super::faults::detect(
+        records
+            .iter()
+            .find(|(name, _)| *name == "gpu")
+            .map_or(&[][..], |(_, r)| r),
+        &recording.attempts,
+        elapsed,
     );
+    let all: Vec<Vec<Record>> = records.drain(..).map(|(_, r)| r).collect();
+    let (mut summary, series) = summarise(&all, elapsed);
     summary.runs = runs;
+    summary.faults = faults;
     let diagnosis = diagnose(&summary);
     let text = render(&summary, &diagnosis);
     print!("{text}");
@@ -235,6 +243,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
             "interval_seconds": interval.as_secs_f64(),
             "duration_seconds": summary.duration_seconds,
             "verdict": diagnosis.verdict,
+            "performance_verdict": diagnosis.performance,
+            "faults": summary.faults,
             "evidence": diagnosis.evidence,
             "advice": diagnosis.advice,
             "summary": summary,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::diagnosis::Diagnosis;
+use super::faults::Fault;
 use super::summary::{Points, Summary};
 
 /// One chart: a title, a unit, the scale applied to values, a fixed y
@@ -201,7 +202,13 @@ fn num(v: f64) -> String {
     }
 }
 
-fn chart_svg(chart: &Chart, lines: &[(String, &Points)], duration: f64, out: &mut String) {
+fn chart_svg(
+    chart: &Chart,
+    lines: &[(String, &Points)],
+    faults: &[Fault],
+    duration: f64,
+    out: &mut String,
+) {
     const W: f64 = 960.0;
     const H: f64 = 170.0;
     const L: f64 = 64.0;
@@ -263,6 +270,17 @@ fn chart_svg(chart: &Chart, lines: &[(String, &Points)], duration: f64, out: &mu
         T + ph / 2.0,
         esc(chart.unit)
     );
+    // Faults: a red band over their time on every chart.
+    for f in faults {
+        let (a, b) = (x(f.first_seconds), x(f.last_seconds));
+        let _ = write!(
+            out,
+            r##"<rect class="fault" x="{:.1}" y="{T}" width="{:.1}" height="{ph}" fill="#d62728" fill-opacity="0.18" stroke="#d62728" stroke-width="0.5"><title>{}</title></rect>"##,
+            a.min(b - 2.0).max(L),
+            (b - a).max(2.0),
+            esc(&format!("{} {}: {}", f.device, f.kind.as_str(), f.detail))
+        );
+    }
     for (i, (name, points)) in lines.iter().take(MAX_LINES).enumerate() {
         let color = COLORS[i % COLORS.len()];
         let step = points.len().div_ceil(MAX_POINTS).max(1);
@@ -322,6 +340,8 @@ h1 {{ font-size: 20px; }} h2 {{ font-size: 15px; margin: 18px 0 4px; }}
 .verdict {{ font-size: 18px; font-weight: bold; }}
 pre {{ background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 11px; }}
 svg.chart {{ display: block; font-family: system-ui, sans-serif; }}
+table.faults {{ border-collapse: collapse; font-size: 12px; }}
+table.faults td, table.faults th {{ border: 1px solid #ddd; padding: 2px 6px; text-align: left; }}
 </style></head><body>
 <h1>accel-agent profile</h1>
 <p>{duration:.1} s, {samples} samples every {interval:.2} s; accel-agent {version}.</p>
@@ -339,6 +359,22 @@ svg.chart {{ display: block; font-family: system-ui, sans-serif; }}
         let _ = write!(o, "<li>try: {}</li>", esc(a));
     }
     o.push_str("</ul>\n");
+    if !summary.faults.is_empty() {
+        o.push_str("<h2>Faults</h2>\n<table class=\"faults\"><tr><th>from</th><th>to</th><th>kind</th><th>device</th><th>detail</th></tr>\n");
+        for f in &summary.faults {
+            let _ = writeln!(
+                o,
+                "<tr><td>{:.1} s</td><td>{:.1} s</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+                f.first_seconds,
+                f.last_seconds,
+                esc(f.kind.as_str()),
+                if f.fatal { " (fatal)" } else { "" },
+                esc(&f.device),
+                esc(&f.detail)
+            );
+        }
+        o.push_str("</table>\n<p>Red bands on the charts mark the faults' times.</p>\n");
+    }
     let mut charts = 0;
     for chart in CHARTS {
         let lines: Vec<(String, &Points)> = series
@@ -351,7 +387,13 @@ svg.chart {{ display: block; font-family: system-ui, sans-serif; }}
         }
         charts += 1;
         let _ = writeln!(o, "<h2>{} ({})</h2>", esc(chart.title), esc(chart.unit));
-        chart_svg(chart, &lines, summary.duration_seconds, &mut o);
+        chart_svg(
+            chart,
+            &lines,
+            &summary.faults,
+            summary.duration_seconds,
+            &mut o,
+        );
         o.push('\n');
     }
     if charts == 0 {

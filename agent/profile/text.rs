@@ -23,10 +23,26 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
         "accel-agent profile: {:.1}s, {} samples; values are mean/p50/p95\n\n",
         s.duration_seconds, s.samples
     ));
+    if !s.faults.is_empty() {
+        o.push_str("faults:\n");
+        for f in &s.faults {
+            o.push_str(&format!(
+                "  {:>6.1}s-{:<6} {:<16} {:<16} {}{}\n",
+                f.first_seconds,
+                format!("{:.1}s", f.last_seconds),
+                f.kind.as_str(),
+                f.device,
+                if f.fatal { "FATAL: " } else { "" },
+                f.detail
+            ));
+        }
+        o.push('\n');
+    }
     if !s.gpus.is_empty() {
         o.push_str(&format!(
-            "{:<4} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<20} {:>9}\n",
+            "{:<4} {:<9} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<26} {:>9}\n",
             "gpu",
+            "samples",
             "alloc",
             "util %",
             "sm active %",
@@ -39,8 +55,9 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
         ));
         for g in &s.gpus {
             o.push_str(&format!(
-                "{:<4} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<20} {:>9}\n",
+                "{:<4} {:<9} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<26} {:>9}\n",
                 g.gpu,
+                format!("{}/{}", g.samples, s.samples),
                 if g.allocated { "yes" } else { "no" },
                 fmt_stats(g.utilization, 100.0, ""),
                 fmt_stats(g.sm_active, 100.0, ""),
@@ -112,7 +129,14 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
         fmt_stats(s.io_pressure_stalled, 100.0, "%"),
         fmt_stats(s.max_cpu_busy, 100.0, "%"),
     ));
-    o.push_str(&format!("verdict: {}\n", d.verdict.as_str()));
+    match d.performance {
+        Some(p) => o.push_str(&format!(
+            "verdict: {} (on the samples that answered: {})\n",
+            d.verdict.as_str(),
+            p.as_str()
+        )),
+        None => o.push_str(&format!("verdict: {}\n", d.verdict.as_str())),
+    }
     for e in &d.evidence {
         o.push_str(&format!("  evidence: {e}\n"));
     }
