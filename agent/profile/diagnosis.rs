@@ -135,7 +135,13 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
         })
         .collect();
     let mut partial: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
-    for g in s.gpus.iter().filter(|g| g.samples < s.samples) {
+    // A few samples short is a loaded machine skipping ticks; under 90 %
+    // is a GPU that stopped answering.
+    for g in s
+        .gpus
+        .iter()
+        .filter(|g| (g.samples as f64) < 0.9 * s.samples as f64)
+    {
         partial.entry(g.samples).or_default().push(&g.gpu);
     }
     for (n, ids) in partial {

@@ -332,14 +332,14 @@ fn html_report_renders_in_chromium_and_pid_is_followed() {
     for bad in ["src=", "href=", "@import", "url("] {
         assert!(!page.contains(bad), "{bad} in the report");
     }
-    assert!(page.contains("Verdict: input-bound"));
+    assert!(page.contains("id=\"verdict\">input-bound<"), "{page}");
     let charts = page.matches("<svg class=\"chart\"").count();
     assert!(charts >= 10, "{charts} charts");
     assert!(
         page.contains("Followed processes"),
         "the --pid process has a chart"
     );
-    let dom = Command::new(chromium)
+    let dom = Command::new(&chromium)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
         .arg(format!("file://{}", html.display()))
         .stderr(Stdio::null())
@@ -633,7 +633,8 @@ fn lost_gpu_is_broken() {
     let samples = doc["summary"]["samples"].as_u64().unwrap();
     let n3 = gpus[3]["samples"].as_u64().unwrap();
     assert!(n3 > 10 && n3 < samples - 10, "{n3} of {samples}");
-    assert_eq!(gpus[0]["samples"].as_u64(), Some(samples));
+    // A loaded machine may skip a tick or two.
+    assert!(gpus[0]["samples"].as_u64().unwrap() + 5 >= samples);
     assert!(
         stdout.contains(&format!(
             "GPU 3: statistics over the {n3} of {samples} samples"
@@ -756,4 +757,60 @@ fn idle_gpu_held_by_a_busy_process_is_host_cpu_bound() {
             && ev.contains("wait on their own host process"),
         "{ev}"
     );
+}
+
+/// The report of a sick node (gpu-lost, eight GPUs) in a 1280 px window:
+/// no horizontal scrolling, no block (the summary, the faults table)
+/// clipped behind a scrollbar, the charts drawn full width; the test
+/// strings are hidden, the verdict and faults are cards at the top.
+#[test]
+fn html_report_fits_1280_px() {
+    let chromium = crate::util::require("chromium");
+    let dir = TempDir::new("profile-fit");
+    let html = dir.0.join("report.html");
+    let out = profile(
+        "gpu-lost",
+        &[
+            "--duration=5s",
+            "--interval=100ms",
+            &format!("--html={}", html.display()),
+        ],
+    );
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("id=\"verdict\">broken<"), "{page}");
+    assert!(page.contains("<div class=\"k\">faults</div><div class=\"v\">2 (2 fatal)</div>"));
+    assert!(page.contains("<p id=\"drawn\" hidden>") && page.contains("<p id=\"fit\" hidden>"));
+    let dom = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1280,900",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", html.display()))
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(dom.status.success());
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let fit = dom
+        .split("Fit: page ")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap_or_else(|| panic!("the report's script did not run:\n{dom}"));
+    // "W of V px, N clipped blocks, widest chart C px."
+    let nums: Vec<f64> = fit
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let [scroll, client, clipped, widest] = nums[..] else {
+        panic!("{fit}")
+    };
+    assert!(client > 1000.0 && client <= 1280.0, "{fit}");
+    assert!(scroll <= client, "horizontal scrolling: {fit}");
+    assert_eq!(clipped, 0.0, "{fit}");
+    assert!(widest >= client - 80.0, "charts not full width: {fit}");
 }
