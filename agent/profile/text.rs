@@ -40,7 +40,7 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
     }
     if !s.gpus.is_empty() {
         o.push_str(&format!(
-            "{:<4} {:<9} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<26} {:>9}\n",
+            "{:<4} {:<9} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<20} {:>9}\n",
             "gpu",
             "samples",
             "alloc",
@@ -49,13 +49,13 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
             "tensor active %",
             "dram active %",
             "power W",
-            "pcie MB/s",
-            "nvlink MB/s",
+            "pcie GB/s",
+            "nvlink GB/s",
             "throttled"
         ));
         for g in &s.gpus {
             o.push_str(&format!(
-                "{:<4} {:<9} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<26} {:>9}\n",
+                "{:<4} {:<9} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<20} {:>9}\n",
                 g.gpu,
                 format!("{}/{}", g.samples, s.samples),
                 if g.allocated { "yes" } else { "no" },
@@ -64,8 +64,8 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
                 fmt_stats(g.tensor_active, 100.0, ""),
                 fmt_stats(g.dram_active, 100.0, ""),
                 fmt_stats(g.power_watts, 1.0, ""),
-                fmt_stats(g.pcie_bytes_per_second, 1e-6, ""),
-                fmt_stats(g.nvlink_bytes_per_second, 1e-6, ""),
+                fmt_stats(g.pcie_bytes_per_second, 1e-9, ""),
+                fmt_stats(g.nvlink_bytes_per_second, 1e-9, ""),
                 pct(g.throttle_share),
             ));
         }
@@ -144,4 +144,41 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
         o.push_str(&format!("  try: {a}\n"));
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::diagnosis::diagnose;
+    use crate::profile::summary::GpuSummary;
+
+    /// The GPU table's columns hold NVLink 4 at full rate (900 GB/s) and
+    /// PCIe 5 (64 GB/s) without pushing the next column.
+    #[test]
+    fn gpu_columns_line_up() {
+        let g = GpuSummary {
+            gpu: "7".into(),
+            samples: 1000,
+            utilization: Some(Stats::constant(1.0)),
+            sm_active: Some(Stats::constant(1.0)),
+            tensor_active: Some(Stats::constant(1.0)),
+            dram_active: Some(Stats::constant(1.0)),
+            power_watts: Some(Stats::constant(1000.0)),
+            pcie_bytes_per_second: Some(Stats::constant(64e9)),
+            nvlink_bytes_per_second: Some(Stats::constant(900e9)),
+            throttle_share: 1.0,
+            ..Default::default()
+        };
+        let s = Summary {
+            samples: 1000,
+            gpus: vec![g],
+            ..Default::default()
+        };
+        let text = render(&s, &diagnose(&s));
+        let mut lines = text.lines().skip_while(|l| !l.starts_with("gpu "));
+        let header = lines.next().unwrap();
+        let row = lines.next().unwrap();
+        assert_eq!(header.len(), row.len(), "\n{header}\n{row}");
+        assert!(row.contains("900.0/900.0/900.0") && row.ends_with("100%"), "{row}");
+    }
 }
