@@ -179,6 +179,9 @@ mod tests {
         let header = lines.next().unwrap();
         let row = lines.next().unwrap();
         assert_eq!(header.len(), row.len(), "\n{header}\n{row}");
-        assert!(row.contains("900.0/900.0/900.0") && row.ends_with("100%"), "{row}");
+        assert!(
+            row.contains("900.0/900.0/900.0") && row.ends_with("100%"),
+            "{row}"
+        );
     }
 }
