@@ -109,6 +109,27 @@ fn parse_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
+/// `host:port`, `:port` or `[v6]:port`, checked when the flags are parsed
+/// (a host name is resolved only when the server binds).
+pub fn parse_listen_address(s: &str) -> Result<String, String> {
+    let bad = || format!("{s:?} is not host:port, :port or [v6]:port (e.g. :9445)");
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(s.to_owned());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let hostname = |h: &str| {
+        !h.starts_with(['-', '.'])
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    };
+    if host.is_empty() || hostname(host) {
+        Ok(s.to_owned())
+    } else {
+        Err(bad())
+    }
+}
+
 fn parse_path(s: &str) -> Result<String, String> {
     if s.starts_with('/') {
         Ok(s.to_owned())
@@ -136,7 +157,7 @@ pub fn command() -> Command {
         .args_override_self(true)
         .max_term_width(100)
         .arg(opt("config.file", "FILE", "Optional TOML config file; flags override it.".into()))
-        .arg(opt("web.listen-address", "ADDR", "Address to listen on: host:port, or :port for every address.".into()).default_value(":9445"))
+        .arg(opt("web.listen-address", "ADDR", "Address to listen on: host:port, or :port for every address.".into()).default_value(":9445").value_parser(parse_listen_address))
         .arg(opt("web.telemetry-path", "PATH", "Path under which to expose metrics.".into()).default_value("/metrics").value_parser(parse_path))
         .arg(opt("web.max-requests", "N", "Maximum number of requests served at once; more get 503. Connections waiting for their headers or idle between requests do not count. 0 means no limit.".into()).default_value("40").value_parser(clap::value_parser!(usize)))
         .arg(opt("web.max-connections", "N", "Maximum number of open connections; at the limit the longest idle one is closed to admit a new one. 0 means no limit.".into()).default_value("1024").value_parser(clap::value_parser!(usize)))
@@ -198,6 +219,18 @@ pub fn command() -> Command {
     // clap's derive sets `about` from each options struct's doc comment:
     // the agent's own comes last.
     cmd.about(ABOUT).long_about(None::<&str>)
+}
+
+/// The daemon's command line: [`command`] and the commands listed in its
+/// help (`accel-agent profile` and `accel-agent help [COMMAND]` are
+/// dispatched before these flags are parsed, in [`crate::run`]).
+pub fn daemon_command() -> Command {
+    command()
+        .subcommand(Command::new("profile").about(crate::profile::command::ABOUT))
+        .subcommand(Command::new("help").about("Print this help, or the help of the given command (accel-agent help profile)."))
+        .disable_help_subcommand(true)
+        .subcommand_help_heading("Commands")
+        .override_usage("accel-agent [FLAGS]\n       accel-agent profile [FLAGS]\n       accel-agent help [COMMAND]")
 }
 
 const ABOUT: &str = "Prometheus exporter and profiling agent for ML training nodes: accelerators, storage, network, InfiniBand and host metrics.";
@@ -274,10 +307,25 @@ fn flatten(
     Ok(())
 }
 
+/// clap's error as one line, with its suggestion when it has one
+/// (`--collector.gpu.intervall`: did you mean `--collector.gpu.interval`?).
 fn first_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
     let text = e.to_string();
     let line = text.lines().next().unwrap_or("bad arguments");
-    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+    let mut line = line.strip_prefix("error: ").unwrap_or(line).to_owned();
+    let suggested = match e
+        .get(ContextKind::SuggestedArg)
+        .or_else(|| e.get(ContextKind::SuggestedSubcommand))
+    {
+        Some(ContextValue::String(s)) => vec![s.clone()],
+        Some(ContextValue::Strings(v)) => v.clone(),
+        _ => Vec::new(),
+    };
+    if !suggested.is_empty() {
+        line.push_str(&format!("; did you mean {}?", suggested.join(" or ")));
+    }
+    line
 }
 
 impl Config {
@@ -299,7 +347,13 @@ impl Config {
     /// Parses the command line (program name first), reading the config
     /// file it names. `Err` is a one-line message for exit code 2.
     pub fn from_args(args: Vec<OsString>) -> Result<Parsed, String> {
-        Self::parse_with(command, args).map(|(parsed, _)| parsed)
+        let (parsed, m) = Self::parse_with(daemon_command, args)?;
+        if let Some(name) = m.as_ref().and_then(|m| m.subcommand_name()) {
+            return Err(format!(
+                "the command goes first, its flags after it: accel-agent {name} [FLAGS]"
+            ));
+        }
+        Ok(parsed)
     }
 
     /// As [`from_args`](Self::from_args), with a command built by `cmd`
@@ -476,6 +530,24 @@ mod tests {
     #[test]
     fn command_is_well_formed() {
         command().debug_assert();
+        daemon_command().debug_assert();
+    }
+
+    #[test]
+    fn listen_addresses() {
+        for ok in [
+            ":9445",
+            "127.0.0.1:9445",
+            "[::1]:9445",
+            "localhost:80",
+            "node-1.example:0",
+        ] {
+            assert_eq!(parse_listen_address(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["9445", ":port", "host:99999", "a b:1", "", "[::1]", ":"] {
+            let e = parse_listen_address(bad).unwrap_err();
+            assert!(e.contains("host:port"), "{bad}: {e}");
+        }
     }
 
     #[test]

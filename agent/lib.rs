@@ -24,6 +24,26 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git revision the binary was built from, or `unknown`.
 pub const REVISION: &str = env!("ACCEL_REVISION");
 
+/// `accel-agent help [COMMAND]`: the daemon's help, or the command's.
+fn help(command: Option<&str>, extra: bool) -> i32 {
+    let printed = match command {
+        _ if extra => {
+            eprintln!("accel-agent help: takes one command at most: accel-agent help [COMMAND]");
+            return 2;
+        }
+        None | Some("help") => config::daemon_command().print_help(),
+        Some("profile") => profile::command().print_help(),
+        Some(other) => {
+            eprintln!("accel-agent help: no command {other:?}; the commands are profile and help");
+            return 2;
+        }
+    };
+    match printed {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
 /// Runs the agent with these command-line arguments and returns the exit
 /// code: 0 after a clean shutdown, 1 when it cannot start (port in use), 2
 /// for a bad flag or config value.
@@ -34,6 +54,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
         let mut rest = args;
         rest.remove(1);
         return profile::run(rest);
+    }
+    if args.get(1).is_some_and(|a| a == "help") {
+        return help(args.get(2).and_then(|a| a.to_str()), args.len() > 3);
     }
     let config = match config::Config::from_args(args.clone()) {
         Ok(config::Parsed::Run(c)) => *c,

@@ -30,20 +30,52 @@ fn parse_positive(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// The daemon's flags plus the profile-only ones.
+/// What `accel-agent profile` does, in `accel-agent --help` and its own.
+pub const ABOUT: &str = "Sample every enabled collector at --interval for --duration, print a summary of the key signals, the faults seen (a GPU lost, XIDs, hung or failing collectors) and a verdict: broken, degraded, no-accelerator, idle, or the bottleneck (compute-bound, memory-bandwidth-bound, input-bound, communication-bound, host-cpu-bound, throttled).";
+
+/// The daemon's flags that do nothing in a profile: hidden from its help,
+/// still accepted (one config file serves both).
+const DAEMON_ONLY: [&str; 5] = [
+    "web.max-requests",
+    "web.max-connections",
+    "web.header-timeout",
+    "web.idle-timeout",
+    "web.config.file",
+];
+
+/// The profile's own flags first, then the daemon's that affect it
+/// (collectors, paths, logging, and where to read a daemon's run events).
 pub fn command() -> Command {
-    config::command()
+    let mut cmd = config::command()
         .name("accel-agent profile")
         .bin_name("accel-agent profile")
-        .about("Samples every enabled collector at --interval for --duration, prints a summary of the key signals and a verdict naming the bottleneck (idle, compute-bound, memory-bandwidth-bound, input-bound, communication-bound, host-CPU-bound, throttled).")
-        .arg(
+        .about(ABOUT)
+        .after_help("Collector, path and log flags are the daemon's, as is the config file (--config.file). --web.listen-address and --web.telemetry-path say where a running daemon serves run events, when it holds the event socket.")
+        .mut_args(|a| {
+            // --interval sets every collector's.
+            let id = a.get_id().as_str();
+            let a = if id.starts_with("collector.") && id.ends_with(".interval") {
+                a.hide(true)
+            } else {
+                a
+            };
+            if a.get_help_heading().is_none() {
+                a.help_heading("Collectors, paths and logging (the daemon's flags)")
+            } else {
+                a
+            }
+        });
+    for id in DAEMON_ONLY {
+        cmd = cmd.mut_arg(id, |a| a.hide(true));
+    }
+    cmd.arg(
             Arg::new("duration")
                 .long("duration")
                 .value_name("DURATION")
                 .action(ArgAction::Set)
                 .default_value("60s")
                 .value_parser(parse_positive)
-                .help("How long to sample."),
+                .help("How long to sample; at least two intervals."),
         )
         .arg(
             Arg::new("interval")
@@ -67,14 +99,14 @@ pub fn command() -> Command {
                 .long("html")
                 .value_name("FILE")
                 .action(ArgAction::Set)
-                .help("Write a self-contained HTML report (verdict, summary, SVG time series of the key signals on one time axis) to FILE."),
+                .help("Write a self-contained HTML report (verdict, faults, summary, SVG time series of the key signals on one time axis) to FILE."),
         )
         .arg(
             Arg::new("json")
                 .long("json")
                 .value_name("FILE")
                 .action(ArgAction::Set)
-                .help("Write the sampled series, the summary and the verdict to FILE as JSON."),
+                .help("Write the faults, the sampled series, the summary and the verdict to FILE as JSON."),
         )
 }
 
@@ -92,6 +124,14 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
     let duration = *m.get_one::<Duration>("duration").expect("has a default");
     let interval = *m.get_one::<Duration>("interval").expect("has a default");
+    if duration < interval * 2 {
+        eprintln!(
+            "accel-agent profile: --duration {} is shorter than two intervals (--interval {}): nothing to compare",
+            accel_collectors::options::humanize(duration),
+            accel_collectors::options::humanize(interval)
+        );
+        return 2;
+    }
     let json = m.get_one::<String>("json").cloned();
     let html = m.get_one::<String>("html").cloned();
     let pids: Vec<u32> = m
@@ -186,7 +226,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
         let _ = write!(err, "\r\x1b[K");
         let _ = err.flush();
     }
-    let mut records = sampling.stop();
+    let recording = sampling.stop();
+    let mut records = recording.records;
     let events = records.iter().find(|(name, _)| *name == "goodput");
     let runs = match (events, daemon_first) {
         (Some((_, recs)), _) => {
@@ -201,12 +242,19 @@ pub fn run(args: Vec<OsString>) -> i32 {
             .unwrap_or_default(),
         (None, None) => Vec::new(),
     };
-    let all: Vec<Vec<Record>> = records.drain(..).map(|(_, r)| r).collect();
-    let (mut summary, series) = summarise(
-        &all,
-        start.elapsed().as_secs_f64().min(duration.as_secs_f64()),
+    let elapsed = start.elapsed().as_secs_f64().min(duration.as_secs_f64());
+    let faults = super::faults::detect(
+        records
+            .iter()
+            .find(|(name, _)| *name == "gpu")
+            .map_or(&[][..], |(_, r)| r),
+        &recording.attempts,
+        elapsed,
     );
+    let all: Vec<Vec<Record>> = records.drain(..).map(|(_, r)| r).collect();
+    let (mut summary, series) = summarise(&all, elapsed);
     summary.runs = runs;
+    summary.faults = faults;
     let diagnosis = diagnose(&summary);
     let text = render(&summary, &diagnosis);
     print!("{text}");
@@ -235,6 +283,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
             "interval_seconds": interval.as_secs_f64(),
             "duration_seconds": summary.duration_seconds,
             "verdict": diagnosis.verdict,
+            "performance_verdict": diagnosis.performance,
+            "faults": summary.faults,
             "evidence": diagnosis.evidence,
             "advice": diagnosis.advice,
             "summary": summary,

@@ -29,10 +29,31 @@ const UTILIZATION_RATIO: &str = accel_collectors::gpu::utilization::UTILIZATION_
 /// loop itself says it is input-bound.
 pub const DATA_WAIT_BOUND: f64 = 0.2;
 
-/// The bottleneck.
+/// The decision rules, in the order [`diagnose`] applies them: the first
+/// that holds is the verdict. README.md's "Verdicts" table is this one (a
+/// test holds them equal).
+pub const RULES: [(&str, &str); 12] = [
+    ("broken", "a GPU was lost (accel_gpu_up 0) or raised a fatal XID (48, 63, 64, 74, 79, 92, 94, 95, 119, 120) during the profile; the performance verdict on the samples that answered follows it"),
+    ("degraded", "another fault: a collector's samples stalled (a hung driver call or read) or failed, or a non-fatal XID; the performance verdict on the samples that answered follows it"),
+    ("no-accelerator", "no GPU was sampled (no NVML library, no GPU, or the gpu collector off)"),
+    ("idle", "GPU utilisation mean < 5 % and p95 < 10 %, and the processes holding the GPUs idle too (under 0.25 CPUs, under 1 MB/s read, under 10 major faults/s)"),
+    ("input-bound (holders)", "GPUs as idle as above, while a process holding them reads storage (>= 1 MB/s or >= 10 major faults/s): it waits for its input"),
+    ("host-cpu-bound (holders)", "GPUs as idle as above, while a process holding them uses >= 0.25 CPUs: the GPU waits on its own host process"),
+    ("throttled", "clocks held down >= 50 % of the time by heat, a hardware slowdown or a power limit below the default, and the SM clock under 97 % of its maximum"),
+    ("communication-bound", "an NVLink, network or InfiniBand link >= 70 % of its capacity while SM active < 50 %"),
+    ("input-bound", "the training loop's data_wait >= 20 % of step time; or GPUs underused (utilisation < 70 % or SM active < 50 %) with a saw-tooth, iowait or I/O pressure >= 20 %, a disk >= 80 % busy, or a process reading >= 20 MB/s"),
+    ("host-cpu-bound", "GPUs underused and the busiest CPU >= 90 % busy"),
+    ("memory-bandwidth-bound", "DRAM active >= 50 % and >= 0.9 x SM active"),
+    ("compute-bound", "GPUs not underused (otherwise: input-bound, weakly, when nothing else is saturated)"),
+];
+
+/// The bottleneck, or what is wrong with the node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
+    Broken,
+    Degraded,
+    NoAccelerator,
     Idle,
     ComputeBound,
     MemoryBandwidthBound,
@@ -46,6 +67,9 @@ impl Verdict {
     /// As printed and in the JSON.
     pub fn as_str(self) -> &'static str {
         match self {
+            Verdict::Broken => "broken",
+            Verdict::Degraded => "degraded",
+            Verdict::NoAccelerator => "no-accelerator",
             Verdict::Idle => "idle",
             Verdict::ComputeBound => "compute-bound",
             Verdict::MemoryBandwidthBound => "memory-bandwidth-bound",
@@ -61,6 +85,9 @@ impl Verdict {
 #[derive(Clone, Debug, Serialize)]
 pub struct Diagnosis {
     pub verdict: Verdict,
+    /// Under `broken` and `degraded`: the verdict on the samples that
+    /// answered (none when no GPU answered).
+    pub performance: Option<Verdict>,
     pub evidence: Vec<String>,
     pub advice: Vec<String>,
 }
@@ -77,28 +104,97 @@ fn mean_of(gpus: &[GpuSummary], f: impl Fn(&GpuSummary) -> Option<f64>) -> Optio
 fn diag(verdict: Verdict, evidence: Vec<String>, advice: &[&str]) -> Diagnosis {
     Diagnosis {
         verdict,
+        performance: None,
         evidence,
         advice: advice.iter().map(|s| s.to_string()).collect(),
     }
 }
 
-/// Names the bottleneck from a summary. Rules, in order: idle; throttled;
-/// communication-bound; input-bound (utilisation saw-tooth, iowait, I/O
-/// pressure, a busy disk); host-CPU-bound; memory-bandwidth-bound;
-/// compute-bound; and GPUs underused with no saturated signal (input-bound,
-/// weakly).
+/// Names what is wrong with the node, or else its bottleneck, by the
+/// [`RULES`] in order: faults first (`broken`, `degraded`, with the
+/// performance verdict on the samples that answered), then performance.
 pub fn diagnose(s: &Summary) -> Diagnosis {
+    let perf = performance(s);
+    if s.faults.is_empty() {
+        return perf;
+    }
+    let broken = s.faults.iter().any(|f| f.fatal);
+    let mut evidence: Vec<String> = s
+        .faults
+        .iter()
+        .filter(|f| f.fatal || !broken)
+        .map(|f| {
+            format!(
+                "{}: {} from {:.1}s to {:.1}s: {}",
+                f.device,
+                f.kind.as_str(),
+                f.first_seconds,
+                f.last_seconds,
+                f.detail
+            )
+        })
+        .collect();
+    let mut partial: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    // A few samples short is a loaded machine skipping ticks; under 90 %
+    // is a GPU that stopped answering.
+    for g in s
+        .gpus
+        .iter()
+        .filter(|g| (g.samples as f64) < 0.9 * s.samples as f64)
+    {
+        partial.entry(g.samples).or_default().push(&g.gpu);
+    }
+    for (n, ids) in partial {
+        evidence.push(format!(
+            "GPU{} {}: statistics over the {n} of {} samples answered",
+            if ids.len() > 1 { "s" } else { "" },
+            ids.join(", "),
+            s.samples
+        ));
+    }
+    let answered = perf.verdict != Verdict::NoAccelerator;
+    if answered {
+        evidence.push(format!(
+            "on the samples that answered: {}",
+            perf.verdict.as_str()
+        ));
+        evidence.extend(perf.evidence.iter().map(|e| format!("  {e}")));
+    }
+    let mut advice: Vec<String> = if broken {
+        vec![
+            "drain the node: a lost GPU or a fatal XID needs a GPU reset or a reboot, and often a hardware ticket (nvidia-smi -q, dmesg | grep -i xid, nvidia-bug-report.sh)".into(),
+        ]
+    } else {
+        vec!["the figures cover only what answered: check the faults (a hung driver call: dmesg, nvidia-smi; a failing collector: the agent's log) before tuning".into()]
+    };
+    if answered {
+        advice.extend(perf.advice);
+    }
+    Diagnosis {
+        verdict: if broken {
+            Verdict::Broken
+        } else {
+            Verdict::Degraded
+        },
+        performance: answered.then_some(perf.verdict),
+        evidence,
+        advice,
+    }
+}
+
+/// The performance verdict: [`RULES`] after the faults.
+fn performance(s: &Summary) -> Diagnosis {
     let gpus = &s.gpus;
     let n = gpus.len();
     let allocated = gpus.iter().filter(|g| g.allocated).count();
     let util = mean_of(gpus, |g| g.utilization.map(|u| u.mean));
     let Some(util) = util else {
         return diag(
-            Verdict::Idle,
+            Verdict::NoAccelerator,
             vec![format!(
-                "no GPU was sampled ({UTILIZATION_RATIO} absent): nothing to profile"
+                "no GPU was sampled ({UTILIZATION_RATIO} absent): no NVML library, no GPU, or the gpu collector is off"
             )],
-            &["check that the gpu collector is enabled and NVML loads (--nvml.library)"],
+            &["on a GPU node: check that the gpu collector is enabled and NVML loads (--nvml.library)"],
         );
     };
     let util_p95 = mean_of(gpus, |g| g.utilization.map(|u| u.p95)).unwrap_or(0.0);
@@ -107,8 +203,11 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
     let dram = mean_of(gpus, |g| g.dram_active.map(|x| x.mean));
     let busy = sm.unwrap_or(util);
 
-    // Idle.
+    // Idle GPUs: idle only when their holders are idle too.
     if util < 0.05 && util_p95 < 0.10 {
+        if let Some(d) = busy_holders(s, util) {
+            return d;
+        }
         return diag(
             Verdict::Idle,
             vec![format!(
@@ -394,10 +493,57 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
     )
 }
 
+/// GPUs idle while a process holding them works on the host: it reads
+/// its input (input-bound) or computes on the CPU (host-CPU-bound).
+fn busy_holders(s: &Summary, util: f64) -> Option<Diagnosis> {
+    let mean = |x: Option<super::summary::Stats>| x.map_or(0.0, |x| x.mean);
+    let holders = s.processes.iter().filter(|p| p.reason == "gpu");
+    let reader = holders
+        .clone()
+        .max_by(|a, b| mean(a.read_bytes_per_second).total_cmp(&mean(b.read_bytes_per_second)));
+    let cpu = holders.max_by(|a, b| mean(a.cpu).total_cmp(&mean(b.cpu)));
+    let what = |p: &super::summary::ProcessSummary| {
+        format!(
+            "process {} ({}) holds a GPU and uses {:.2} CPUs ({PROCESS_CPU_SECONDS}), reads {:.1} MB/s ({PROCESS_READ_BYTES}), {:.0} major page faults/s",
+            p.pid,
+            p.comm,
+            mean(p.cpu),
+            mean(p.read_bytes_per_second) / 1e6,
+            mean(p.major_faults_per_second)
+        )
+    };
+    let gpu = format!(
+        "{UTILIZATION_RATIO} mean {}: the GPUs wait on their own host process, not a stuck job",
+        pct(util)
+    );
+    if let Some(p) = reader
+        .filter(|p| mean(p.read_bytes_per_second) >= 1e6 || mean(p.major_faults_per_second) >= 10.0)
+    {
+        return Some(diag(
+            Verdict::InputBound,
+            vec![what(p), gpu],
+            &[
+                "the step waits for its input: more data-loader workers and prefetching",
+                "cache the data set on a local SSD or in memory",
+                "pre-process / decode offline",
+            ],
+        ));
+    }
+    if let Some(p) = cpu.filter(|p| mean(p.cpu) >= 0.25) {
+        return Some(diag(
+            Verdict::HostCpuBound,
+            vec![what(p), gpu],
+            &["the GPU waits while its process computes on the CPU: move that work to the GPU, to data-loader workers, or overlap it with GPU work", "profile the host side of the step (py-spy, perf)"],
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::summary::{IoSummary, Stats};
+    use crate::profile::faults::{Fault, FaultKind};
+    use crate::profile::summary::{IoSummary, ProcessSummary, Stats};
 
     fn gpu(util: Stats, sm: f64, tensor: f64, dram: f64) -> GpuSummary {
         GpuSummary {
@@ -428,7 +574,78 @@ mod tests {
         let d = diagnose(&node(gpu(Stats::constant(0.0), 0.0, 0.0, 0.0)));
         assert_eq!(d.verdict, Verdict::Idle);
         assert!(has(&d, "accel_gpu_utilization_ratio") && has(&d, "1 of them allocated"));
-        assert_eq!(diagnose(&Summary::default()).verdict, Verdict::Idle);
+        assert_eq!(
+            diagnose(&Summary::default()).verdict,
+            Verdict::NoAccelerator
+        );
+    }
+
+    #[test]
+    fn idle_gpu_with_a_busy_holder_is_not_idle() {
+        let mut s = node(gpu(Stats::constant(0.03), 0.02, 0.0, 0.0));
+        s.processes.push(ProcessSummary {
+            pid: "42".into(),
+            comm: "python3".into(),
+            reason: "gpu".into(),
+            cpu: Some(Stats::constant(0.6)),
+            ..Default::default()
+        });
+        let d = diagnose(&s);
+        assert_eq!(d.verdict, Verdict::HostCpuBound, "{d:?}");
+        assert!(has(&d, "process 42 (python3) holds a GPU"));
+        s.processes[0].read_bytes_per_second = Some(Stats::constant(5e6));
+        assert_eq!(diagnose(&s).verdict, Verdict::InputBound);
+        // A holder that asks for nothing: idle.
+        s.processes[0].read_bytes_per_second = None;
+        s.processes[0].cpu = Some(Stats::constant(0.01));
+        assert_eq!(diagnose(&s).verdict, Verdict::Idle);
+    }
+
+    #[test]
+    fn faults_come_first() {
+        let mut s = node(gpu(Stats::constant(0.95), 0.88, 0.61, 0.47));
+        s.samples = 100;
+        s.gpus[0].samples = 30;
+        s.faults.push(Fault {
+            kind: FaultKind::Stalled,
+            device: "collector gpu".into(),
+            first_seconds: 3.0,
+            last_seconds: 10.0,
+            fatal: false,
+            detail: "no sample finished".into(),
+        });
+        let d = diagnose(&s);
+        assert_eq!(d.verdict, Verdict::Degraded);
+        assert_eq!(d.performance, Some(Verdict::ComputeBound));
+        assert!(
+            has(&d, "30 of 100 samples") && has(&d, "collector gpu"),
+            "{d:?}"
+        );
+        s.faults.push(Fault {
+            kind: FaultKind::GpuLost,
+            device: "GPU 0".into(),
+            first_seconds: 3.0,
+            last_seconds: 10.0,
+            fatal: true,
+            detail: "lost".into(),
+        });
+        let d = diagnose(&s);
+        assert_eq!(d.verdict, Verdict::Broken);
+        assert!(has(&d, "GPU 0: gpu lost from 3.0s"), "{d:?}");
+        assert!(d.advice[0].contains("drain the node"));
+        // Without GPUs, no performance verdict.
+        s.gpus.clear();
+        assert_eq!(diagnose(&s).performance, None);
+    }
+
+    /// README.md's verdict table is [`RULES`].
+    #[test]
+    fn readme_lists_the_rules() {
+        let readme = include_str!("../../README.md");
+        for (v, when) in RULES {
+            let row = format!("| `{v}` | {when} |");
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::diagnosis::Diagnosis;
+use super::diagnosis::{Diagnosis, Verdict};
+use super::faults::Fault;
 use super::summary::{Points, Summary};
 
 /// One chart: a title, a unit, the scale applied to values, a fixed y
@@ -201,7 +202,13 @@ fn num(v: f64) -> String {
     }
 }
 
-fn chart_svg(chart: &Chart, lines: &[(String, &Points)], duration: f64, out: &mut String) {
+fn chart_svg(
+    chart: &Chart,
+    lines: &[(String, &Points)],
+    faults: &[Fault],
+    duration: f64,
+    out: &mut String,
+) {
     const W: f64 = 960.0;
     const H: f64 = 170.0;
     const L: f64 = 64.0;
@@ -223,7 +230,7 @@ fn chart_svg(chart: &Chart, lines: &[(String, &Points)], duration: f64, out: &mu
     let y = |v: f64| T + ph - (v / y_max).clamp(0.0, 1.0) * ph;
     let _ = write!(
         out,
-        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="{}">"#,
+        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" role="img" aria-label="{}">"#,
         esc(chart.title)
     );
     // Frame, grid and ticks.
@@ -263,8 +270,25 @@ fn chart_svg(chart: &Chart, lines: &[(String, &Points)], duration: f64, out: &mu
         T + ph / 2.0,
         esc(chart.unit)
     );
+    // Faults: a red band over their time on every chart.
+    for f in faults {
+        let (a, b) = (x(f.first_seconds), x(f.last_seconds));
+        let _ = write!(
+            out,
+            r##"<rect class="fault" x="{:.1}" y="{T}" width="{:.1}" height="{ph}" fill="#d62728" fill-opacity="0.18" stroke="#d62728" stroke-width="0.5"><title>{}</title></rect>"##,
+            a.min(b - 2.0).max(L),
+            (b - a).max(2.0),
+            esc(&format!("{} {}: {}", f.device, f.kind.as_str(), f.detail))
+        );
+    }
     for (i, (name, points)) in lines.iter().take(MAX_LINES).enumerate() {
         let color = COLORS[i % COLORS.len()];
+        // Past the palette, the same colours dashed.
+        let dash = if i >= COLORS.len() {
+            r#" stroke-dasharray="5 3""#
+        } else {
+            ""
+        };
         let step = points.len().div_ceil(MAX_POINTS).max(1);
         let mut pts = String::new();
         for (t, v) in points.iter().step_by(step) {
@@ -275,17 +299,19 @@ fn chart_svg(chart: &Chart, lines: &[(String, &Points)], duration: f64, out: &mu
         }
         let _ = write!(
             out,
-            r#"<polyline class="series" data-name="{}" fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+            r#"<polyline class="series" data-name="{}" fill="none" stroke="{color}" stroke-width="1.5"{dash} points="{}"/>"#,
             esc(name),
             pts.trim_end()
         );
         let ly = T + 10.0 + i as f64 * 12.0;
         let _ = write!(
             out,
-            r#"<rect x="{}" y="{}" width="10" height="3" fill="{color}"/><text x="{}" y="{}" font-size="10">{}</text>"#,
-            L + pw + 10.0,
-            ly - 4.0,
-            L + pw + 24.0,
+            r#"<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="3"{dash}/><text x="{}" y="{}" font-size="10">{}</text>"#,
+            L + pw + 8.0,
+            L + pw + 22.0,
+            ly - 3.0,
+            ly - 3.0,
+            L + pw + 26.0,
             ly,
             esc(name)
         );
@@ -311,27 +337,88 @@ pub fn html(
     interval: f64,
 ) -> String {
     let mut o = String::new();
+    let severity = match diagnosis.verdict {
+        Verdict::Broken => "bad",
+        Verdict::Degraded => "warn",
+        _ => "ok",
+    };
     let _ = write!(
         o,
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>accel-agent profile: {verdict}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1000px; }}
-h1 {{ font-size: 20px; }} h2 {{ font-size: 15px; margin: 18px 0 4px; }}
-.verdict {{ font-size: 18px; font-weight: bold; }}
-pre {{ background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 11px; }}
-svg.chart {{ display: block; font-family: system-ui, sans-serif; }}
+* {{ box-sizing: border-box; }}
+body {{ font-family: system-ui, sans-serif; margin: 16px 24px; color: #222; }}
+h1 {{ font-size: 20px; margin: 0 0 4px; }} h2 {{ font-size: 15px; margin: 18px 0 4px; }}
+.meta {{ color: #555; margin: 0 0 12px; }}
+.cards {{ display: flex; flex-wrap: wrap; gap: 12px; margin-bottom: 12px; }}
+.card {{ border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px; min-width: 150px; background: #fafafa; }}
+.card .k {{ font-size: 12px; color: #555; }} .card .v {{ font-size: 22px; font-weight: 600; }}
+.card.bad {{ border-color: #d62728; background: #fdecec; }} .card.warn {{ border-color: #ff7f0e; background: #fff4e6; }}
+.card.ok {{ border-color: #2ca02c; background: #eef8ee; }}
+ul.evidence {{ margin: 4px 0 8px; padding-left: 20px; }}
+pre {{ background: #f6f6f6; padding: 8px; font-size: 10.5px; white-space: pre-wrap; overflow-wrap: anywhere; }}
+svg.chart {{ display: block; width: 100%; height: auto; font-family: system-ui, sans-serif; }}
+table.faults {{ border-collapse: collapse; font-size: 12px; width: 100%; }}
+table.faults td, table.faults th {{ border: 1px solid #ddd; padding: 2px 6px; text-align: left; vertical-align: top; }}
 </style></head><body>
 <h1>accel-agent profile</h1>
-<p>{duration:.1} s, {samples} samples every {interval:.2} s; accel-agent {version}.</p>
-<p class="verdict">Verdict: {verdict}</p>
-<ul>"#,
+<p class="meta">{duration:.1} s, {samples} samples every {interval:.2} s; accel-agent {version}.</p>
+<div class="cards">
+<div class="card {severity}"><div class="k">verdict</div><div class="v" id="verdict">{verdict}</div></div>
+"#,
         verdict = diagnosis.verdict.as_str(),
         duration = summary.duration_seconds,
         samples = summary.samples,
         version = crate::VERSION,
     );
+    let mut card = |k: &str, v: String, class: &str| {
+        let _ = writeln!(
+            o,
+            r#"<div class="card {class}"><div class="k">{}</div><div class="v">{}</div></div>"#,
+            esc(k),
+            esc(&v)
+        );
+    };
+    if let Some(p) = diagnosis.performance {
+        card("on the samples that answered", p.as_str().into(), "");
+    }
+    let fatal = summary.faults.iter().filter(|f| f.fatal).count();
+    card(
+        "faults",
+        if fatal > 0 {
+            format!("{} ({fatal} fatal)", summary.faults.len())
+        } else {
+            summary.faults.len().to_string()
+        },
+        if fatal > 0 {
+            "bad"
+        } else if summary.faults.is_empty() {
+            ""
+        } else {
+            "warn"
+        },
+    );
+    card("GPUs", summary.gpus.len().to_string(), "");
+    let mean = |f: &dyn Fn(&super::summary::GpuSummary) -> Option<f64>| {
+        let v: Vec<f64> = summary.gpus.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    if let Some(u) = mean(&|g| g.utilization.map(|x| x.mean)) {
+        card("GPU utilisation, mean", format!("{:.0} %", u * 100.0), "");
+    }
+    if let Some(u) = mean(&|g| g.sm_active.map(|x| x.mean)) {
+        card("SM active, mean", format!("{:.0} %", u * 100.0), "");
+    }
+    if let Some(w) = mean(&|g| g.power_watts.map(|x| x.mean)) {
+        card("power per GPU, mean", format!("{w:.0} W"), "");
+    }
+    if let Some(c) = summary.max_cpu_busy {
+        card("busiest CPU, mean", format!("{:.0} %", c.mean * 100.0), "");
+    }
+    o.push_str("</div>\n<ul class=\"evidence\">");
     for e in &diagnosis.evidence {
         let _ = write!(o, "<li>evidence: {}</li>", esc(e));
     }
@@ -339,6 +426,44 @@ svg.chart {{ display: block; font-family: system-ui, sans-serif; }}
         let _ = write!(o, "<li>try: {}</li>", esc(a));
     }
     o.push_str("</ul>\n");
+    if !summary.faults.is_empty() {
+        o.push_str("<h2>Faults</h2>\n<table class=\"faults\"><tr><th>from</th><th>to</th><th>kind</th><th>device</th><th>detail</th></tr>\n");
+        for f in &summary.faults {
+            let _ = writeln!(
+                o,
+                "<tr><td>{:.1} s</td><td>{:.1} s</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+                f.first_seconds,
+                f.last_seconds,
+                esc(f.kind.as_str()),
+                if f.fatal { " (fatal)" } else { "" },
+                esc(&f.device),
+                esc(&f.detail)
+            );
+        }
+        o.push_str("</table>\n<p>Red bands on the charts mark the faults' times.</p>\n");
+    }
+    // The summary table (the text output without its faults and verdict,
+    // which are above).
+    let mut table = String::new();
+    let mut skipping = false;
+    for line in text_summary
+        .split("\nverdict: ")
+        .next()
+        .unwrap_or("")
+        .lines()
+    {
+        if line == "faults:" {
+            skipping = true;
+        } else if skipping && line.is_empty() {
+            skipping = false;
+            continue;
+        }
+        if !skipping {
+            table.push_str(line);
+            table.push('\n');
+        }
+    }
+    let _ = writeln!(o, "<h2>Summary</h2>\n<pre>{}</pre>", esc(table.trim_end()));
     let mut charts = 0;
     for chart in CHARTS {
         let lines: Vec<(String, &Points)> = series
@@ -351,22 +476,24 @@ svg.chart {{ display: block; font-family: system-ui, sans-serif; }}
         }
         charts += 1;
         let _ = writeln!(o, "<h2>{} ({})</h2>", esc(chart.title), esc(chart.unit));
-        chart_svg(chart, &lines, summary.duration_seconds, &mut o);
+        chart_svg(
+            chart,
+            &lines,
+            &summary.faults,
+            summary.duration_seconds,
+            &mut o,
+        );
         o.push('\n');
     }
     if charts == 0 {
         o.push_str("<p>No signal was sampled.</p>\n");
     }
-    let _ = write!(
-        o,
-        "<h2>Summary</h2>\n<pre>{}</pre>\n<p id=\"drawn\"></p>\n",
-        esc(text_summary)
-    );
-    // Says how many charts and lines the browser actually drew (a line
-    // with no length was not drawn): a check for the reader, and for the
-    // test that renders this page in headless Chromium.
+    // What the browser drew and whether the page fits its window, for the
+    // test that renders this page in headless Chromium (hidden: not for
+    // the reader).
     o.push_str(
-        r#"<script>
+        r#"<p id="drawn" hidden></p><p id="fit" hidden></p>
+<script>
 (function () {
   var charts = document.querySelectorAll("svg.chart"), drawn = 0, lines = 0;
   charts.forEach(function (c) {
@@ -378,6 +505,15 @@ svg.chart {{ display: block; font-family: system-ui, sans-serif; }}
   });
   document.getElementById("drawn").textContent =
     "Drawn: " + drawn + " of " + charts.length + " charts, " + lines + " lines.";
+  var d = document.documentElement, clipped = 0;
+  document.querySelectorAll("pre, table").forEach(function (e) {
+    if (e.scrollWidth > e.clientWidth + 1) clipped++;
+  });
+  var widest = 0;
+  charts.forEach(function (c) { widest = Math.max(widest, c.getBoundingClientRect().width); });
+  document.getElementById("fit").textContent =
+    "Fit: page " + d.scrollWidth + " of " + d.clientWidth + " px, " + clipped +
+    " clipped blocks, widest chart " + Math.round(widest) + " px.";
 })();
 </script>
 </body></html>
@@ -419,6 +555,8 @@ mod tests {
         assert_eq!(page.matches("<polyline").count(), 3);
         assert!(page.contains("&lt;sda&gt;") && !page.contains("<sda>"));
         assert!(page.contains("summary &lt;text&gt;"));
+        // The test strings are hidden.
+        assert!(page.contains("<p id=\"drawn\" hidden>"));
         // 50 % at t=0 sits half way up a 0-100 % chart: y = 12 + 132 - 66.
         assert!(page.contains("64.0,78.0"), "{page}");
     }

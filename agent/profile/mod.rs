@@ -7,10 +7,12 @@
 //! sample recorded), [`summary`] (the signals per device), [`diagnosis`]
 //! (the verdict, a pure function of the summary), and the outputs [`text`]
 //! and [`html`], which read the summary and diagnosis types and nothing
-//! above them.
+//! above them. [`faults`] finds what went wrong (a GPU lost, an XID, a
+//! hung or failing collector) in the records and the sample attempts.
 
 pub mod command;
 pub mod diagnosis;
+pub mod faults;
 pub mod html;
 pub mod sample;
 pub mod summary;

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::sampler::{self, Threads};
 use crate::state::{Agent, CollectorState, Snapshot};
 
+use super::faults::{Attempt, Attempts};
 use super::summary::Record;
 
 /// The running profile's sampler threads and what they have recorded.
@@ -28,6 +29,19 @@ struct Recorded {
     interval: Duration,
     stop: AtomicBool,
     by_collector: Mutex<BTreeMap<&'static str, Vec<Record>>>,
+    /// Every finished sample, successful or not, and the error counts of
+    /// the last one (to tell what a failed one counted).
+    attempts: Mutex<BTreeMap<&'static str, Tried>>,
+}
+
+/// A collector's attempts, and the error counts after the last one.
+type Tried = (Vec<Attempt>, Vec<u64>);
+
+/// What a profile's sampling produced, per running collector in output
+/// order.
+pub struct Recording {
+    pub records: Vec<(&'static str, Vec<Record>)>,
+    pub attempts: Vec<Attempts>,
 }
 
 impl Recorded {
@@ -39,6 +53,24 @@ impl Recorded {
             .published
             .and_then(|p| p.checked_sub(snap.duration))
             .map_or(Duration::ZERO, |b| b.saturating_duration_since(self.start));
+        if began <= self.duration {
+            let end = snap
+                .published
+                .map_or(Duration::ZERO, |p| p.saturating_duration_since(self.start));
+            let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+            let (list, errors) = attempts.entry(c.name).or_default();
+            let kinds = accel_collectors::ErrorKind::ALL
+                .iter()
+                .filter(|k| snap.errors[k.index()] > errors.get(k.index()).copied().unwrap_or(0))
+                .map(|k| k.as_str())
+                .collect();
+            *errors = snap.errors.to_vec();
+            list.push(Attempt {
+                end: end.as_secs_f64(),
+                ok: snap.success,
+                kinds,
+            });
+        }
         if snap.success && began <= self.duration {
             self.by_collector
                 .lock()
@@ -74,6 +106,7 @@ impl Sampling {
             interval,
             stop: AtomicBool::new(false),
             by_collector: Mutex::new(BTreeMap::new()),
+            attempts: Mutex::new(BTreeMap::new()),
         });
         let hook = records.clone();
         let (agent, threads) =
@@ -102,8 +135,8 @@ impl Sampling {
 
     /// Stops sampling: lets samples in progress finish, but waits no longer
     /// than `interval` and a second for a hung collector. Returns the
-    /// records per running collector, in output order.
-    pub fn stop(self) -> Vec<(&'static str, Vec<Record>)> {
+    /// records and attempts per running collector, in output order.
+    pub fn stop(self) -> Recording {
         self.records.stop.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + self.records.interval + Duration::from_secs(1);
         while self.threads.ended().len() < self.threads.0.len() && Instant::now() < deadline {
@@ -114,10 +147,28 @@ impl Sampling {
             .by_collector
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        self.agent
-            .collectors
-            .iter()
-            .map(|c| (c.name, recs.remove(c.name).unwrap_or_default()))
-            .collect()
+        let mut attempts = self
+            .records
+            .attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Recording {
+            records: self
+                .agent
+                .collectors
+                .iter()
+                .map(|c| (c.name, recs.remove(c.name).unwrap_or_default()))
+                .collect(),
+            attempts: self
+                .agent
+                .collectors
+                .iter()
+                .map(|c| Attempts {
+                    collector: c.name,
+                    deadline: c.deadline.as_secs_f64(),
+                    attempts: attempts.remove(c.name).map(|a| a.0).unwrap_or_default(),
+                })
+                .collect(),
+        }
     }
 }

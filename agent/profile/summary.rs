@@ -73,6 +73,9 @@ impl Stats {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GpuSummary {
     pub gpu: String,
+    /// Samples in which the GPU answered (its statistics cover only
+    /// these), out of [`Summary::samples`].
+    pub samples: usize,
     pub allocated: bool,
     pub utilization: Option<Stats>,
     pub sm_active: Option<Stats>,
@@ -115,7 +118,11 @@ pub struct IoSummary {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     pub duration_seconds: f64,
+    /// The most samples any collector finished.
     pub samples: usize,
+    /// What went wrong, in time order (written at the top of the JSON).
+    #[serde(skip)]
+    pub faults: Vec<super::faults::Fault>,
     pub gpus: Vec<GpuSummary>,
     pub disks: Vec<IoSummary>,
     /// Network interfaces: read = receive, write = transmit.
@@ -344,6 +351,7 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
         }
         gpus.push(GpuSummary {
             gpu: g.clone(),
+            samples: util.get(g).map_or(0, Vec::len),
             allocated: allocated
                 .get(g)
                 .is_some_and(|p| p.iter().any(|x| x.1 > 0.0)),
@@ -502,6 +510,7 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
     let summary = Summary {
         processes,
         runs: Vec::new(),
+        faults: Vec::new(),
         duration_seconds: duration,
         samples,
         gpus,

@@ -23,32 +23,49 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
         "accel-agent profile: {:.1}s, {} samples; values are mean/p50/p95\n\n",
         s.duration_seconds, s.samples
     ));
+    if !s.faults.is_empty() {
+        o.push_str("faults:\n");
+        for f in &s.faults {
+            o.push_str(&format!(
+                "  {:>6.1}s-{:<6} {:<16} {:<16} {}{}\n",
+                f.first_seconds,
+                format!("{:.1}s", f.last_seconds),
+                f.kind.as_str(),
+                f.device,
+                if f.fatal { "FATAL: " } else { "" },
+                f.detail
+            ));
+        }
+        o.push('\n');
+    }
     if !s.gpus.is_empty() {
         o.push_str(&format!(
-            "{:<4} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<20} {:>9}\n",
+            "{:<4} {:<9} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<20} {:>9}\n",
             "gpu",
+            "samples",
             "alloc",
             "util %",
             "sm active %",
             "tensor active %",
             "dram active %",
             "power W",
-            "pcie MB/s",
-            "nvlink MB/s",
+            "pcie GB/s",
+            "nvlink GB/s",
             "throttled"
         ));
         for g in &s.gpus {
             o.push_str(&format!(
-                "{:<4} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<20} {:>9}\n",
+                "{:<4} {:<9} {:<5} {:<18} {:<18} {:<18} {:<18} {:<20} {:<20} {:<20} {:>9}\n",
                 g.gpu,
+                format!("{}/{}", g.samples, s.samples),
                 if g.allocated { "yes" } else { "no" },
                 fmt_stats(g.utilization, 100.0, ""),
                 fmt_stats(g.sm_active, 100.0, ""),
                 fmt_stats(g.tensor_active, 100.0, ""),
                 fmt_stats(g.dram_active, 100.0, ""),
                 fmt_stats(g.power_watts, 1.0, ""),
-                fmt_stats(g.pcie_bytes_per_second, 1e-6, ""),
-                fmt_stats(g.nvlink_bytes_per_second, 1e-6, ""),
+                fmt_stats(g.pcie_bytes_per_second, 1e-9, ""),
+                fmt_stats(g.nvlink_bytes_per_second, 1e-9, ""),
                 pct(g.throttle_share),
             ));
         }
@@ -112,7 +129,14 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
         fmt_stats(s.io_pressure_stalled, 100.0, "%"),
         fmt_stats(s.max_cpu_busy, 100.0, "%"),
     ));
-    o.push_str(&format!("verdict: {}\n", d.verdict.as_str()));
+    match d.performance {
+        Some(p) => o.push_str(&format!(
+            "verdict: {} (on the samples that answered: {})\n",
+            d.verdict.as_str(),
+            p.as_str()
+        )),
+        None => o.push_str(&format!("verdict: {}\n", d.verdict.as_str())),
+    }
     for e in &d.evidence {
         o.push_str(&format!("  evidence: {e}\n"));
     }
@@ -120,4 +144,44 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
         o.push_str(&format!("  try: {a}\n"));
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::diagnosis::diagnose;
+    use crate::profile::summary::GpuSummary;
+
+    /// The GPU table's columns hold NVLink 4 at full rate (900 GB/s) and
+    /// PCIe 5 (64 GB/s) without pushing the next column.
+    #[test]
+    fn gpu_columns_line_up() {
+        let g = GpuSummary {
+            gpu: "7".into(),
+            samples: 1000,
+            utilization: Some(Stats::constant(1.0)),
+            sm_active: Some(Stats::constant(1.0)),
+            tensor_active: Some(Stats::constant(1.0)),
+            dram_active: Some(Stats::constant(1.0)),
+            power_watts: Some(Stats::constant(1000.0)),
+            pcie_bytes_per_second: Some(Stats::constant(64e9)),
+            nvlink_bytes_per_second: Some(Stats::constant(900e9)),
+            throttle_share: 1.0,
+            ..Default::default()
+        };
+        let s = Summary {
+            samples: 1000,
+            gpus: vec![g],
+            ..Default::default()
+        };
+        let text = render(&s, &diagnose(&s));
+        let mut lines = text.lines().skip_while(|l| !l.starts_with("gpu "));
+        let header = lines.next().unwrap();
+        let row = lines.next().unwrap();
+        assert_eq!(header.len(), row.len(), "\n{header}\n{row}");
+        assert!(
+            row.contains("900.0/900.0/900.0") && row.ends_with("100%"),
+            "{row}"
+        );
+    }
 }

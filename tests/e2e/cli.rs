@@ -186,3 +186,132 @@ fn sighup_does_not_stop_the_agent() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(agent.get("/-/healthy").status, 200);
 }
+
+/// The binary with exactly `args` (a command must come first).
+fn raw(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run accel-agent");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--help` lists the commands; `help` and `help COMMAND` print the help;
+/// an unknown command is one line and exit 2.
+#[test]
+fn help_lists_the_commands() {
+    let (code, daemon, _) = raw(&["--help"]);
+    assert_eq!(code, 0);
+    let commands = daemon
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands section");
+    assert!(
+        commands.contains("  profile  ") && commands.contains("  help  "),
+        "{daemon}"
+    );
+    let (code, out, _) = raw(&["help"]);
+    assert_eq!((code, out.as_str()), (0, daemon.as_str()));
+    let (code, profile, _) = raw(&["help", "profile"]);
+    assert_eq!(code, 0);
+    let (_, profile_help, _) = raw(&["profile", "--help"]);
+    assert_eq!(profile, profile_help);
+    for (args, what) in [
+        (&["help", "nope"][..], "no command \"nope\""),
+        (&["help", "profile", "x"][..], "one command at most"),
+        (&["prfile"][..], "did you mean profile?"),
+        (
+            &["--log.level=debug", "profile"][..],
+            "the command goes first",
+        ),
+    ] {
+        let (code, out, err) = raw(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            out.is_empty() && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+}
+
+/// `profile --help`: its own flags first, and none of the daemon's that
+/// do nothing in a profile.
+#[test]
+fn profile_help_shows_its_own_flags_first() {
+    let (code, out, _) = raw(&["profile", "--help"]);
+    assert_eq!(code, 0);
+    let first_section = out
+        .split("\n\n")
+        .find(|s| s.starts_with("Options:"))
+        .unwrap();
+    for own in ["--duration", "--interval", "--pid", "--html", "--json"] {
+        assert!(first_section.contains(own), "{own} not first:\n{out}");
+    }
+    let at = |flag: &str| out.find(flag).unwrap_or_else(|| panic!("{flag}:\n{out}"));
+    assert!(at("--json") < at("--path.procfs"), "{out}");
+    for useless in [
+        "--web.max-requests",
+        "--web.max-connections",
+        "--web.header-timeout",
+        "--web.idle-timeout",
+        "--web.config.file",
+        "--collector.gpu.interval",
+        "--collector.disk.interval",
+    ] {
+        assert!(
+            !out.contains(useless),
+            "profile --help shows {useless}:\n{out}"
+        );
+    }
+    for useful in [
+        "--nvml.library",
+        "--path.procfs",
+        "--collector.gpu",
+        "--log.level",
+    ] {
+        assert!(out.contains(useful), "{useful}:\n{out}");
+    }
+}
+
+/// Every value is checked when the flags are parsed, the listen address
+/// included, before anything starts: one line, exit 2; a misspelt flag
+/// gets a suggestion; profile refuses fewer than two intervals.
+#[test]
+fn values_are_checked_at_parse_time_with_suggestions() {
+    for (args, what) in [
+        (&["--web.listen-address=9445"][..], "not host:port"),
+        (&["--web.listen-address=:http"][..], "not host:port"),
+        (
+            &["profile", "--web.listen-address=9445", "--duration=1s"][..],
+            "not host:port",
+        ),
+        (
+            &["--collector.gpu.intervall=1s"][..],
+            "did you mean --collector.gpu.interval?",
+        ),
+        (&["profile", "--duraton=5s"][..], "did you mean --duration?"),
+        (
+            &["profile", "--duration=1s", "--interval=5s"][..],
+            "shorter than two intervals",
+        ),
+        (
+            &["profile", "--duration=150ms", "--interval=100ms"][..],
+            "shorter than two intervals",
+        ),
+    ] {
+        let t = std::time::Instant::now();
+        let (code, out, err) = raw(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+        // Refused before any collector or server started.
+        assert!(t.elapsed() < Duration::from_secs(2), "{args:?}");
+    }
+}

@@ -21,6 +21,7 @@ mod node_exporter;
 mod package;
 mod process;
 mod profile;
+mod profile_faults;
 mod prometheus;
 mod systemd;
 mod time;

@@ -9,7 +9,7 @@ use crate::util::{bin, fixtures, root, TempDir};
 
 /// Runs `accel-agent profile` with `extra` flags on `scenario`; stderr is
 /// a pipe (not a terminal).
-fn profile(scenario: &str, extra: &[&str]) -> Output {
+pub(crate) fn profile(scenario: &str, extra: &[&str]) -> Output {
     let fx = fixtures();
     Command::new(bin())
         .arg("profile")
@@ -60,7 +60,7 @@ fn verdict_of(scenario: &str) -> serde_json::Value {
     doc
 }
 
-fn evidence(doc: &serde_json::Value) -> String {
+pub(crate) fn evidence(doc: &serde_json::Value) -> String {
     doc["evidence"]
         .as_array()
         .unwrap()
@@ -332,14 +332,14 @@ fn html_report_renders_in_chromium_and_pid_is_followed() {
     for bad in ["src=", "href=", "@import", "url("] {
         assert!(!page.contains(bad), "{bad} in the report");
     }
-    assert!(page.contains("Verdict: input-bound"));
+    assert!(page.contains("id=\"verdict\">input-bound<"), "{page}");
     let charts = page.matches("<svg class=\"chart\"").count();
     assert!(charts >= 10, "{charts} charts");
     assert!(
         page.contains("Followed processes"),
         "the --pid process has a chart"
     );
-    let dom = Command::new(chromium)
+    let dom = Command::new(&chromium)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
         .arg(format!("file://{}", html.display()))
         .stderr(Stdio::null())

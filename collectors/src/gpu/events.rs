@@ -27,7 +27,7 @@ pub const XID_ERRORS: FamilyDef = FamilyDef::counter(
     "XID errors reported by the driver, by XID (counted as they happen, from NVML events).",
 )
 .labels(&["gpu", "uuid", "xid"])
-.doc("XID errors by XID number (the event's `eventData`), counted from the agent's start. XIDs raised before it started, or while NVML was being re-initialised, are not seen. A `(gpu, xid)` series appears with its first event, at 1")
+.doc("XID errors by XID number (the event's `eventData`), counted from the agent's start. XIDs raised before it started, or while NVML was being re-initialised, are not seen. On every GPU whose events are watched, the 16 XIDs operators alert on (13, 31, 43, 45, 48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120) are exported at 0 from the start; any other XID's series appears with its first event, at 1")
 .source("`nvmlEventSetWait_v2`")
 .equivalent("`DCGM_FI_DEV_XID_ERRORS`: a gauge holding the value of the last XID, which says neither how many there were nor when they stopped");
 

@@ -13,9 +13,9 @@
 //! families it fills.
 
 pub mod accounting;
-mod events;
+pub mod events;
 pub mod gpm;
-mod identity;
+pub mod identity;
 pub mod jobs;
 mod memory;
 mod mig;
