@@ -177,14 +177,7 @@ mod tests {
             ..Default::default()
         };
         let options = (SPEC.options.defaults)();
-        let built = build(&BuildContext {
-            paths: &paths,
-            options: &*options,
-            shared: &crate::Shared::default(),
-            workers: &crate::Workers::new("edac"),
-            activity: &Default::default(),
-        })
-        .unwrap();
+        let built = crate::build_with(&SPEC, &paths, &*options, &Default::default()).unwrap();
         assert!(matches!(built, Built::Absent(_)));
     }
 

@@ -281,10 +281,10 @@ impl BuildContext<'_> {
 
 /// Builds a collector outside the agent (tests, benches): default paths
 /// unless given, the options' defaults, fresh topics and workers.
-pub fn build_with<T: CollectorOptions>(
+pub fn build_with(
     spec: &Spec,
     paths: &Paths,
-    options: &T,
+    options: &dyn CollectorOptions,
     shared: &Shared,
 ) -> Result<Built, CollectError> {
     let workers = Workers::new(spec.name);

@@ -253,23 +253,7 @@ fn html_report_renders_in_chromium_and_pid_is_followed() {
     let chromium = crate::util::require("chromium");
     let dir = TempDir::new("profile-html");
     let html = dir.0.join("report.html");
-    let mut burner = Command::new(crate::util::require("python3"))
-        .args([
-            "-c",
-            "import time\nend = time.time() + 30\nwhile time.time() < end: pass",
-        ])
-        .spawn()
-        .unwrap();
-    // python3 may be a wrapper script (pyenv) that execs the interpreter.
-    let comm = format!("/proc/{}/comm", burner.id());
-    let t = std::time::Instant::now();
-    while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "python3" {
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(10),
-            "the burner never became python3"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut burner = crate::util::cpu_burner(30);
     let fx = fixtures();
     // The burner's CPU seconds from /proc, read by the test itself.
     let cpu_of = |pid: u32| -> f64 {

@@ -194,20 +194,7 @@ fn no_nvml_is_no_accelerator() {
 #[test]
 fn idle_gpu_held_by_a_busy_process_is_host_cpu_bound() {
     let dir = TempDir::new("profile-holder");
-    let mut burner = Command::new(crate::util::require("python3"))
-        .args([
-            "-c",
-            "import time\nend = time.time() + 30\nwhile time.time() < end: pass",
-        ])
-        .spawn()
-        .unwrap();
-    // python3 may be a wrapper script (pyenv) that execs the interpreter.
-    let comm = format!("/proc/{}/comm", burner.id());
-    let t = std::time::Instant::now();
-    while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "python3" {
-        assert!(t.elapsed() < std::time::Duration::from_secs(10));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut burner = crate::util::cpu_burner(30);
     let scenario = dir.0.join("holder.toml");
     std::fs::write(
         &scenario,

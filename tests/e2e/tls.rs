@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::util::{bin, request, require, Agent, TempDir};
+use crate::util::{request, require, Agent, TempDir};
 
 /// A scratch directory with a CA, a server certificate for 127.0.0.1 and
 /// localhost, a client certificate from the same CA, and one from another.
@@ -555,36 +555,6 @@ fn bcrypt_cost_10_is_paid_once() {
     }
 }
 
-fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(bin())
-        .arg("--web.listen-address=127.0.0.1:0")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start accel-agent");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (st.code(), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (None, "still running".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn bad_web_config_at_start_exits_2_with_one_line() {
     let pki = Pki::new("tls-badstart");
@@ -641,7 +611,7 @@ fn bad_web_config_at_start_exits_2_with_one_line() {
             Some(t) => pki.web_config(t),
             None => missing.clone(),
         };
-        let (code, err) = run_to_exit(&[&format!("--web.config.file={file}")]);
+        let (code, err) = crate::util::run_to_exit(&[&format!("--web.config.file={file}")], &[]);
         assert_eq!(code, Some(2), "{text:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{text:?}: {err}");
         assert!(

@@ -3,12 +3,11 @@
 //! checked with curl against certificates made here with openssl (see
 //! docs/security.md for the table this follows).
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::tls::{curl, https, start, users, wait_log, Curl, Pki, TLS};
-use crate::util::{bin, Agent, TempDir};
+use crate::util::{Agent, TempDir};
 
 /// The Pki of tests/e2e/tls.rs plus the client certificate kinds of the
 /// matrix: self-signed, expired, and one with subject alternative names.
@@ -227,33 +226,6 @@ fn client_allowed_sans_and_reload_without_a_signal() {
     wait_log(&agent, "reloaded for new connections");
 }
 
-/// Starts the agent with `file` and `env`, and waits for it to exit.
-fn run_to_exit(file: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut child = Command::new(bin())
-        .arg("--web.listen-address=127.0.0.1:0")
-        .arg(format!("--web.config.file={file}"))
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start accel-agent");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            return (st.code(), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (None, "still running".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn files_refused_and_accepted_as_by_the_toolkit() {
     let pki = Pki::new("toolkit-files");
@@ -452,4 +424,10 @@ fn unknown_and_known_users_take_the_same_time() {
     for t in flood {
         t.join().unwrap();
     }
+}
+
+/// Starts the agent with web config `file` and `env`, and waits for it to
+/// exit.
+fn run_to_exit(file: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    crate::util::run_to_exit(&[&format!("--web.config.file={file}")], env)
 }

@@ -356,3 +356,57 @@ pub fn wait_http(
     }
     Err(format!("{addr}{path} not ready within {within:?}: {last}"))
 }
+
+/// Starts the agent on a free loopback port with `args` and `env`, and
+/// waits (10 s at most) for it to exit: its exit code, or `None` if it was
+/// still running, and what it wrote on stderr.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = Command::new(bin())
+        .arg("--web.listen-address=127.0.0.1:0")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start accel-agent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (st.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, "still running".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A python3 child that burns one CPU for `secs` seconds, returned once its
+/// command name is `python3` (python3 may be a pyenv wrapper script that
+/// execs the interpreter).
+pub fn cpu_burner(secs: u32) -> Child {
+    let burner = Command::new(require("python3"))
+        .args([
+            "-c",
+            &format!("import time\nend = time.time() + {secs}\nwhile time.time() < end: pass"),
+        ])
+        .spawn()
+        .expect("start python3");
+    let comm = format!("/proc/{}/comm", burner.id());
+    let t = Instant::now();
+    while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "python3" {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "python3 did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    burner
+}
