@@ -120,6 +120,14 @@ pub const BUILD_INFO: FamilyDef = FamilyDef::gauge(
 .source("`agent/state.rs`, `agent/build.rs`")
 .equivalent("`node_exporter_build_info`");
 
+/// `accel_config_reload_failures_total`.
+pub const CONFIG_RELOAD_FAILURES: FamilyDef = FamilyDef::counter(
+    "accel_config_reload_failures_total",
+    "Reloads of the config file or the web config file that failed; the previous configuration stays in force.",
+)
+.doc("reloads that failed and left the previous configuration in force: a SIGHUP whose config or web config file does not load, or a web config (or a certificate, key or CA file it names) that changed on disk and does not load (checked as each new connection arrives, as the exporter-toolkit does). The error is logged once per bad version")
+.source("`agent/server/mod.rs`, `agent/web_config/mod.rs`");
+
 /// The agent's own families (`collector` label: a registry name).
 pub const FAMILIES: &[FamilyDef] = &[
     COLLECTOR_ENABLED,
@@ -132,6 +140,7 @@ pub const FAMILIES: &[FamilyDef] = &[
     COLLECTOR_ERRORS_TOTAL,
     COLLECTOR_OVERRUNS_TOTAL,
     COLLECTOR_WORKER_RESTARTS_TOTAL,
+    CONFIG_RELOAD_FAILURES,
     BUILD_INFO,
 ];
 
@@ -243,6 +252,9 @@ pub struct Agent {
     epoch: Instant,
     generation: AtomicU64,
     cache: Mutex<Option<Arc<Body>>>,
+    /// Reloads of the config or web config file that failed (the previous
+    /// one kept in force).
+    reload_failures: AtomicU64,
 }
 
 /// The exposition formats served.
@@ -317,6 +329,13 @@ fn unix_now() -> f64 {
 }
 
 impl Agent {
+    /// Counts a failed reload of the config or web config file, and makes
+    /// the next scrape show it.
+    pub fn reload_failed(&self) {
+        self.reload_failures.fetch_add(1, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// An agent with these collectors.
     pub fn new(
         collectors: Vec<Arc<CollectorState>>,
@@ -327,6 +346,7 @@ impl Agent {
             not_running,
             epoch: Instant::now(),
             generation: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
             cache: Mutex::new(None),
         }
     }
@@ -544,6 +564,8 @@ impl Agent {
                 c.workers.restarts.load(Ordering::Relaxed) as f64,
             );
         }
+        s.add(&CONFIG_RELOAD_FAILURES)
+            .add(&[], self.reload_failures.load(Ordering::Relaxed) as f64);
         s.add(&BUILD_INFO).add(
             &[("version", crate::VERSION), ("revision", crate::REVISION)],
             1.0,

@@ -98,6 +98,7 @@ pub async fn serve(agent: Arc<Agent>, config: Config, args: Vec<OsString>) -> io
         args,
         current: config,
         security: security.clone(),
+        agent: agent.clone(),
     };
     serve_on(listener, agent, web, security, signals(reloader)).await
 }
@@ -126,6 +127,8 @@ struct Reloader {
     args: Vec<OsString>,
     current: Config,
     security: Arc<ArcSwapOption<WebSecurity>>,
+    /// Where a failed reload is counted.
+    agent: Arc<Agent>,
 }
 
 impl Reloader {
@@ -138,10 +141,12 @@ impl Reloader {
             Ok(Ok(Parsed::Run(c))) => *c,
             Ok(Ok(Parsed::Exit(_))) => return,
             Ok(Err(e)) => {
-                return tracing::error!(error = %e, "reload failed; keeping the previous configuration")
+                self.agent.reload_failed();
+                return tracing::error!(error = %e, "reload failed; keeping the previous configuration");
             }
             Err(e) => {
-                return tracing::error!(error = %e, "reload failed; keeping the previous configuration")
+                self.agent.reload_failed();
+                return tracing::error!(error = %e, "reload failed; keeping the previous configuration");
             }
         };
         if new.log_level != self.current.log_level && !crate::logging::set_level(new.log_level) {
@@ -241,7 +246,10 @@ pub async fn serve_on(
         // next connection on, as with the exporter-toolkit (a few stats).
         if security.load().as_ref().is_some_and(|s| s.changed()) {
             let s = security.clone();
-            let _ = tokio::task::spawn_blocking(move || crate::web_config::refresh(&s)).await;
+            let loaded = tokio::task::spawn_blocking(move || crate::web_config::refresh(&s)).await;
+            if !matches!(loaded, Ok(true)) {
+                agent.reload_failed();
+            }
         }
         let tls = security.load().as_ref().and_then(|s| s.tls.clone());
         // A connection counts against --web.max-connections from accept to

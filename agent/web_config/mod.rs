@@ -110,13 +110,13 @@ impl WebSecurity {
 /// connections, as the exporter-toolkit re-reads it for each one (so a
 /// certificate renewed in place is used without a signal). A new version
 /// that fails keeps the old one in force, logged once. Blocks: call it off
-/// the async runtime.
-pub fn refresh(current: &ArcSwapOption<WebSecurity>) {
+/// the async runtime. `false` when a changed file did not load.
+pub fn refresh(current: &ArcSwapOption<WebSecurity>) -> bool {
     let Some(old) = current.load_full() else {
-        return;
+        return true;
     };
     if !old.changed() {
-        return;
+        return true;
     }
     let before = old.stamps_now();
     match load(&old.path) {
@@ -132,10 +132,12 @@ pub fn refresh(current: &ArcSwapOption<WebSecurity>) {
             }
             tracing::info!(file = %new.path.display(), "the web config or a file it names changed: reloaded for new connections");
             current.store(Some(Arc::new(new)));
+            true
         }
         Err(e) => {
             tracing::error!(file = %old.path.display(), error = %e, "the web config or a file it names changed but does not load; keeping the previous one");
             *old.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(before);
+            false
         }
     }
 }

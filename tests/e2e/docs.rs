@@ -45,7 +45,7 @@ fn family_tables_are_well_formed() {
     problems.extend(accel_collectors::family::check_table(
         "agent",
         accel_agent::state::FAMILIES,
-        &["accel_collector_", "accel_build_"],
+        &["accel_collector_", "accel_build_", "accel_config_"],
         &[],
     ));
     let mut seen = BTreeSet::new();

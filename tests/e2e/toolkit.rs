@@ -206,6 +206,15 @@ fn client_allowed_sans_and_reload_without_a_signal() {
     assert_eq!(as_client(&pki, &url, "named", &[]).status, 200);
     assert_eq!(as_client(&pki, &url, "none", &[]).status, 0);
     wait_log(&agent, "does not load; keeping the previous one");
+    // ...and counted, once for the bad version however many connections
+    // arrive after it.
+    let r = as_client(&pki, &https(&agent, "/metrics"), "named", &[]);
+    assert!(
+        r.output
+            .contains("\naccel_config_reload_failures_total 1\n"),
+        "{}",
+        r.output
+    );
     // A certificate renewed in place: used from the next connection on.
     pki.web_config(TLS);
     assert_eq!(as_client(&pki, &url, "none", &[]).status, 200);
