@@ -74,13 +74,7 @@ pub struct Edac {
 
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let mc = ctx.paths.sysfs.join("devices/system/edac/mc");
-    if !mc.is_dir() {
-        return Ok(Built::Absent(format!(
-            "{} is not a directory",
-            mc.display()
-        )));
-    }
-    Ok(Built::Ready(Box::new(Edac { mc })))
+    Ok(Built::if_dir(mc, |mc| Box::new(Edac { mc })))
 }
 
 /// The number of an `mc<N>...` / `csrow<N>...` directory name (the leading

@@ -257,13 +257,7 @@ pub struct Hwmon {
 
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let class = ctx.paths.sysfs.join("class/hwmon");
-    if !class.is_dir() {
-        return Ok(Built::Absent(format!(
-            "{} is not a directory",
-            class.display()
-        )));
-    }
-    Ok(Built::Ready(Box::new(Hwmon { class })))
+    Ok(Built::if_dir(class, |class| Box::new(Hwmon { class })))
 }
 
 /// node_exporter's cleanMetricName: lower case, every character outside

@@ -153,6 +153,18 @@ pub enum Built {
     Absent(String),
 }
 
+impl Built {
+    /// Ready with `make(dir)` when `dir` is a directory (the kernel
+    /// interface the collector reads), else absent saying so.
+    pub fn if_dir(dir: PathBuf, make: impl FnOnce(PathBuf) -> Box<dyn Collector>) -> Built {
+        if dir.is_dir() {
+            Built::Ready(make(dir))
+        } else {
+            Built::Absent(format!("{} is not a directory", dir.display()))
+        }
+    }
+}
+
 /// Include/exclude regexes on device names, as node_exporter's
 /// `device-include` / `device-exclude` flags: include wins when both are set.
 #[derive(Clone, Debug, Default)]
