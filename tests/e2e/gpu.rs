@@ -375,16 +375,30 @@ fn every_scenario_matches_its_golden() {
     let mut failures = Vec::new();
     for (scenario, t, ready) in cases {
         let lib = format!("--nvml.library={}", sim_lib().display());
-        let agent = Agent::start_env(
-            &[
-                &lib,
-                &procfs,
-                "--collector.disable-defaults",
-                "--collector.gpu",
-                "--collector.gpu.interval=100ms",
-            ],
-            &[("NVML_SIM_SCENARIO", scenario), ("NVML_SIM_TIME", t)],
-        );
+        let start = || {
+            Agent::start_env(
+                &[
+                    &lib,
+                    &procfs,
+                    "--collector.disable-defaults",
+                    "--collector.gpu",
+                    "--collector.gpu.interval=100ms",
+                ],
+                &[("NVML_SIM_SCENARIO", scenario), ("NVML_SIM_TIME", t)],
+            )
+        };
+        // idle-allocated's processes are the agent itself (pid "self"),
+        // looked up in the fixture procfs: an agent whose real pid happens
+        // to be one of the fixture's (4100, 7200, ...) would read that
+        // fixture process's owner. Start again until it is not.
+        let mut agent = start();
+        while crate::util::fixtures()
+            .join(format!("proc/{}", agent.child.id()))
+            .exists()
+        {
+            drop(agent);
+            agent = start();
+        }
         let text = wait_for(&agent, ready, Duration::from_secs(10), |text| {
             text.contains(ready)
                 && value(text, "accel_collector_samples_total{collector=\"gpu\"}").unwrap_or(0.0)
