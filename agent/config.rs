@@ -169,6 +169,7 @@ pub fn command() -> Command {
         .arg(opt("path.procfs", "PATH", "procfs mountpoint.".into()).default_value("/proc"))
         .arg(opt("path.sysfs", "PATH", "sysfs mountpoint.".into()).default_value("/sys"))
         .arg(opt("path.udev.data", "PATH", "udev data path (disk model, serial and wwn for accel_disk_info).".into()).default_value("/run/udev/data"))
+        .arg(opt("path.rootfs", "PATH", "The host's root: where mount points are statfs'd and os-release is read (a container mounts the host's / here).".into()).default_value("/"))
         .arg(
             Arg::new("collector.disable-defaults")
                 .long("collector.disable-defaults")
@@ -443,6 +444,7 @@ impl Config {
             procfs: PathBuf::from(s("path.procfs").unwrap_or_default()),
             sysfs: PathBuf::from(s("path.sysfs").unwrap_or_default()),
             udev_data: PathBuf::from(s("path.udev.data").unwrap_or_default()),
+            rootfs: PathBuf::from(s("path.rootfs").unwrap_or_default()),
         };
         let disable_defaults = m.get_flag("collector.disable-defaults");
         let collectors = registry()

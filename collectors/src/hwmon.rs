@@ -12,6 +12,9 @@
 //! host side of the input pipeline, and a stopped chassis fan is the first
 //! sign of the GPU thermal slowdowns that follow.
 //!
+//! Also fan control (`pwm`), humidity, chassis intrusion, sensor faults and
+//! the beep settings, each compared with node_exporter on the fixture tree.
+//!
 //! node_exporter derives a family from every `<type><n>_<element>` file;
 //! the agent declares each family by name, so it exports the elements in
 //! [`SENSORS`] and skips the others. No `/sys/class/hwmon`: absent.
@@ -206,6 +209,108 @@ pub const ENERGY: FamilyDef = FamilyDef::counter(
 .source("`/sys/class/hwmon/hwmon<N>/energy<n>_input`")
 .equivalent("`node_hwmon_energy_joule_total`");
 
+/// `accel_hwmon_pwm`.
+pub const PWM: FamilyDef = FamilyDef::gauge("accel_hwmon_pwm", "Hardware monitor pwm element ")
+    .labels(&["chip", "sensor"])
+    .doc("fan PWM duty cycle as the chip reports it (0-255); node_exporter's name and help, raw value")
+    .source("`/sys/class/hwmon/hwmon<N>/pwm<n>`")
+    .equivalent("`node_hwmon_pwm`");
+/// `accel_hwmon_pwm_enable`.
+pub const PWM_ENABLE: FamilyDef = FamilyDef::gauge(
+    "accel_hwmon_pwm_enable",
+    "Hardware monitor pwm element enable",
+)
+.labels(&["chip", "sensor"])
+.doc("fan control mode: 0 full speed, 1 manual, 2 and up automatic (chip-specific)")
+.source("`/sys/class/hwmon/hwmon<N>/pwm<n>_enable`")
+.equivalent("`node_hwmon_pwm_enable`");
+/// `accel_hwmon_pwm_mode`.
+pub const PWM_MODE: FamilyDef =
+    FamilyDef::gauge("accel_hwmon_pwm_mode", "Hardware monitor pwm element mode")
+        .labels(&["chip", "sensor"])
+        .doc("0 DC (voltage) control, 1 PWM control")
+        .source("`/sys/class/hwmon/hwmon<N>/pwm<n>_mode`")
+        .equivalent("`node_hwmon_pwm_mode`");
+/// `accel_hwmon_humidity`.
+pub const HUMIDITY: FamilyDef = FamilyDef::gauge(
+    "accel_hwmon_humidity",
+    "Hardware monitor for humidity, as a ratio (multiply with 100.0 to get the humidity as a percentage) (input)",
+)
+.labels(&["chip", "sensor"])
+.doc("relative humidity: the file's milli-percent divided by 10^6, exactly as node_exporter divides it (so 45 % reads 0.045; multiply by 10 for the ratio)")
+.source("`/sys/class/hwmon/hwmon<N>/humidity<n>_input`")
+.equivalent("`node_hwmon_humidity`");
+/// `accel_hwmon_intrusion_alarm`.
+pub const INTRUSION_ALARM: FamilyDef = FamilyDef::gauge(
+    "accel_hwmon_intrusion_alarm",
+    "Hardware sensor alarm status (intrusion)",
+)
+.labels(&["chip", "sensor"])
+.doc("1 once the chassis was opened (latched by the chip until cleared)")
+.source("`/sys/class/hwmon/hwmon<N>/intrusion<n>_alarm`")
+.equivalent("`node_hwmon_intrusion_alarm`");
+/// `accel_hwmon_temp_fault`.
+pub const TEMP_FAULT: FamilyDef = FamilyDef::gauge(
+    "accel_hwmon_temp_fault",
+    "Hardware sensor fault status (temp)",
+)
+.labels(&["chip", "sensor"])
+.doc("1 when the sensor itself is broken (open diode): its readings are not to be trusted")
+.source("`/sys/class/hwmon/hwmon<N>/temp<n>_fault`")
+.equivalent("`node_hwmon_temp_fault`");
+/// `accel_hwmon_fan_fault`.
+pub const FAN_FAULT: FamilyDef = FamilyDef::gauge(
+    "accel_hwmon_fan_fault",
+    "Hardware sensor fault status (fan)",
+)
+.labels(&["chip", "sensor"])
+.doc("1 when the fan's tachometer reports a fault")
+.source("`/sys/class/hwmon/hwmon<N>/fan<n>_fault`")
+.equivalent("`node_hwmon_fan_fault`");
+/// `accel_hwmon_beep_enabled`.
+pub const BEEP_ENABLED: FamilyDef =
+    FamilyDef::gauge("accel_hwmon_beep_enabled", "Hardware beep enabled")
+        .labels(&["chip", "sensor"])
+        .doc("1 when the chip's beeper is on for any alarm (`sensor` is `beep_enable0`, as node_exporter names it)")
+        .source("`/sys/class/hwmon/hwmon<N>/beep_enable`")
+        .equivalent("`node_hwmon_beep_enabled`");
+/// `accel_hwmon_temp_beep_enabled`.
+pub const TEMP_BEEP: FamilyDef = FamilyDef::gauge(
+    "accel_hwmon_temp_beep_enabled",
+    "Hardware monitor sensor has beeping enabled",
+)
+.labels(&["chip", "sensor"])
+.doc("1 when this sensor's alarm beeps")
+.source("`/sys/class/hwmon/hwmon<N>/temp<n>_beep`")
+.equivalent("`node_hwmon_temp_beep_enabled`");
+/// `accel_hwmon_fan_beep_enabled`.
+pub const FAN_BEEP: FamilyDef = FamilyDef::gauge(
+    "accel_hwmon_fan_beep_enabled",
+    "Hardware monitor sensor has beeping enabled",
+)
+.labels(&["chip", "sensor"])
+.doc("1 when this fan's alarm beeps")
+.source("`/sys/class/hwmon/hwmon<N>/fan<n>_beep`")
+.equivalent("`node_hwmon_fan_beep_enabled`");
+/// `accel_hwmon_in_beep_enabled`.
+pub const IN_BEEP: FamilyDef = FamilyDef::gauge(
+    "accel_hwmon_in_beep_enabled",
+    "Hardware monitor sensor has beeping enabled",
+)
+.labels(&["chip", "sensor"])
+.doc("1 when this voltage's alarm beeps")
+.source("`/sys/class/hwmon/hwmon<N>/in<n>_beep`")
+.equivalent("`node_hwmon_in_beep_enabled`");
+/// `accel_hwmon_intrusion_beep_enabled`.
+pub const INTRUSION_BEEP: FamilyDef = FamilyDef::gauge(
+    "accel_hwmon_intrusion_beep_enabled",
+    "Hardware monitor sensor has beeping enabled",
+)
+.labels(&["chip", "sensor"])
+.doc("1 when a chassis intrusion beeps")
+.source("`/sys/class/hwmon/hwmon<N>/intrusion<n>_beep`")
+.equivalent("`node_hwmon_intrusion_beep_enabled`");
+
 /// Every family this collector exports.
 pub const FAMILIES: &[FamilyDef] = &[
     CHIP_NAMES,
@@ -227,10 +332,22 @@ pub const FAMILIES: &[FamilyDef] = &[
     POWER_CAP,
     POWER_AVERAGE_INTERVAL,
     ENERGY,
+    PWM,
+    PWM_ENABLE,
+    PWM_MODE,
+    HUMIDITY,
+    INTRUSION_ALARM,
+    TEMP_FAULT,
+    FAN_FAULT,
+    BEEP_ENABLED,
+    TEMP_BEEP,
+    FAN_BEEP,
+    IN_BEEP,
+    INTRUSION_BEEP,
 ];
 
 /// The sensor files read: sensor type, element, family, scale to base units.
-pub const SENSORS: [(&str, &str, &FamilyDef, f64); 17] = [
+pub const SENSORS: [(&str, &str, &FamilyDef, f64); 29] = [
     ("temp", "input", &TEMP, 1e-3),
     ("temp", "max", &TEMP_MAX, 1e-3),
     ("temp", "crit", &TEMP_CRIT, 1e-3),
@@ -248,6 +365,18 @@ pub const SENSORS: [(&str, &str, &FamilyDef, f64); 17] = [
     ("power", "cap", &POWER_CAP, 1e-6),
     ("power", "average_interval", &POWER_AVERAGE_INTERVAL, 1e-3),
     ("energy", "input", &ENERGY, 1e-6),
+    ("pwm", "", &PWM, 1.0),
+    ("pwm", "enable", &PWM_ENABLE, 1.0),
+    ("pwm", "mode", &PWM_MODE, 1.0),
+    ("humidity", "input", &HUMIDITY, 1e-6),
+    ("intrusion", "alarm", &INTRUSION_ALARM, 1.0),
+    ("temp", "fault", &TEMP_FAULT, 1.0),
+    ("fan", "fault", &FAN_FAULT, 1.0),
+    ("beep_enable", "", &BEEP_ENABLED, 1.0),
+    ("temp", "beep", &TEMP_BEEP, 1.0),
+    ("fan", "beep", &FAN_BEEP, 1.0),
+    ("in", "beep", &IN_BEEP, 1.0),
+    ("intrusion", "beep", &INTRUSION_BEEP, 1.0),
 ];
 
 /// The hwmon collector.
@@ -365,6 +494,8 @@ fn collect(dir: &Path, data: &mut Data, out: &mut Sample) -> Result<(), CollectE
                 }
             },
         };
+        // node_exporter keys a sensor by its type and number, 0 when there
+        // is none (`beep_enable` is sensor `beep_enable0`).
         data.entry(format!("{kind}{num}"))
             .or_default()
             .insert(element.to_owned(), value);

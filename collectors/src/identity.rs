@@ -38,11 +38,10 @@ pub struct IdentityOptions {
         id = "collector.identity.rootfs",
         long = "collector.identity.rootfs",
         value_name = "PATH",
-        help = "Root of the filesystem whose etc/os-release (else usr/lib/os-release) names the distribution, as node_exporter's --path.rootfs (the host's root, mounted, when the agent runs in a container).",
-        default_value = "/",
+        help = "Root of the filesystem whose etc/os-release (else usr/lib/os-release) names the distribution [default: --path.rootfs].",
         value_parser = crate::options::parse_path
     )]
-    pub rootfs: PathBuf,
+    pub rootfs: Option<PathBuf>,
 }
 
 /// `accel_uname_info`.
@@ -68,7 +67,7 @@ pub const OS_INFO: FamilyDef = FamilyDef::gauge(
 )
 .labels(&OS_LABELS)
 .doc("always 1; the os-release fields (a field not in the file is an empty label)")
-.source("`/etc/os-release`, else `/usr/lib/os-release` (under `--collector.identity.rootfs`)")
+.source("`/etc/os-release`, else `/usr/lib/os-release` (under `--collector.identity.rootfs`, default `--path.rootfs`)")
 .equivalent("`node_os_info`");
 /// `accel_os_version`.
 pub const OS_VERSION: FamilyDef = FamilyDef::gauge(
@@ -158,7 +157,11 @@ pub struct Identity {
 }
 
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
-    let root = &ctx.options::<IdentityOptions>().rootfs;
+    let root = ctx
+        .options::<IdentityOptions>()
+        .rootfs
+        .as_ref()
+        .unwrap_or(&ctx.paths.rootfs);
     Ok(Built::Ready(Box::new(Identity {
         os_release: [root.join("etc/os-release"), root.join("usr/lib/os-release")],
         dmi: ctx.paths.sysfs.join("class/dmi/id"),

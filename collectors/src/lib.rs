@@ -248,6 +248,10 @@ pub struct Paths {
     pub sysfs: PathBuf,
     /// udev's database of device properties (`--path.udev.data`).
     pub udev_data: PathBuf,
+    /// The host's root directory (`--path.rootfs`): `/`, or where the
+    /// host's `/` is mounted when the agent runs in a container. Mount
+    /// points are statfs'd, and os-release read, under it.
+    pub rootfs: PathBuf,
 }
 
 impl Default for Paths {
@@ -256,6 +260,7 @@ impl Default for Paths {
             procfs: PathBuf::from("/proc"),
             sysfs: PathBuf::from("/sys"),
             udev_data: PathBuf::from("/run/udev/data"),
+            rootfs: PathBuf::from("/"),
         }
     }
 }

@@ -1,6 +1,14 @@
 //! `accel_network_*`: per-interface traffic from /proc/net/dev and link
 //! state from /sys/class/net, named as node_exporter's netdev and netclass
 //! collectors (`node_network_*`).
+//!
+//! The traffic table is `<procfs>/1/net/dev`, PID 1's network namespace,
+//! else `<procfs>/net/dev` (the agent's own): the same on a host, and the
+//! node's interfaces, not the pod's, in a container that shares the host's
+//! PID namespace (the Kubernetes DaemonSet: `hostPID`, no `hostNetwork`).
+//! `/proc/PID/net` needs no privilege. Link state is read under
+//! `--path.sysfs`, which in such a container is the host's `/sys` mounted
+//! (a container's own sysfs lists only its own interfaces).
 
 use std::path::{Path, PathBuf};
 
@@ -224,7 +232,8 @@ pub fn parse_net_dev(text: &str) -> Result<Vec<(&str, [u64; 16])>, CollectError>
 
 /// The network collector.
 pub struct Network {
-    net_dev: PathBuf,
+    /// `<procfs>/1/net/dev`, then `<procfs>/net/dev`.
+    net_dev: [PathBuf; 2],
     class_net: PathBuf,
     filter: DeviceFilter,
 }
@@ -294,7 +303,7 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let (opts, o) = (ctx.paths, ctx.options::<NetworkOptions>());
     let filter = o.filter()?;
     Ok(Built::Ready(Box::new(Network {
-        net_dev: opts.procfs.join("net/dev"),
+        net_dev: [opts.procfs.join("1/net/dev"), opts.procfs.join("net/dev")],
         class_net: opts.sysfs.join("class/net"),
         filter,
     })))
@@ -583,7 +592,10 @@ impl Collector for Network {
     }
 
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
-        let text = read_to_string(&self.net_dev)?;
+        let text = match read_to_string(&self.net_dev[0]) {
+            Ok(t) => t,
+            Err(_) => read_to_string(&self.net_dev[1])?,
+        };
         let devs = parse_net_dev(&text)?;
         for (i, column) in NET_DEV.iter().enumerate() {
             let family = out.add(column);
@@ -623,5 +635,35 @@ mod tests {
         ] {
             assert!(parse_net_dev(&format!("{DEV}{bad}\n")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn reads_pid_1s_namespace_first() {
+        let dir = std::env::temp_dir().join(format!("netdev-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("1/net")).unwrap();
+        std::fs::create_dir_all(dir.join("net")).unwrap();
+        let line = |d: &str| format!("{DEV}{d}: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n");
+        std::fs::write(dir.join("net/dev"), line("pod0")).unwrap();
+        let sample = |dir: &Path| {
+            let mut c = Network {
+                net_dev: [dir.join("1/net/dev"), dir.join("net/dev")],
+                class_net: dir.join("no-sysfs"),
+                filter: DeviceFilter::new(None, None).unwrap(),
+            };
+            let mut s = Sample::new();
+            c.sample(&mut s).unwrap();
+            let mut text = String::new();
+            s.encode_text(&mut text);
+            text
+        };
+        // Without PID 1's table: the agent's own.
+        assert!(sample(&dir).contains("device=\"pod0\""));
+        std::fs::write(dir.join("1/net/dev"), line("host0")).unwrap();
+        let text = sample(&dir);
+        assert!(
+            text.contains("device=\"host0\"") && !text.contains("pod0"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

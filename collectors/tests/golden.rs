@@ -19,6 +19,7 @@ pub fn fixture_paths() -> Paths {
         procfs: fx.join("proc"),
         sysfs: fx.join("sys"),
         udev_data: fx.join("run/udev/data"),
+        rootfs: PathBuf::from("/"),
     }
 }
 

@@ -38,6 +38,10 @@ fn exclude() -> String {
 }
 
 fn node_exporter_filesystem() -> String {
+    node_exporter_filesystem_with(&[])
+}
+
+fn node_exporter_filesystem_with(extra: &[String]) -> String {
     let bin = require("prometheus-node-exporter");
     let log_dir = TempDir::new("node-exporter-fs");
     let mut why = Vec::new();
@@ -52,6 +56,7 @@ fn node_exporter_filesystem() -> String {
                     "--collector.filesystem.mount-points-exclude={}",
                     exclude()
                 ))
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log_path).unwrap())
@@ -89,6 +94,87 @@ fn label<'a>(labels: &'a Labels, name: &str) -> &'a str {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
         .unwrap_or("")
+}
+
+/// In a container the host's `/` is mounted at `--path.rootfs` and the
+/// host's mount table read through its /proc: each mount is statfs'd under
+/// the root and labelled with its host path, as node_exporter does.
+#[test]
+fn a_host_root_mounted_elsewhere_matches_node_exporter() {
+    let tmp = TempDir::new("rootfs");
+    let (procfs, rootfs) = (tmp.0.join("proc"), tmp.0.join("host-root"));
+    std::fs::create_dir_all(procfs.join("1")).unwrap();
+    std::fs::create_dir_all(rootfs.join("dev/shm")).unwrap();
+    std::fs::create_dir_all(rootfs.join("data")).unwrap();
+    std::fs::write(
+        procfs.join("1/mounts"),
+        "/dev/vda1 / ext4 rw,relatime 0 0\n\
+         tmpfs /dev/shm tmpfs rw,nosuid 0 0\n\
+         /dev/vdb /data xfs ro,noatime 0 0\n\
+         /dev/vdc /gone xfs rw 0 0\n",
+    )
+    .unwrap();
+    let paths = [
+        format!("--path.procfs={}", procfs.display()),
+        format!("--path.rootfs={}", rootfs.display()),
+    ];
+    let agent = Agent::start(&[
+        "--collector.disable-defaults",
+        "--collector.filesystem",
+        "--collector.filesystem.interval=200ms",
+        &format!("--collector.filesystem.mount-points-exclude={}", exclude()),
+        &paths[0],
+        &paths[1],
+    ]);
+    agent.wait_ready();
+    std::thread::sleep(Duration::from_millis(500));
+    let ours_text = agent.get("/metrics").text();
+    let ne_text = node_exporter_filesystem_with(&paths);
+    let ours = filesystem_series(&ours_text, "accel_");
+    let ne = filesystem_series(&ne_text, "node_");
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        ne.keys().collect::<Vec<_>>(),
+        "series differ\nagent:\n{ours_text}\nnode_exporter:\n{ne_text}"
+    );
+    for (k, theirs) in &ne {
+        let tolerance = match k.0.as_str() {
+            "filesystem_free_bytes" | "filesystem_avail_bytes" => 1e9,
+            "filesystem_files_free" => 1e5,
+            _ => 0.0,
+        };
+        assert!(
+            (ours[k] - theirs).abs() <= tolerance,
+            "{k:?}: {} vs {theirs}",
+            ours[k]
+        );
+    }
+    // The host paths are the labels; what is under the root answered, the
+    // mount point missing there is an error; the root is this machine's.
+    let series = |family: &str, mp: &str, dev: &str, fs: &str| {
+        let s = format!(
+            "accel_filesystem_{family}{{device=\"{dev}\",mountpoint=\"{mp}\",fstype=\"{fs}\"}}"
+        );
+        value(&ours_text, &s)
+    };
+    assert_eq!(
+        series("readonly", "/data", "/dev/vdb", "xfs"),
+        Some(1.0),
+        "{ours_text}"
+    );
+    assert_eq!(
+        series("device_error", "/data", "/dev/vdb", "xfs"),
+        Some(0.0)
+    );
+    assert_eq!(
+        series("device_error", "/gone", "/dev/vdc", "xfs"),
+        Some(1.0)
+    );
+    assert_eq!(
+        series("device_error", "/dev/shm", "tmpfs", "tmpfs"),
+        Some(0.0)
+    );
+    assert!(series("size_bytes", "/", "/dev/vda1", "ext4").is_some_and(|v| v > 0.0));
 }
 
 #[test]

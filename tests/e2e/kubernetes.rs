@@ -1102,3 +1102,105 @@ fn manifests_are_hardened_and_complete() {
         assert!(kind(&docs, k).is_empty(), "{k}");
     }
 }
+
+/// `patch` (RFC 6902: `test`, `replace`, `add`, as kubectl applies them)
+/// applied to `doc`; panics on an op that does not apply, as kubectl
+/// refuses it.
+fn json_patch(doc: &mut serde_json::Value, patch: &serde_json::Value) {
+    for op in patch.as_array().expect("a JSON patch is an array") {
+        let path = op["path"].as_str().expect("path");
+        let value = op["value"].clone();
+        match op["op"].as_str() {
+            Some("test") => assert_eq!(doc.pointer(path), Some(&value), "test {path}"),
+            Some("replace") => {
+                *doc.pointer_mut(path).unwrap_or_else(|| panic!("no {path}")) = value
+            }
+            Some("add") => {
+                let (parent, last) = path.rsplit_once('/').unwrap();
+                let target = doc
+                    .pointer_mut(parent)
+                    .unwrap_or_else(|| panic!("no {parent}"));
+                match (target, last) {
+                    (serde_json::Value::Array(a), "-") => a.push(value),
+                    (serde_json::Value::Object(o), k) => {
+                        o.insert(k.to_owned(), value);
+                    }
+                    (t, _) => panic!("add at {path} into {t}"),
+                }
+            }
+            other => panic!("op {other:?}"),
+        }
+    }
+}
+
+/// The node's network through hostPID and its /sys; its filesystems through
+/// host-root.patch.json, which mounts the node's / read-only (with
+/// HostToContainer propagation, so later mounts appear) and points
+/// --path.rootfs at it in place of --no-collector.filesystem.
+#[test]
+fn the_node_network_and_the_host_root_patch() {
+    let docs = manifests();
+    let ds = kind(&docs, "DaemonSet")[0];
+    let args = |ds: &serde_json::Value| -> Vec<String> {
+        ds["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mount_of = |ds: &serde_json::Value, path: &str| -> (serde_json::Value, serde_json::Value) {
+        let spec = &ds["spec"]["template"]["spec"];
+        let vol = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["hostPath"]["path"] == path)
+            .unwrap_or_else(|| panic!("a hostPath volume of {path}"))
+            .clone();
+        let mount = spec["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == vol["name"])
+            .unwrap_or_else(|| panic!("{path} mounted"))
+            .clone();
+        (vol, mount)
+    };
+    let mut ds = serde_json::to_value(ds).unwrap();
+    let a = args(&ds);
+    assert!(!a.iter().any(|a| a == "--no-collector.network"), "{a:?}");
+    let (_, sys) = mount_of(&ds, "/sys");
+    assert_eq!(sys["readOnly"], true);
+    let flag = format!("--path.sysfs={}", sys["mountPath"].as_str().unwrap());
+    assert!(a.contains(&flag), "{a:?}");
+
+    let patch: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/kubernetes/host-root.patch.json")).unwrap(),
+    )
+    .unwrap();
+    json_patch(&mut ds, &patch);
+    let a = args(&ds);
+    assert!(!a.iter().any(|a| a == "--no-collector.filesystem"), "{a:?}");
+    let (_, host) = mount_of(&ds, "/");
+    assert_eq!(host["readOnly"], true);
+    assert_eq!(host["mountPropagation"], "HostToContainer");
+    let flag = format!("--path.rootfs={}", host["mountPath"].as_str().unwrap());
+    assert!(a.contains(&flag), "{a:?}");
+    // Every flag of the patched DaemonSet is one the agent accepts: it
+    // starts with them (paths that do not exist here are not fatal) and
+    // serves the filesystem collector.
+    let local: Vec<String> = a
+        .iter()
+        .filter(|a| !a.starts_with("--events.") && !a.starts_with("--web.listen-address"))
+        .map(|a| a.replace("/host/root", "/").replace("/host/sys", "/sys"))
+        .collect();
+    let local: Vec<&str> = local.iter().map(String::as_str).collect();
+    let agent = crate::util::Agent::start(&local);
+    let text = agent.get_ready("/metrics").text();
+    assert!(
+        text.contains("accel_collector_success{collector=\"filesystem\"} 1")
+            && text.contains("accel_filesystem_size_bytes{"),
+        "{text}"
+    );
+}

@@ -504,7 +504,7 @@ fn host_metrics_match_node_exporter() {
         ("uname_", 1, 1),
         ("os_", 2, 2),
         ("dmi_", 1, 1),
-        ("hwmon_", 29, 24),
+        ("hwmon_", 44, 33),
         ("edac_", 12, 9),
     ] {
         let (n, nonzero) = compared.get(family).copied().unwrap_or_default();

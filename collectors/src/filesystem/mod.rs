@@ -11,6 +11,10 @@
 //! agent runs in a container with the host's /proc), or `<procfs>/mounts`
 //! when PID 1's is hidden (`hidepid`), as node_exporter reads it.
 //!
+//! In a container the host's `/` is mounted somewhere (`--path.rootfs`,
+//! e.g. `/host/root`): each mount point is then statfs'd under it and
+//! keeps its host path as the `mountpoint` label ([`rebase`]).
+//!
 //! # A mount that does not answer
 //!
 //! statfs on a hung NFS, Lustre or FUSE (Cloud Storage FUSE) mount blocks
@@ -35,7 +39,7 @@ pub mod mounts;
 pub mod statfs;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::options::{options, parse_duration, parse_regex};
@@ -44,7 +48,7 @@ use crate::{
     BuildContext, Built, CollectError, Collector, DeviceFilter, FamilyDef, Sample, Spec,
     HOST_INTERVAL,
 };
-use mounts::{MountFilter, DEFAULT_FS_TYPES_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE};
+use mounts::{Mount, MountFilter, DEFAULT_FS_TYPES_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE};
 use statfs::{Calls, State};
 
 /// The filesystem collector's registry entry.
@@ -214,21 +218,23 @@ const FIRST_ANSWERS: Duration = Duration::from_secs(1);
 /// The filesystem collector.
 pub struct Filesystem {
     tables: [PathBuf; 2],
+    rootfs: PathBuf,
     filter: MountFilter,
     calls: Calls,
 }
 
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let o = ctx.options::<FilesystemOptions>();
-    let c = Filesystem::new(
+    let mut c = Filesystem::new(
         ctx.paths.procfs.clone(),
         o.filter()?,
         Calls::new(statfs::statfs, o.mount_timeout),
     );
+    c.rootfs = ctx.paths.rootfs.clone();
     match c.read_table() {
         Ok(Some(text)) => {
             let (m, _) = mounts::parse(&text);
-            let m = c.filter.select(m);
+            let m = c.filter.select(rebase(m, &c.rootfs));
             c.calls
                 .poll(&m.iter().map(|m| m.path.as_str()).collect::<Vec<_>>());
             c.calls.wait_idle(FIRST_ANSWERS.min(o.mount_timeout));
@@ -243,11 +249,52 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     }
 }
 
+/// The mounts as seen from a container whose `--path.rootfs` holds the
+/// host's `/`: when the table has mounts under `rootfs` (it is the
+/// container's own table, the host's mounts bind-mounted there), only
+/// those, with `rootfs` stripped from their `mountpoint` label; otherwise
+/// (the host's table, through the host's /proc) every mount, statfs'd at
+/// `rootfs` + its path. With `rootfs` `/`, the mounts as they are.
+pub fn rebase(mounts: Vec<Mount>, rootfs: &Path) -> Vec<Mount> {
+    let Some(root) = rootfs.to_str().map(|r| r.trim_end_matches('/')) else {
+        return mounts;
+    };
+    if root.is_empty() {
+        return mounts;
+    }
+    let under = |p: &str| p == root || p.strip_prefix(root).is_some_and(|r| r.starts_with('/'));
+    if mounts.iter().any(|m| under(&m.path)) {
+        mounts
+            .into_iter()
+            .filter(|m| under(&m.path))
+            .map(|mut m| {
+                let strip = |p: &str| match &p[root.len()..] {
+                    "" => "/".to_owned(),
+                    r => r.to_owned(),
+                };
+                if m.mount_point.starts_with(root) {
+                    m.mount_point = strip(&m.mount_point);
+                }
+                m
+            })
+            .collect()
+    } else {
+        mounts
+            .into_iter()
+            .map(|mut m| {
+                m.path = format!("{root}{}", m.path);
+                m
+            })
+            .collect()
+    }
+}
+
 impl Filesystem {
     /// A collector reading `<procfs>/1/mounts`, with its statfs calls.
     pub fn new(procfs: PathBuf, filter: MountFilter, calls: Calls) -> Self {
         Self {
             tables: [procfs.join("1/mounts"), procfs.join("mounts")],
+            rootfs: PathBuf::from("/"),
             filter,
             calls,
         }
@@ -284,7 +331,7 @@ impl Collector for Filesystem {
                 "mounts: malformed line {line:?}"
             )));
         }
-        let selected = self.filter.select(all);
+        let selected = self.filter.select(rebase(all, &self.rootfs));
         let paths: Vec<&str> = selected.iter().map(|m| m.path.as_str()).collect();
         let states = self.calls.poll(&paths);
         for (m, state) in selected.iter().zip(states) {
@@ -307,5 +354,45 @@ impl Collector for Filesystem {
             out.add(&STUCK).add(&l, stuck);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Vec<Mount> {
+        mounts::parse(text).0
+    }
+
+    fn shown(m: &[Mount]) -> Vec<(&str, &str)> {
+        m.iter()
+            .map(|m| (m.mount_point.as_str(), m.path.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn rebases_under_the_host_root() {
+        let host = "/dev/vda1 / ext4 rw 0 0\n/dev/vdb /data xfs rw 0 0\n";
+        // The root itself: as they are.
+        for root in ["/", ""] {
+            let m = rebase(table(host), Path::new(root));
+            assert_eq!(shown(&m), [("/", "/"), ("/data", "/data")]);
+        }
+        // The host's table (hostPID): statfs'd under the root, labels kept.
+        let m = rebase(table(host), Path::new("/host/root/"));
+        assert_eq!(
+            shown(&m),
+            [("/", "/host/root/"), ("/data", "/host/root/data")]
+        );
+        // The container's own table: only what is under the root, labels
+        // stripped; /host/rootfs is not under /host/root.
+        let pod = "overlay / overlay rw 0 0\n/dev/vda1 /host/root ext4 ro 0 0\n\
+                   /dev/vdb /host/root/data xfs ro 0 0\n/dev/vdc /host/rootfs ext4 rw 0 0\n";
+        let m = rebase(table(pod), Path::new("/host/root"));
+        assert_eq!(
+            shown(&m),
+            [("/", "/host/root"), ("/data", "/host/root/data")]
+        );
     }
 }
