@@ -82,10 +82,14 @@ impl AlignedBuf {
         b
     }
 
-    /// Marks the buffer's first bytes with `n` (a block number), so that
-    /// no two blocks written are the same.
+    /// Marks every 512-byte sector of the buffer with `n` (a block number)
+    /// and the sector's index, as fio's `scramble_buffers` does, so that no
+    /// two sectors written are the same: storage that deduplicates (a
+    /// VM's host, an array) gets nothing to skip.
     fn stamp(&mut self, n: u64) {
-        self.as_mut()[..8].copy_from_slice(&n.to_le_bytes());
+        for (i, sector) in self.as_mut().chunks_mut(512).enumerate() {
+            sector[..8].copy_from_slice(&(n << 24 | i as u64).to_le_bytes());
+        }
     }
 }
 

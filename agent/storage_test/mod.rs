@@ -147,6 +147,44 @@ pub fn command() -> Command {
                 .value_parser(parse_bytes)
                 .help("The read rate the job needs (e.g. 800MB, 1.5GB; K/M/G are powers of 1024): say whether the storage can feed it, and which pattern is the limit."),
         )
+        .arg(
+            Arg::new("need-from-profile")
+                .long("need-from-profile")
+                .value_name("FILE")
+                .conflicts_with("need")
+                .help("Take the needed read rate from a profile's JSON (accel-agent profile --json, taken while the job ran): its followed processes' read rates (p95, summed), else its disks'."),
+        )
+}
+
+/// The read rate a profile's JSON measured, and what it is: the followed
+/// processes' read rates (p95 of each, summed), else the disks' (the same).
+/// A file that is not a profile, or a profile without reads, is an error.
+pub fn need_from_profile(text: &str) -> Result<(f64, String), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not a profile's JSON: {e}"))?;
+    let summary = v
+        .get("summary")
+        .filter(|s| s.is_object())
+        .ok_or("not a profile's JSON (no summary)")?;
+    let sum = |key: &str| -> (f64, usize) {
+        let rates: Vec<f64> = summary
+            .get(key)
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.get("read_bytes_per_second")?.get("p95")?.as_f64())
+            .filter(|r| r.is_finite() && *r >= 0.0)
+            .collect();
+        (rates.iter().sum(), rates.len())
+    };
+    match (sum("processes"), sum("disks")) {
+        ((p, n), _) if p > 0.0 => Ok((
+            p,
+            format!("the read rate of the {n} followed process(es), p95"),
+        )),
+        (_, (d, n)) if d > 0.0 => Ok((d, format!("the read rate of the {n} disk(s), p95"))),
+        _ => Err("the profile measured no reads (no process or disk read rate)".into()),
+    }
 }
 
 /// `accel-agent storage-test ...` (`args[0]` is the program): the exit code.
@@ -177,7 +215,24 @@ pub fn run(args: Vec<OsString>) -> i32 {
         duration: *m.get_one::<Duration>("duration").expect("has a default"),
         jobs: *m.get_one::<usize>("jobs").expect("has a default"),
         need: m.get_one::<f64>("need").copied(),
+        need_source: None,
     };
+    let mut plan = plan;
+    if let Some(file) = m.get_one::<String>("need-from-profile") {
+        let got = std::fs::read_to_string(file)
+            .map_err(|e| short(&e))
+            .and_then(|t| need_from_profile(&t));
+        match got {
+            Ok((need, what)) => {
+                plan.need = Some(need);
+                plan.need_source = Some(format!("{what}, in {file}"));
+            }
+            Err(e) => {
+                eprintln!("accel-agent storage-test: --need-from-profile {file}: {e}");
+                return 2;
+            }
+        }
+    }
     let json = m.get_one::<String>("json").cloned();
     match start(&plan, json.as_deref()) {
         Ok(work) => finish(&plan, work, json.as_deref()),
@@ -201,6 +256,8 @@ pub struct Plan {
     pub jobs: usize,
     /// The read rate the job needs, bytes per second.
     pub need: Option<f64>,
+    /// Where that rate came from, when from a profile.
+    pub need_source: Option<String>,
 }
 
 impl Plan {
@@ -436,10 +493,37 @@ mod tests {
             duration: Duration::from_secs(2),
             jobs: 1,
             need: None,
+            need_source: None,
         };
         assert_eq!(plan(1 << 30).small_files(), 2621);
         assert_eq!(plan(1 << 20).small_files(), 16);
         assert_eq!(plan(1 << 40).small_files(), 10_000);
+    }
+
+    const PROFILE: &str = r#"{"verdict": "input-bound", "summary": {"duration_seconds": 60,
+        "disks": [{"device": "nvme0n1", "read_bytes_per_second": {"mean": 4e8, "p50": 4e8, "p95": 5e8, "max": 6e8}},
+                  {"device": "nvme1n1", "read_bytes_per_second": null}],
+        "processes": [{"pid": "7", "read_bytes_per_second": {"mean": 3e8, "p50": 3e8, "p95": 3.5e8, "max": 4e8}},
+                      {"pid": "8", "read_bytes_per_second": {"mean": 1e8, "p50": 1e8, "p95": 1.5e8, "max": 2e8}}]}}"#;
+
+    #[test]
+    fn needs_from_a_profile() {
+        let (need, what) = need_from_profile(PROFILE).unwrap();
+        assert_eq!(need, 5e8);
+        assert!(what.contains("2 followed process"), "{what}");
+        let disks_only = PROFILE.replace("\"processes\"", "\"other\"");
+        let (need, what) = need_from_profile(&disks_only).unwrap();
+        assert_eq!(need, 5e8);
+        assert!(what.contains("1 disk"), "{what}");
+        for bad in [
+            "",
+            "{}",
+            "[1]",
+            r#"{"summary": 3}"#,
+            r#"{"summary": {"disks": []}}"#,
+        ] {
+            assert!(need_from_profile(bad).is_err(), "{bad}");
+        }
     }
 
     proptest::proptest! {
@@ -447,6 +531,15 @@ mod tests {
         fn byte_parser_never_panics(s in "\\PC{0,30}") {
             let _ = parse_bytes(&s);
             let _ = parse_size(&s);
+        }
+
+        #[test]
+        fn profile_reader_never_panics(
+            text in accel_collectors::testing::mutated_text(&[PROFILE])
+        ) {
+            if let Ok((need, _)) = need_from_profile(&text) {
+                proptest::prop_assert!(need.is_finite() && need > 0.0);
+            }
         }
     }
 }

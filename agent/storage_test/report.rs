@@ -284,6 +284,9 @@ impl Report {
             let _ = writeln!(s, "note: {n}");
         }
         if let Some(v) = self.verdict() {
+            if let Some(src) = &p.need_source {
+                let _ = writeln!(s, "need: {} ({src})", rate(p.need.unwrap_or_default()));
+            }
             let _ = writeln!(s, "verdict: {}", v.text);
         }
         s
@@ -324,6 +327,7 @@ impl Report {
                 "enough_sequential": verdict.enough_sequential,
                 "limit": verdict.limit,
                 "text": verdict.text,
+                "need_source": p.need_source,
             });
         }
         v

@@ -175,6 +175,25 @@ fn storage_test_measures_a_directory_and_removes_what_it_wrote() {
         "{text}"
     );
     assert!(entries(&dir.0).is_empty());
+
+    // The need from a profile's JSON: its followed processes' read rates.
+    let profile = dir.0.with_extension("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"verdict": "input-bound", "summary": {"disks": [],
+            "processes": [{"pid": "7", "read_bytes_per_second": {"mean": 1e6, "p50": 1e6, "p95": 2e6, "max": 3e6}}]}}"#,
+    )
+    .unwrap();
+    let (out, v) = measure(&dir.0, &["--need-from-profile", profile.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&profile);
+    assert_eq!(v["verdict"]["need_bytes_per_second"], 2e6);
+    assert_eq!(v["verdict"]["enough"], true);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("need: 2.0 MB/s (the read rate of the 1 followed process(es), p95, in "),
+        "{text}"
+    );
+    assert!(entries(&dir.0).is_empty());
 }
 
 #[test]
@@ -255,6 +274,26 @@ fn storage_test_refuses_what_it_cannot_test() {
             "fast",
         ],
         "not a byte count",
+    );
+    refused(
+        &[
+            "--path",
+            dir.0.to_str().unwrap(),
+            "--need-from-profile",
+            file.to_str().unwrap(),
+        ],
+        "not a profile's JSON",
+    );
+    refused(
+        &[
+            "--path",
+            dir.0.to_str().unwrap(),
+            "--need-from-profile",
+            file.to_str().unwrap(),
+            "--need-bytes-per-second",
+            "1GB",
+        ],
+        "cannot be used with",
     );
     // More than half the free space: 40 MiB (and 10 MiB of small files) of
     // a 64 MiB tmpfs.
