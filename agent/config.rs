@@ -228,10 +228,11 @@ pub fn command() -> Command {
 pub fn daemon_command() -> Command {
     command()
         .subcommand(Command::new("profile").about(crate::profile::command::ABOUT))
+        .subcommand(Command::new("storage-test").about(crate::storage_test::ABOUT))
         .subcommand(Command::new("help").about("Print this help, or the help of the given command (accel-agent help profile)."))
         .disable_help_subcommand(true)
         .subcommand_help_heading("Commands")
-        .override_usage("accel-agent [FLAGS]\n       accel-agent profile [FLAGS]\n       accel-agent help [COMMAND]")
+        .override_usage("accel-agent [FLAGS]\n       accel-agent profile [FLAGS]\n       accel-agent storage-test --path DIR [FLAGS]\n       accel-agent help [COMMAND]")
 }
 
 const ABOUT: &str = "Prometheus exporter and profiling agent for ML training nodes: accelerators, storage, network, InfiniBand and host metrics.";
@@ -288,6 +289,24 @@ fn flatten(
             })
             .ok_or_else(|| format!("config file {file}: unknown key {name:?}"))?;
         let flag_takes_value = arg.get_action().takes_values();
+        // A repeatable flag (`--collector.storage-probe.path`) takes an
+        // array of strings: one flag per item.
+        if let toml::Value::Array(items) = value {
+            if !matches!(arg.get_action(), clap::ArgAction::Append) {
+                return Err(format!(
+                    "config file {file}: {name} takes one value, not an array"
+                ));
+            }
+            for item in items {
+                let toml::Value::String(s) = item else {
+                    return Err(format!(
+                        "config file {file}: {name} must be an array of strings"
+                    ));
+                };
+                args.push(format!("--{name}={s}").into());
+            }
+            continue;
+        }
         let text = match value {
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
@@ -662,6 +681,35 @@ mod tests {
         assert!(parse(&["--config.file", f]).is_err());
         std::fs::write(&file, "not toml [").unwrap();
         assert!(parse(&["--config.file", f]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn config_file_arrays_are_repeated_flags() {
+        let dir = std::env::temp_dir().join(format!("accel-config-arr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.toml");
+        let f = file.to_str().unwrap();
+        std::fs::write(
+            &file,
+            "[collector.storage-probe]\nenabled = true\npath = [\"/data\", \"/ckpt\"]\n",
+        )
+        .unwrap();
+        let c = parse(&["--config.file", f, "--collector.storage-probe.path=/x"]).unwrap();
+        let o = c
+            .options::<accel_collectors::storage_probe::StorageProbeOptions>()
+            .unwrap();
+        let paths: Vec<_> = o.paths.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(paths, ["/data", "/ckpt", "/x"]);
+        assert!(enabled(&c).contains(&"storage-probe"));
+        std::fs::write(&file, "collector.storage-probe.path = [1]\n").unwrap();
+        assert!(parse(&["--config.file", f])
+            .unwrap_err()
+            .contains("must be an array of strings"));
+        std::fs::write(&file, "collector.disk.interval = [\"1s\"]\n").unwrap();
+        assert!(parse(&["--config.file", f])
+            .unwrap_err()
+            .contains("takes one value, not an array"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -14,6 +14,7 @@ pub mod runs;
 pub mod sampler;
 pub mod server;
 pub mod state;
+pub mod storage_test;
 pub mod systemd;
 pub mod web_config;
 
@@ -33,8 +34,9 @@ fn help(command: Option<&str>, extra: bool) -> i32 {
         }
         None | Some("help") => config::daemon_command().print_help(),
         Some("profile") => profile::command().print_help(),
+        Some("storage-test") => storage_test::command().print_help(),
         Some(other) => {
-            eprintln!("accel-agent help: no command {other:?}; the commands are profile and help");
+            eprintln!("accel-agent help: no command {other:?}; the commands are profile, storage-test and help");
             return 2;
         }
     };
@@ -48,12 +50,18 @@ fn help(command: Option<&str>, extra: bool) -> i32 {
 /// code: 0 after a clean shutdown, 1 when it cannot start (port in use), 2
 /// for a bad flag or config value.
 ///
-/// `accel-agent profile ...` runs [`profile::run`] instead of the daemon.
+/// `accel-agent profile ...` runs [`profile::run`] instead of the daemon,
+/// `accel-agent storage-test ...` [`storage_test::run`].
 pub fn run(args: Vec<OsString>) -> i32 {
     if args.get(1).is_some_and(|a| a == "profile") {
         let mut rest = args;
         rest.remove(1);
         return profile::run(rest);
+    }
+    if args.get(1).is_some_and(|a| a == "storage-test") {
+        let mut rest = args;
+        rest.remove(1);
+        return storage_test::run(rest);
     }
     if args.get(1).is_some_and(|a| a == "help") {
         return help(args.get(2).and_then(|a| a.to_str()), args.len() > 3);

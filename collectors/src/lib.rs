@@ -30,6 +30,7 @@ pub mod process;
 pub mod procfs;
 mod sample;
 pub mod shared;
+pub mod storage_probe;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
@@ -369,6 +370,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &cloud::SPEC,
         &kubernetes::SPEC,
         &goodput::SPEC,
+        &storage_probe::SPEC,
     ];
     SPECS
 }

@@ -479,6 +479,14 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
         gce_url.as_str(),
         "--collector.cloud.poll-interval=500ms",
     ];
+    // The fifth also probes storage: a scratch directory, and one that
+    // does not exist (AccelStorageProbeFailing).
+    let probed = TempDir::new("dashboards-probe");
+    let probe_ok = format!("--collector.storage-probe.path={}", probed.0.display());
+    let probe_missing = format!(
+        "--collector.storage-probe.path={}",
+        probed.0.join("missing").display()
+    );
     let agents = [
         sim_agent_on_fixtures("8xh100-training", &listen(0), &cloud),
         sim_agent_on_fixtures("idle-allocated", &listen(1), &[]),
@@ -489,6 +497,10 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
             "--collector.disable-defaults",
             "--collector.filesystem",
             "--collector.filesystem.interval=1s",
+            "--collector.storage-probe",
+            &probe_ok,
+            &probe_missing,
+            "--collector.storage-probe.interval=1s",
         ]),
     ];
     for a in &agents {
@@ -512,6 +524,7 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
         ("AccelGPUXidCritical", ports[2].as_str()),
         ("AccelGPUMIGInstanceIdle", ports[3].as_str()),
         ("AccelNodeMaintenancePending", ports[0].as_str()),
+        ("AccelStorageProbeFailing", ports[4].as_str()),
     ];
     while Instant::now() < deadline {
         for (labels, _) in prom.query("ALERTS{alertstate=\"firing\"}") {

@@ -5,19 +5,13 @@
 //! stay fast.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use accel_collectors::filesystem::mounts::DEFAULT_MOUNT_POINTS_EXCLUDE;
 
 use crate::node_exporter::{parse_exposition, Labels};
-use crate::util::{free_port, require, value, wait_http, Agent, Proc, TempDir};
-
-/// Where [`HungFuse`] mounts (a `TempDir` tag): left out of the oracle
-/// comparison, which may run while a hung mount exists.
-const HUNG_TAG: &str = "fuse-hang";
+use crate::util::{free_port, require, value, wait_http, Agent, HungFuse, Proc, TempDir, HUNG_TAG};
 
 /// The families node_exporter has, after `node_` / `accel_`.
 const FAMILIES: [&str; 7] = [
@@ -258,71 +252,6 @@ fn filesystem_matches_node_exporter_live() {
         ne.len(),
         compared.len()
     );
-}
-
-/// A FUSE mount whose daemon never answers (it never even reads /dev/fuse,
-/// so the kernel's INIT stays unanswered and every request waits): statfs
-/// on it blocks until the connection is aborted ([`HungFuse::abort`],
-/// closing the fd) and fails then with ENOTCONN. Unmounted when dropped.
-struct HungFuse {
-    _dir: TempDir,
-    mount_point: PathBuf,
-    fd: Option<OwnedFd>,
-}
-
-impl HungFuse {
-    fn mount() -> HungFuse {
-        let dir = TempDir::new(HUNG_TAG);
-        let mount_point = dir.0.join("mnt");
-        std::fs::create_dir(&mount_point).unwrap();
-        let fd: OwnedFd = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/fuse")
-            .expect("this test needs /dev/fuse (and root, to mount)")
-            .into();
-        // SAFETY: plain libc calls with NUL-terminated strings that outlive them.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let opts = format!(
-            "fd={},rootmode=40000,user_id={uid},group_id={gid}\0",
-            fd.as_raw_fd()
-        );
-        let target = format!("{}\0", mount_point.display());
-        let rc = unsafe {
-            libc::mount(
-                c"accel-hang".as_ptr(),
-                target.as_ptr().cast(),
-                c"fuse.accel-hang".as_ptr(),
-                0,
-                opts.as_ptr().cast(),
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "mounting a FUSE filesystem needs root: {}",
-            std::io::Error::last_os_error()
-        );
-        HungFuse {
-            _dir: dir,
-            mount_point,
-            fd: Some(fd),
-        }
-    }
-
-    /// Aborts the connection: the hung statfs returns (ENOTCONN).
-    fn abort(&mut self) {
-        self.fd = None;
-    }
-}
-
-impl Drop for HungFuse {
-    fn drop(&mut self) {
-        self.fd = None;
-        let target = format!("{}\0", self.mount_point.display());
-        // SAFETY: as above.
-        unsafe { libc::umount2(target.as_ptr().cast(), libc::MNT_DETACH) };
-    }
 }
 
 /// The agent's threads by name, and how many are named `filesystem-stat`

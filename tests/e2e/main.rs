@@ -23,6 +23,7 @@ mod process;
 mod profile;
 mod profile_faults;
 mod prometheus;
+mod storage;
 mod systemd;
 mod time;
 mod tls;

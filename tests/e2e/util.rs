@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -409,4 +410,73 @@ pub fn cpu_burner(secs: u32) -> Child {
         std::thread::sleep(Duration::from_millis(20));
     }
     burner
+}
+
+/// Where [`HungFuse`] mounts (a `TempDir` tag): left out of the filesystem
+/// oracle comparison, which may run while a hung mount exists.
+pub const HUNG_TAG: &str = "fuse-hang";
+
+/// A FUSE mount whose daemon never answers (it never even reads /dev/fuse,
+/// so the kernel's INIT stays unanswered and every request waits): statfs
+/// on it blocks until the connection is aborted ([`HungFuse::abort`],
+/// closing the fd) and fails then with ENOTCONN. Unmounted when dropped.
+pub struct HungFuse {
+    _dir: TempDir,
+    pub mount_point: PathBuf,
+    fd: Option<OwnedFd>,
+}
+
+impl HungFuse {
+    pub fn mount() -> HungFuse {
+        let dir = TempDir::new(HUNG_TAG);
+        let mount_point = dir.0.join("mnt");
+        std::fs::create_dir(&mount_point).unwrap();
+        let fd: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .expect("this test needs /dev/fuse (and root, to mount)")
+            .into();
+        // SAFETY: plain libc calls with NUL-terminated strings that outlive them.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let opts = format!(
+            "fd={},rootmode=40000,user_id={uid},group_id={gid}\0",
+            fd.as_raw_fd()
+        );
+        let target = format!("{}\0", mount_point.display());
+        let rc = unsafe {
+            libc::mount(
+                c"accel-hang".as_ptr(),
+                target.as_ptr().cast(),
+                c"fuse.accel-hang".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mounting a FUSE filesystem needs root: {}",
+            std::io::Error::last_os_error()
+        );
+        HungFuse {
+            _dir: dir,
+            mount_point,
+            fd: Some(fd),
+        }
+    }
+
+    /// Aborts the connection: the hung statfs returns (ENOTCONN).
+    pub fn abort(&mut self) {
+        self.fd = None;
+    }
+}
+
+impl Drop for HungFuse {
+    fn drop(&mut self) {
+        self.fd = None;
+        let target = format!("{}\0", self.mount_point.display());
+        // SAFETY: as above.
+        unsafe { libc::umount2(target.as_ptr().cast(), libc::MNT_DETACH) };
+    }
 }
