@@ -16,6 +16,7 @@ pub mod family;
 pub mod filesystem;
 pub mod goodput;
 pub mod gpu;
+pub mod grpc;
 pub mod http;
 pub mod hwmon;
 pub mod identity;
@@ -33,6 +34,7 @@ pub mod shared;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
+pub mod tpu;
 pub mod util;
 pub mod vmstat;
 pub mod workers;
@@ -364,6 +366,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &cloud::SPEC,
         &kubernetes::SPEC,
         &goodput::SPEC,
+        &tpu::SPEC,
     ];
     SPECS
 }
