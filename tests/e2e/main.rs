@@ -27,4 +27,5 @@ mod systemd;
 mod time;
 mod tls;
 mod toolkit;
+mod tpu;
 mod watchdog;
