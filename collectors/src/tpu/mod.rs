@@ -370,7 +370,7 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let (st, o) = (states.clone(), opts.clone());
     let silence = opts.timeout + opts.interval + Duration::from_secs(10);
     let poller = ctx.workers.spawn("runtime", silence, move |hb| {
-        runtime::poll_loop(o.address, &o.ports.0, o.interval, o.timeout, &st, &hb)
+        runtime::poll_loop(o.address, &o.ports.0, o.interval, o.timeout, &st, hb)
     })?;
     Ok(Built::Ready(Box::new(Tpu {
         sysfs: ctx.paths.sysfs.clone(),
@@ -463,7 +463,7 @@ impl Collector for Tpu {
             }
             let Some(metrics) = &st.metrics else { continue };
             for tm in metrics.iter() {
-                self.runtime_metric(tm, &ps, per_chip, &chip_ids, &mut rt, &mut port_out);
+                runtime_metric(tm, &ps, per_chip, &chip_ids, &mut rt, &mut port_out);
             }
         }
 
@@ -553,103 +553,194 @@ impl Collector for Tpu {
     }
 }
 
-impl Tpu {
-    /// Sorts one metric of one port into `rt` (per device or per chip) or
-    /// straight into `out` (per port). Points without a device where one is
-    /// needed, of a device past the chips found, or with an unreadable
-    /// value are skipped.
-    fn runtime_metric<'a>(
-        &self,
-        tm: &'a TpuMetric,
-        port: &str,
-        per_chip: u32,
-        chip_ids: &BTreeSet<u32>,
-        rt: &mut Runtime<'a>,
-        out: &mut Sample,
-    ) {
-        let Some(name) = names::ALL.iter().copied().find(|n| *n == tm.name) else {
-            return;
-        };
-        match name {
-            names::HBM_USAGE | names::HBM_TOTAL | names::HLO_QUEUE => {
-                for m in &tm.metrics {
-                    let (Some(d), Some(v)) = (device_of(m), gauge(m)) else {
-                        continue;
-                    };
-                    let chip = d / per_chip;
-                    if chip_ids.contains(&chip) {
-                        rt.by_device.entry((name, chip, d)).or_insert(v);
-                    }
-                }
-            }
-            names::DUTY_CYCLE | names::TENSORCORE_UTIL | names::HBM_BW_UTIL => {
-                // Per chip: the point's device index is the chip's.
-                for m in &tm.metrics {
-                    let (Some(d), Some(v)) = (device_of(m), gauge(m)) else {
-                        continue;
-                    };
-                    if chip_ids.contains(&d) {
-                        rt.by_chip
-                            .entry((name, d))
-                            .or_insert((v / 100.0).clamp(0.0, 1.0));
-                    }
-                }
-            }
-            names::UPTIME => {
-                let up = tm
-                    .metrics
-                    .iter()
-                    .filter_map(gauge)
-                    .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
-                if let Some(v) = up {
-                    out.add(&RUNTIME_UPTIME).add(&[("port", port)], v);
-                }
-            }
-            names::HLO_EXEC => {
-                for m in &tm.metrics {
-                    let (Some(d), Measure::Distribution(dist)) = (device_of(m), &m.measure) else {
-                        continue;
-                    };
-                    let chip = d / per_chip;
-                    if chip_ids.contains(&chip) {
-                        rt.hlo.entry((chip, d)).or_insert(dist);
-                    }
-                }
-            }
-            _ => {
-                let def = match name {
-                    names::COLLECTIVE => &COLLECTIVE_LATENCY,
-                    names::DCN => &DCN_LATENCY,
-                    names::H2D => &H2D_LATENCY,
-                    _ => &D2H_LATENCY,
+/// Sorts one metric of one port into `rt` (per device or per chip) or
+/// straight into `out` (per port). Points without a device where one is
+/// needed, of a device past the chips found, or with an unreadable
+/// value are skipped.
+fn runtime_metric<'a>(
+    tm: &'a TpuMetric,
+    port: &str,
+    per_chip: u32,
+    chip_ids: &BTreeSet<u32>,
+    rt: &mut Runtime<'a>,
+    out: &mut Sample,
+) {
+    let Some(name) = names::ALL.iter().copied().find(|n| *n == tm.name) else {
+        return;
+    };
+    match name {
+        names::HBM_USAGE | names::HBM_TOTAL | names::HLO_QUEUE => {
+            for m in &tm.metrics {
+                let (Some(d), Some(v)) = (device_of(m), gauge(m)) else {
+                    continue;
                 };
-                let mut seen = BTreeSet::new();
-                for m in &tm.metrics {
-                    let Measure::Distribution(dist) = &m.measure else {
-                        continue;
-                    };
-                    let size = m
-                        .attrs
-                        .iter()
-                        .find(|(k, _)| k == "buffer_size" || k == "buffer-size")
-                        .and_then(|(_, v)| v.as_label())
-                        .unwrap_or_default();
-                    // One series per size class (a second point of the
-                    // same class would be a duplicate series).
-                    if size.len() > 64 || !seen.insert(size.clone()) {
-                        continue;
-                    }
-                    if let Some((buckets, count)) = dist.cumulative(1e6) {
-                        let sum = dist.mean * count as f64 / 1e6;
-                        out.add(def).add_histogram(
-                            &[("port", port), ("buffer_size", &size)],
-                            &buckets,
-                            if sum.is_finite() { sum } else { 0.0 },
-                            count,
-                        );
-                    }
+                let chip = d / per_chip;
+                if chip_ids.contains(&chip) {
+                    rt.by_device.entry((name, chip, d)).or_insert(v);
                 }
             }
         }
+        names::DUTY_CYCLE | names::TENSORCORE_UTIL | names::HBM_BW_UTIL => {
+            // Per chip: the point's device index is the chip's.
+            for m in &tm.metrics {
+                let (Some(d), Some(v)) = (device_of(m), gauge(m)) else {
+                    continue;
+                };
+                if chip_ids.contains(&d) {
+                    rt.by_chip
+                        .entry((name, d))
+                        .or_insert((v / 100.0).clamp(0.0, 1.0));
+                }
+            }
+        }
+        names::UPTIME => {
+            let up = tm
+                .metrics
+                .iter()
+                .filter_map(gauge)
+                .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
+            if let Some(v) = up {
+                out.add(&RUNTIME_UPTIME).add(&[("port", port)], v);
+            }
+        }
+        names::HLO_EXEC => {
+            for m in &tm.metrics {
+                let (Some(d), Measure::Distribution(dist)) = (device_of(m), &m.measure) else {
+                    continue;
+                };
+                let chip = d / per_chip;
+                if chip_ids.contains(&chip) {
+                    rt.hlo.entry((chip, d)).or_insert(dist);
+                }
+            }
+        }
+        _ => {
+            let def = match name {
+                names::COLLECTIVE => &COLLECTIVE_LATENCY,
+                names::DCN => &DCN_LATENCY,
+                names::H2D => &H2D_LATENCY,
+                _ => &D2H_LATENCY,
+            };
+            let mut seen = BTreeSet::new();
+            for m in &tm.metrics {
+                let Measure::Distribution(dist) = &m.measure else {
+                    continue;
+                };
+                let size = m
+                    .attrs
+                    .iter()
+                    .find(|(k, _)| k == "buffer_size" || k == "buffer-size")
+                    .and_then(|(_, v)| v.as_label())
+                    .unwrap_or_default();
+                // One series per size class (a second point of the
+                // same class would be a duplicate series).
+                if size.len() > 64 || !seen.insert(size.clone()) {
+                    continue;
+                }
+                if let Some((buckets, count)) = dist.cumulative(1e6) {
+                    let sum = dist.mean * count as f64 / 1e6;
+                    out.add(def).add_histogram(
+                        &[("port", port), ("buffer_size", &size)],
+                        &buckets,
+                        if sum.is_finite() { sum } else { 0.0 },
+                        count,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{Attr, Metric};
+
+    #[test]
+    fn ports() {
+        assert_eq!(
+            parse_ports("8431-8434").unwrap().0,
+            vec![8431, 8432, 8433, 8434]
+        );
+        assert_eq!(parse_ports("8433, 8431,8431").unwrap().0, vec![8431, 8433]);
+        for bad in ["", "0", "8434-8431", "x", "1-100", "70000"] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn point(attrs: Vec<(&str, Attr)>, v: f64) -> Metric {
+        Metric {
+            attrs: attrs.into_iter().map(|(k, a)| (k.to_owned(), a)).collect(),
+            measure: Measure::Gauge(v),
+        }
+    }
+
+    #[test]
+    fn devices_of_two_per_chip_are_labelled_with_their_chip() {
+        let usage = TpuMetric {
+            name: names::HBM_USAGE.into(),
+            metrics: (0..5)
+                .map(|d| point(vec![("device-id", Attr::Int(d))], d as f64))
+                .collect(),
+        };
+        let duty = TpuMetric {
+            name: names::DUTY_CYCLE.into(),
+            metrics: vec![
+                point(vec![("device-id", Attr::Int(1))], 50.0),
+                // Out of range, and without a device: skipped.
+                point(vec![("device-id", Attr::Int(9))], 50.0),
+                point(vec![], 50.0),
+            ],
+        };
+        let chips: BTreeSet<u32> = [0, 1].into();
+        let mut rt = Runtime::default();
+        let mut out = Sample::new();
+        runtime_metric(&usage, "8431", 2, &chips, &mut rt, &mut out);
+        runtime_metric(&duty, "8431", 2, &chips, &mut rt, &mut out);
+        let keys: Vec<(u32, u32)> = rt.by_device.keys().map(|(_, c, d)| (*c, *d)).collect();
+        assert_eq!(keys, vec![(0, 0), (0, 1), (1, 2), (1, 3)]);
+        assert_eq!(rt.by_chip.get(&(names::DUTY_CYCLE, 1)), Some(&0.5));
+        assert_eq!(rt.by_chip.len(), 1);
+    }
+
+    #[test]
+    fn device_ordinal_as_string_or_int() {
+        let s = point(
+            vec![
+                ("device_ordinal", Attr::Str("12".into())),
+                ("core_type", Attr::Int(3)),
+            ],
+            0.0,
+        );
+        let i = point(
+            vec![
+                ("core_type", Attr::Str("TC".into())),
+                ("device_ordinal", Attr::Int(12)),
+            ],
+            0.0,
+        );
+        let bad = point(vec![("device_ordinal", Attr::Str("1.5".into()))], 0.0);
+        assert_eq!(device_of(&s), Some(12));
+        assert_eq!(device_of(&i), Some(12));
+        assert_eq!(device_of(&bad), None);
+    }
+
+    #[test]
+    fn generations() {
+        assert_eq!(chips::generation_of("0x0027", "0x004e").unwrap().name, "v2");
+        assert_eq!(
+            chips::generation_of("0x0027", "0x004f")
+                .unwrap()
+                .devices_per_chip,
+            2
+        );
+        assert_eq!(chips::generation_of("0x0027", "0x0000"), None);
+        assert_eq!(chips::generation_of("0x0062", "").unwrap().name, "v5p");
+        assert_eq!(
+            chips::generation_of("0x0076", "0x0000")
+                .unwrap()
+                .devices_per_chip,
+            2
+        );
     }
 }

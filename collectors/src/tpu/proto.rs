@@ -171,7 +171,7 @@ impl Distribution {
     /// ascending, negative counts).
     pub fn cumulative(&self, divisor: f64) -> Option<(Vec<(f64, u64)>, u64)> {
         let n = self.counts.len();
-        if n < 1 || n > MAX_BUCKETS + 2 {
+        if !(1..=MAX_BUCKETS + 2).contains(&n) {
             return None;
         }
         // Upper bounds of buckets 0..n-1 (the last, overflow, has none).
@@ -180,13 +180,13 @@ impl Distribution {
             let b = match &self.buckets {
                 Buckets::None => return None,
                 Buckets::Exponential { growth, scale, .. } => {
-                    if !(*growth > 1.0 && *scale > 0.0) {
+                    if growth.is_nan() || scale.is_nan() || *growth <= 1.0 || *scale <= 0.0 {
                         return None;
                     }
                     scale * growth.powi(i32::try_from(i).ok()?)
                 }
                 Buckets::Linear { width, offset, .. } => {
-                    if !(*width > 0.0) {
+                    if width.is_nan() || *width <= 0.0 {
                         return None;
                     }
                     offset + width * i as f64
@@ -555,4 +555,247 @@ pub fn encode_request(name: &str) -> Vec<u8> {
     out.push(n as u8);
     out.extend_from_slice(name.as_bytes());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn bytes(field: u64, b: &[u8], out: &mut Vec<u8>) {
+        varint(field << 3 | 2, out);
+        varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    }
+
+    fn uint(field: u64, v: u64, out: &mut Vec<u8>) {
+        varint(field << 3, out);
+        varint(v, out);
+    }
+
+    fn double(field: u64, v: f64, out: &mut Vec<u8>) {
+        varint(field << 3 | 1, out);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn attribute(key: &str, value: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        bytes(1, key.as_bytes(), &mut a);
+        bytes(2, value, &mut a);
+        a
+    }
+
+    fn int_value(i: u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        uint(3, i, &mut v);
+        v
+    }
+
+    fn str_value(s: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        bytes(1, s.as_bytes(), &mut v);
+        v
+    }
+
+    fn kvlist(attrs: &[Vec<u8>]) -> Vec<u8> {
+        let mut list = Vec::new();
+        for a in attrs {
+            bytes(1, a, &mut list);
+        }
+        let mut v = Vec::new();
+        bytes(6, &list, &mut v);
+        attribute("", &v)
+    }
+
+    fn response(name: &str, metrics: &[Vec<u8>]) -> Vec<u8> {
+        let mut tm = Vec::new();
+        bytes(1, name.as_bytes(), &mut tm);
+        bytes(2, b"help", &mut tm);
+        for m in metrics {
+            bytes(3, m, &mut tm);
+        }
+        let mut out = Vec::new();
+        bytes(1, &tm, &mut out);
+        out
+    }
+
+    /// Memory (lone int attribute, int gauge), then an HLO queue point
+    /// (kvlist, string ordinal), an old-libtpu point (int ordinal), a
+    /// distribution with packed counts, a string gauge and unknown fields.
+    fn sample_response() -> Vec<u8> {
+        let mut mem = Vec::new();
+        bytes(1, &attribute("device-id", &int_value(3)), &mut mem);
+        let mut g = Vec::new();
+        uint(2, 1 << 34, &mut g);
+        bytes(3, &g, &mut mem);
+        // A start timestamp and an unknown varint field: skipped.
+        bytes(7, &[0x08, 0x01], &mut mem);
+        uint(15, 9, &mut mem);
+
+        let mut q = Vec::new();
+        bytes(
+            1,
+            &kvlist(&[
+                attribute("device_ordinal", &str_value("5")),
+                attribute("core_type", &str_value("TC")),
+            ]),
+            &mut q,
+        );
+        let mut g = Vec::new();
+        double(1, 2.5, &mut g);
+        bytes(3, &g, &mut q);
+
+        let mut old = Vec::new();
+        bytes(
+            1,
+            &kvlist(&[attribute("device_ordinal", &int_value(6))]),
+            &mut old,
+        );
+        let mut dist = Vec::new();
+        uint(1, 6, &mut dist);
+        double(2, 3.0, &mut dist);
+        let mut exp = Vec::new();
+        uint(1, 2, &mut exp);
+        double(2, 2.0, &mut exp);
+        double(3, 1.0, &mut exp);
+        let mut opts = Vec::new();
+        bytes(2, &exp, &mut opts);
+        bytes(6, &opts, &mut dist);
+        bytes(7, &[1, 2, 3, 0], &mut dist);
+        bytes(5, &dist, &mut old);
+
+        let mut s = Vec::new();
+        let mut g = Vec::new();
+        bytes(3, b"text", &mut g);
+        bytes(3, &g, &mut s);
+        response("m", &[mem, q, old, s])
+    }
+
+    #[test]
+    fn decodes_every_attribute_form_and_measure() {
+        let m = decode_response(&sample_response()).unwrap();
+        assert_eq!(m.name, "m");
+        assert_eq!(m.metrics.len(), 4);
+        assert_eq!(m.metrics[0].attrs, vec![("device-id".into(), Attr::Int(3))]);
+        assert_eq!(m.metrics[0].measure, Measure::Gauge((1u64 << 34) as f64));
+        assert_eq!(m.metrics[1].attrs.len(), 2);
+        assert_eq!(m.metrics[1].attrs[0].1.as_index(), Some(5));
+        assert_eq!(m.metrics[1].measure, Measure::Gauge(2.5));
+        assert_eq!(m.metrics[2].attrs[0].1.as_index(), Some(6));
+        let Measure::Distribution(d) = &m.metrics[2].measure else {
+            panic!("{:?}", m.metrics[2].measure)
+        };
+        assert_eq!(d.counts, vec![1, 2, 3, 0]);
+        // Bounds 1, 2, 4 (µs), cumulative 1, 3, 6; in seconds.
+        let (b, n) = d.cumulative(1e6).unwrap();
+        assert_eq!(b, vec![(1e-6, 1), (2e-6, 3), (4e-6, 6)]);
+        assert_eq!(n, 6);
+        // A string gauge has no value.
+        assert_eq!(m.metrics[3].measure, Measure::None);
+        assert_eq!(decode_response(&[]).unwrap(), TpuMetric::default());
+    }
+
+    #[test]
+    fn bucket_layouts() {
+        let d = |buckets, counts: Vec<i64>| Distribution {
+            count: 0,
+            mean: 0.0,
+            buckets,
+            counts,
+        };
+        let lin = d(
+            Buckets::Linear {
+                n: 2,
+                width: 10.0,
+                offset: 0.0,
+            },
+            vec![0, 1, 1, 1],
+        );
+        assert_eq!(
+            lin.cumulative(1.0).unwrap().0,
+            vec![(0.0, 0), (10.0, 1), (20.0, 2)]
+        );
+        let exp = d(Buckets::Explicit(vec![1.0, 5.0]), vec![2, 2, 2]);
+        assert_eq!(exp.cumulative(1.0).unwrap(), (vec![(1.0, 2), (5.0, 4)], 6));
+        // Too few bounds, bounds not ascending, negative counts, no layout.
+        for bad in [
+            d(Buckets::Explicit(vec![1.0]), vec![1, 1, 1]),
+            d(Buckets::Explicit(vec![5.0, 1.0]), vec![1, 1, 1]),
+            d(Buckets::Explicit(vec![1.0, 5.0]), vec![1, -1, 1]),
+            d(Buckets::None, vec![1, 1]),
+            d(
+                Buckets::Exponential {
+                    n: 1,
+                    growth: 1.0,
+                    scale: 1.0,
+                },
+                vec![1, 1, 1],
+            ),
+        ] {
+            assert_eq!(bad.cumulative(1.0), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_request() {
+        assert_eq!(encode_request("ab"), vec![0x0a, 2, b'a', b'b']);
+        let long = "x".repeat(200);
+        let r = encode_request(&long);
+        assert_eq!(&r[..3], &[0x0a, 0xc8, 0x01]);
+    }
+
+    #[test]
+    fn rejects_garbage_without_panicking() {
+        for bad in [
+            &[0x0a][..],
+            &[0x0a, 0x05, 0x01],
+            &[0x0b],
+            &[0x02, 0x00],
+            &[0x0a, 0x7f, 0x0a, 0x03, b'a'],
+            // A known message field sent as a varint.
+            &[0x08, 0x01],
+        ] {
+            assert!(decode_response(bad).is_err(), "{bad:?}");
+        }
+        // Too many buckets.
+        let mut dist = Vec::new();
+        for _ in 0..MAX_BUCKETS + 3 {
+            uint(7, 1, &mut dist);
+        }
+        let mut m = Vec::new();
+        bytes(5, &dist, &mut m);
+        assert!(decode_response(&response("x", &[m])).is_err());
+    }
+
+    fn valid() -> &'static [&'static [u8]] {
+        let v: &'static [u8] = Box::leak(sample_response().into_boxed_slice());
+        Box::leak(Box::new([v]))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mutated_responses_never_panic(b in crate::testing::mutated_bytes(valid())) {
+            if let Ok(m) = decode_response(&b) {
+                for p in &m.metrics {
+                    proptest::prop_assert!(p.attrs.len() <= MAX_ATTRIBUTES);
+                    if let Measure::Distribution(d) = &p.measure {
+                        proptest::prop_assert!(d.counts.len() <= MAX_BUCKETS + 2);
+                        let _ = d.cumulative(1e6);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode_response(&b);
+        }
+    }
 }
