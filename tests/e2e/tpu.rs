@@ -35,7 +35,7 @@ fn sim_bin() -> PathBuf {
 
 /// Starts the simulator on `scenario`, on a free port; returns it and the
 /// port once it listens.
-fn sim(scenario: &str) -> (Proc, u16) {
+pub fn sim(scenario: &str) -> (Proc, u16) {
     for _ in 0..5 {
         let port = free_port();
         let mut child = Command::new(sim_bin())
@@ -61,7 +61,7 @@ fn sim(scenario: &str) -> (Proc, u16) {
 
 /// The agent on the v5e-8 fixture with only the tpu collector, asking
 /// `ports`.
-fn agent(ports: &[u16], extra: &[&str]) -> Agent {
+pub fn agent(ports: &[u16], extra: &[&str]) -> Agent {
     let fx = fixtures().join("tpu/v5e-8");
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
     let mut args = vec![
@@ -159,20 +159,23 @@ fn v5e_8_training() {
     lint(&text);
     check_golden("tpu-v5e-8-training", &normalized(&text, &[port]));
 
-    // Busy seconds integrate the duty cycle: about 0.97 s a second.
-    let b0 = chip(&text, "accel_tpu_busy_seconds_total", 0).unwrap();
-    let i0 = chip(&text, "accel_tpu_idle_allocated_seconds_total", 0).unwrap();
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
-    let later = agent.get("/metrics").text();
-    let dt = t0.elapsed().as_secs_f64();
-    let busy = (chip(&later, "accel_tpu_busy_seconds_total", 0).unwrap() - b0) / dt;
-    assert!((0.8..=1.05).contains(&busy), "busy ratio {busy}");
-    assert_eq!(
-        chip(&later, "accel_tpu_idle_allocated_seconds_total", 0),
-        Some(i0),
-        "a busy chip is not idle"
-    );
+    // Busy seconds integrate the duty cycle over the same sample intervals
+    // as the held time: their increases are in the ratio of chip 0's duty
+    // cycle (0.975), whatever the scrape timing.
+    let counters = |t: &str| {
+        (
+            chip(t, "accel_tpu_busy_seconds_total", 0).unwrap(),
+            chip(t, "accel_tpu_allocated_seconds_total", 0).unwrap(),
+            chip(t, "accel_tpu_idle_allocated_seconds_total", 0).unwrap(),
+        )
+    };
+    let (b0, a0, i0) = counters(&text);
+    std::thread::sleep(Duration::from_secs(2));
+    let (b1, a1, i1) = counters(&agent.get("/metrics").text());
+    assert!(a1 - a0 > 1.0, "held {} s in 2 s", a1 - a0);
+    let duty = (b1 - b0) / (a1 - a0);
+    assert!((duty - 0.975).abs() < 1e-6, "busy / held = {duty}");
+    assert_eq!(i1, i0, "a busy chip is not idle");
 }
 
 #[test]
@@ -191,13 +194,24 @@ fn idle_allocated_with_an_older_libtpu() {
     assert!(!text.contains("accel_tpu_tensorcore_utilization_ratio{"));
     lint(&text);
     check_golden("tpu-idle-allocated", &normalized(&text, &[port]));
-    let i0 = chip(&text, "accel_tpu_idle_allocated_seconds_total", 1).unwrap();
-    let t0 = Instant::now();
+    // Chip 1's duty cycle is 0, under the threshold: all its held time is
+    // idle.
+    let counters = |t: &str| {
+        (
+            chip(t, "accel_tpu_idle_allocated_seconds_total", 1).unwrap(),
+            chip(t, "accel_tpu_allocated_seconds_total", 1).unwrap(),
+        )
+    };
+    let (i0, a0) = counters(&text);
     std::thread::sleep(Duration::from_secs(2));
-    let later = agent.get("/metrics").text();
-    let dt = t0.elapsed().as_secs_f64();
-    let idle = (chip(&later, "accel_tpu_idle_allocated_seconds_total", 1).unwrap() - i0) / dt;
-    assert!((0.8..=1.05).contains(&idle), "idle ratio {idle}");
+    let (i1, a1) = counters(&agent.get("/metrics").text());
+    assert!(a1 - a0 > 1.0, "held {} s in 2 s", a1 - a0);
+    assert!(
+        ((i1 - i0) - (a1 - a0)).abs() < 1e-9,
+        "idle {} of held {}",
+        i1 - i0,
+        a1 - a0
+    );
 }
 
 #[test]
@@ -309,4 +323,23 @@ fn absent_without_chips() {
         Some(0.0)
     );
     assert!(!text.contains("accel_tpu_"), "{text}");
+}
+
+#[test]
+fn malformed_runtime_golden() {
+    let (_bad, port) = sim("malformed");
+    let agent = agent(&[port], &[]);
+    let key = format!("accel_tpu_runtime_errors_total{{port=\"{port}\",kind=\"invalid\"}}");
+    let text = agent.wait_for("an invalid answer counted", Duration::from_secs(15), |t| {
+        t.contains(&key)
+    });
+    assert_eq!(
+        value(&text, &format!("accel_tpu_runtime_up{{port=\"{port}\"}}")),
+        Some(0.0)
+    );
+    // The chips and their holders are still reported.
+    assert_eq!(value(&text, "accel_tpu_chips"), Some(8.0));
+    assert!(!text.contains("accel_tpu_duty_cycle_ratio{"));
+    lint(&text);
+    check_golden("tpu-runtime-malformed", &normalized(&text, &[port]));
 }
