@@ -343,3 +343,46 @@ fn malformed_runtime_golden() {
     lint(&text);
     check_golden("tpu-runtime-malformed", &normalized(&text, &[port]));
 }
+
+#[test]
+fn mfu_of_a_run_on_tpu_chips() {
+    let dir = crate::util::TempDir::new("tpu-goodput");
+    let sock = dir.0.join("events.sock");
+    let fx = fixtures().join("tpu/v5e-8");
+    let agent = Agent::start(&[
+        "--collector.disable-defaults",
+        "--collector.tpu",
+        "--collector.goodput",
+        &format!("--events.socket={}", sock.display()),
+        &format!("--path.sysfs={}", fx.join("sys").display()),
+        &format!("--path.procfs={}", fx.join("proc").display()),
+        &format!("--collector.tpu.runtime-ports={}", free_port()),
+        "--collector.tpu.interval=200ms",
+        "--collector.goodput.interval=200ms",
+    ]);
+    agent.wait_ready();
+    let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    let send = |j: &str| {
+        s.send_to(j.as_bytes(), &sock).unwrap();
+    };
+    // Two chips, one by its PCI address, one by index; bf16 steps at
+    // exactly 40 % of 2 x 197 TFLOP/s.
+    send(r#"{"v":1,"kind":"run_start","run":"gemma","rank":0,"devices":["TPU-0000:00:04.0",1]}"#);
+    let flops = 0.4 * 1.5 * 2.0 * 197e12;
+    for step in 1..=4 {
+        send(&format!(r#"{{"v":1,"kind":"step","run":"gemma","rank":0,"step":{step},"seconds":1.5,"model_flops":{flops:e},"dtype":"bf16"}}"#));
+    }
+    let text = agent.wait_for("the run's MFU", Duration::from_secs(10), |t| {
+        value(t, "accel_run_mfu_ratio{run=\"gemma\"}").is_some()
+    });
+    let mfu = value(&text, "accel_run_mfu_ratio{run=\"gemma\"}").unwrap();
+    assert!((mfu - 0.4).abs() < 1e-9, "{mfu}");
+    assert_eq!(
+        value(&text, "accel_run_peak_flops{run=\"gemma\",dtype=\"bf16\"}"),
+        Some(2.0 * 197e12)
+    );
+    assert!(text.contains("accel_run_device{run=\"gemma\",gpu=\"0\",uuid=\"TPU-0000:00:04.0\"} 1"));
+    assert!(text.contains("accel_run_device{run=\"gemma\",gpu=\"1\",uuid=\"TPU-0000:00:05.0\"} 1"));
+    // TPU chips are not GPUs.
+    assert!(!text.contains("accel_gpu_peak_flops{"));
+}

@@ -32,8 +32,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::options::{options, parse_duration, parse_interval, parse_ratio};
+use crate::shared::{GpuSnapshot, Topic};
 use crate::workers::{Worker, Workers};
-use crate::{cgroup, BuildContext, Built, CollectError, Collector, FamilyDef, Sample, Spec};
+use crate::{
+    cgroup, BuildContext, Built, CollectError, Collector, FamilyDef, GpuIds, Sample, Spec,
+};
 use chips::{Chip, Generation};
 use proto::{Measure, TpuMetric};
 use runtime::{names, Failure, States};
@@ -354,6 +357,8 @@ pub struct Tpu {
     chips: BTreeMap<u32, ChipState>,
     workers: Workers,
     _poller: Worker,
+    /// Where the chips are published for the goodput collector.
+    tpus_out: Topic<GpuSnapshot>,
 }
 
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
@@ -380,6 +385,7 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
         chips: BTreeMap::new(),
         workers: ctx.workers.clone(),
         _poller: poller,
+        tpus_out: ctx.shared.tpus.clone(),
     })))
 }
 
@@ -467,6 +473,7 @@ impl Collector for Tpu {
             }
         }
 
+        let mut published = GpuSnapshot::default();
         for c in &found {
             let chip = c.index.to_string();
             let ty = c.generation.map_or("unknown", |g| g.name);
@@ -493,6 +500,16 @@ impl Collector for Tpu {
                 );
             }
             let allocated = held.is_some_and(|h| !h.is_empty());
+            let pids: Vec<u32> = held.into_iter().flatten().map(|h| h.pid).collect();
+            published.pids.extend(&pids);
+            published.gpus.push(GpuIds {
+                index: c.index,
+                uuid: format!("TPU-{}", c.pci_bus_id),
+                name: format!("Google TPU {ty}"),
+                pids,
+                busy: allocated,
+                migs: Vec::new(),
+            });
             let duty = rt.by_chip.get(&(names::DUTY_CYCLE, c.index)).copied();
             let s = self.chips.entry(c.index).or_default();
             let dt = s.last.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
@@ -547,6 +564,9 @@ impl Collector for Tpu {
             }
         }
         out.merge(port_out);
+        published.pids.sort_unstable();
+        published.pids.dedup();
+        self.tpus_out.publish(published);
         // Chips gone from the bus lose their counters.
         self.chips.retain(|k, _| chip_ids.contains(k));
         Ok(())
