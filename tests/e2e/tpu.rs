@@ -370,7 +370,9 @@ fn mfu_of_a_run_on_tpu_chips() {
     send(r#"{"v":1,"kind":"run_start","run":"gemma","rank":0,"devices":["TPU-0000:00:04.0",1]}"#);
     let flops = 0.4 * 1.5 * 2.0 * 197e12;
     for step in 1..=4 {
-        send(&format!(r#"{{"v":1,"kind":"step","run":"gemma","rank":0,"step":{step},"seconds":1.5,"model_flops":{flops:e},"dtype":"bf16"}}"#));
+        send(&format!(
+            r#"{{"v":1,"kind":"step","run":"gemma","rank":0,"step":{step},"seconds":1.5,"model_flops":{flops:e},"dtype":"bf16"}}"#
+        ));
     }
     let text = agent.wait_for("the run's MFU", Duration::from_secs(10), |t| {
         value(t, "accel_run_mfu_ratio{run=\"gemma\"}").is_some()
@@ -385,4 +387,65 @@ fn mfu_of_a_run_on_tpu_chips() {
     assert!(text.contains("accel_run_device{run=\"gemma\",gpu=\"1\",uuid=\"TPU-0000:00:05.0\"} 1"));
     // TPU chips are not GPUs.
     assert!(!text.contains("accel_gpu_peak_flops{"));
+}
+
+/// `accel-agent profile` on the TPU fixture against `scenario` (or no
+/// runtime): the verdict line, the JSON document and the HTML report.
+fn profile(scenario: Option<&str>) -> (String, serde_json::Value, String) {
+    let sim = scenario.map(sim);
+    let port = sim.as_ref().map_or_else(free_port, |s| s.1);
+    let dir = crate::util::TempDir::new("tpu-profile");
+    let (json, html) = (dir.0.join("p.json"), dir.0.join("p.html"));
+    let fx = fixtures().join("tpu/v5e-8");
+    let out = Command::new(bin())
+        .args([
+            "profile",
+            "--duration=3s",
+            "--interval=100ms",
+            "--collector.disable-defaults",
+            "--collector.tpu",
+            "--events.socket=",
+            &format!("--path.sysfs={}", fx.join("sys").display()),
+            &format!("--path.procfs={}", fx.join("proc").display()),
+            &format!("--collector.tpu.runtime-ports={port}"),
+            &format!("--json={}", json.display()),
+            &format!("--html={}", html.display()),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run accel-agent profile");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (stdout, doc, std::fs::read_to_string(&html).unwrap())
+}
+
+#[test]
+fn profile_names_the_tpu_bottleneck() {
+    let (text, doc, html) = profile(Some("input-bound"));
+    assert!(text.contains("verdict: input-bound"), "{text}");
+    assert!(
+        text.contains("accel_tpu_duty_cycle_ratio mean 33%"),
+        "{text}"
+    );
+    assert_eq!(doc["verdict"], "input-bound");
+    assert!(doc["signals"]["tpu0.duty_cycle"]["t"]
+        .as_array()
+        .is_some_and(|t| t.len() >= 20));
+    assert!(html.contains("TPU duty cycle") && html.contains("TPU HBM used"));
+
+    let (text, doc, _) = profile(Some("v5e-8-training"));
+    assert!(text.contains("verdict: compute-bound"), "{text}");
+    assert_eq!(doc["summary"]["tpus"][0]["allocated"], true, "{doc}");
+
+    let (text, _, _) = profile(Some("idle-allocated"));
+    assert!(text.contains("verdict: idle"), "{text}");
+    assert!(text.contains("held but do no work"), "{text}");
+
+    let (text, _, _) = profile(None);
+    assert!(text.contains("TPU_RUNTIME_METRICS_PORTS"), "{text}");
 }
