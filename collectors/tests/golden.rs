@@ -71,11 +71,13 @@ fn every_collector_matches_its_golden() {
     // adjtimex(2) (tests/e2e/node_exporter.rs compares it with
     // node_exporter; its clock sources are in the e2e golden); identity
     // reads uname(2) (its os-release and DMI fixtures are in the e2e
-    // golden and the node_exporter comparison).
+    // golden and the node_exporter comparison). The tpu collector has a TPU
+    // host's fixture and a simulated runtime of its own (tests/e2e/tpu.rs,
+    // goldens tpu-*.prom).
     for spec in registry().iter().filter(|s| {
         !matches!(
             s.name,
-            "gpu" | "process" | "cloud" | "goodput" | "kubernetes" | "time" | "identity"
+            "gpu" | "process" | "cloud" | "goodput" | "kubernetes" | "time" | "identity" | "tpu"
         )
     }) {
         // Loopback included, so every fixture interface is exercised.
