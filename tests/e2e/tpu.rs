@@ -449,3 +449,50 @@ fn profile_names_the_tpu_bottleneck() {
     let (text, _, _) = profile(None);
     assert!(text.contains("TPU_RUNTIME_METRICS_PORTS"), "{text}");
 }
+
+#[test]
+fn v3_chips_of_two_devices() {
+    // A v3-8 host: four chips on /dev/accel0-3, eight TensorCore devices.
+    let (_sim, port) = sim("v3-8-training");
+    let fx = fixtures().join("tpu/v3-8");
+    let agent = Agent::start(&[
+        "--collector.disable-defaults",
+        "--collector.tpu",
+        &format!("--path.sysfs={}", fx.join("sys").display()),
+        &format!("--path.procfs={}", fx.join("proc").display()),
+        &format!("--collector.tpu.runtime-ports={port}"),
+        "--collector.tpu.interval=200ms",
+        "--collector.tpu.runtime-interval=200ms",
+    ]);
+    let text = agent.wait_for("runtime metrics", Duration::from_secs(15), |t| {
+        t.contains("accel_tpu_duty_cycle_ratio{chip=\"3\"}")
+    });
+    assert_eq!(value(&text, "accel_tpu_chips"), Some(4.0));
+    assert!(text.contains("accel_tpu_info{chip=\"2\",type=\"v3\",pci_bus_id=\"0000:00:06.0\"} 1"));
+    assert_eq!(
+        chip(&text, "accel_tpu_hbm_capacity_bytes", 0),
+        Some(16.0 * 1024.0 * 1024.0 * 1024.0)
+    );
+    // Two series per chip, labelled with their chip.
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("accel_tpu_hbm_used_bytes{"))
+            .count(),
+        8
+    );
+    assert_eq!(
+        value(&text, "accel_tpu_hbm_used_bytes{chip=\"1\",device=\"3\"}"),
+        Some(7_247_757_312.0)
+    );
+    assert_eq!(
+        value(&text, "accel_tpu_hbm_used_bytes{chip=\"1\",device=\"2\"}"),
+        Some(7_516_192_768.0)
+    );
+    assert_eq!(chip(&text, "accel_tpu_duty_cycle_ratio", 3), Some(0.91));
+    // The holder, found through /dev/accel<N>, in a container.
+    assert!(text.contains(&format!(
+        "accel_tpu_process_info{{chip=\"3\",pid=\"5000\",comm=\"python3\",unit=\"\",container=\"{}\",slurm_job=\"\"}} 1",
+        "a".repeat(64)
+    )), "{text}");
+    lint(&text);
+}
