@@ -260,10 +260,9 @@ fn a_hung_or_garbled_runtime_never_blocks_the_others() {
     let (_hang, hang) = sim("hang");
     let (_bad, bad) = sim("malformed");
     let (_good, good) = sim("v5e-8-training");
-    let agent = agent(
-        &[hang, bad, good],
-        &["--collector.tpu.runtime-timeout=300ms"],
-    );
+    // A 2 s deadline: a scrape that waited on the hung port would take
+    // that long.
+    let agent = agent(&[hang, bad, good], &["--collector.tpu.runtime-timeout=2s"]);
     let text = agent.wait_for("errors counted", Duration::from_secs(15), |t| {
         t.contains(&format!(
             "accel_tpu_runtime_errors_total{{port=\"{hang}\",kind=\"timeout\"}}"
@@ -292,11 +291,7 @@ fn a_hung_or_garbled_runtime_never_blocks_the_others() {
         let t0 = Instant::now();
         let r = agent.get("/metrics");
         assert_eq!(r.status, 200);
-        assert!(
-            t0.elapsed() < Duration::from_millis(250),
-            "{:?}",
-            t0.elapsed()
-        );
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     }
     // Counted once per failed poll: they keep growing.
     let key = format!("accel_tpu_runtime_errors_total{{port=\"{hang}\",kind=\"timeout\"}}");
