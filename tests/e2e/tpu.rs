@@ -156,6 +156,9 @@ fn v5e_8_training() {
     assert!(text.contains("accel_tpu_process_info{chip=\"0\",pid=\"4242\",comm=\"python3\",unit=\"slurmstepd.scope\",container=\"\",slurm_job=\"1234\"} 1"));
     assert!(text.contains("accel_tpu_process_info{chip=\"0\",pid=\"4300\",comm=\"tpu-prof\""));
     assert_eq!(chip(&text, "accel_tpu_allocated", 5), Some(1.0));
+    let per_port = |f: &str| value(&text, &format!("{f}{{port=\"{port}\"}}"));
+    assert_eq!(per_port("accel_tpu_megascale_error_detected"), Some(0.0));
+    assert_eq!(per_port("accel_tpu_slice_error_detected"), Some(0.0));
     lint(&text);
     check_golden("tpu-v5e-8-training", &normalized(&text, &[port]));
 
@@ -192,6 +195,14 @@ fn idle_allocated_with_an_older_libtpu() {
     );
     // Not served by this runtime: absent, not 0.
     assert!(!text.contains("accel_tpu_tensorcore_utilization_ratio{"));
+    assert!(!text.contains("accel_tpu_slice_error_detected{"));
+    assert_eq!(
+        value(
+            &text,
+            &format!("accel_tpu_megascale_error_detected{{port=\"{port}\"}}")
+        ),
+        Some(1.0)
+    );
     lint(&text);
     check_golden("tpu-idle-allocated", &normalized(&text, &[port]));
     // Chip 1's duty cycle is 0, under the threshold: all its held time is

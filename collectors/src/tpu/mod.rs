@@ -147,6 +147,8 @@ pub const FAMILIES: &[FamilyDef] = &[
     RUNTIME_UP,
     RUNTIME_ERRORS,
     RUNTIME_UPTIME,
+    MEGASCALE_ERROR,
+    SLICE_ERROR,
     HBM_USED,
     HBM_TOTAL,
     DUTY_CYCLE,
@@ -243,6 +245,22 @@ pub const RUNTIME_UPTIME: FamilyDef = FamilyDef::gauge(
 .labels(&["port"])
 .doc("seconds since the runtime started (the largest of its points)")
 .source("`tpu.runtime.uptime.seconds.gauge`");
+
+pub const MEGASCALE_ERROR: FamilyDef = FamilyDef::gauge(
+    "accel_tpu_megascale_error_detected",
+    "1 when the TPU runtime serving the port reports a multislice (megascale) error, such as a hang across slices.",
+)
+.labels(&["port"])
+.doc("1 when any point is non-zero: libtpu detected a multislice error (GKE turns it into the `MegascaleHangDetected` node condition)")
+.source("`megascale.error.detected.gauge`");
+
+pub const SLICE_ERROR: FamilyDef = FamilyDef::gauge(
+    "accel_tpu_slice_error_detected",
+    "1 when the TPU runtime serving the port reports a slice error.",
+)
+.labels(&["port"])
+.doc("1 when any point is non-zero: libtpu detected an error in the slice (GKE's `SliceErrorDetected` node condition)")
+.source("`slice.error.detected.gauge`");
 
 pub const HBM_USED: FamilyDef = FamilyDef::gauge(
     "accel_tpu_hbm_used_bytes",
@@ -621,6 +639,23 @@ fn runtime_metric<'a>(
                 .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
             if let Some(v) = up {
                 out.add(&RUNTIME_UPTIME).add(&[("port", port)], v);
+            }
+        }
+        names::MEGASCALE_ERROR | names::SLICE_ERROR => {
+            let any = tm
+                .metrics
+                .iter()
+                .filter_map(gauge)
+                .fold(None, |a: Option<f64>, v| {
+                    Some(a.unwrap_or(0.0).max(if v != 0.0 { 1.0 } else { 0.0 }))
+                });
+            if let Some(v) = any {
+                let def = if name == names::MEGASCALE_ERROR {
+                    &MEGASCALE_ERROR
+                } else {
+                    &SLICE_ERROR
+                };
+                out.add(def).add(&[("port", port)], v);
             }
         }
         names::HLO_EXEC => {

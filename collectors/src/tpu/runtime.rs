@@ -54,8 +54,13 @@ pub mod names {
     pub const D2H: &str =
         "megascale.device_to_host_transfer_latencies.microsecond.cumulative.distribution";
 
+    /// Multislice (megascale) error detected, 0 or 1.
+    pub const MEGASCALE_ERROR: &str = "megascale.error.detected.gauge";
+    /// Slice error detected, 0 or 1.
+    pub const SLICE_ERROR: &str = "slice.error.detected.gauge";
+
     /// Every one, in the order asked.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         HBM_USAGE,
         HBM_TOTAL,
         DUTY_CYCLE,
@@ -68,6 +73,8 @@ pub mod names {
         DCN,
         H2D,
         D2H,
+        MEGASCALE_ERROR,
+        SLICE_ERROR,
     ];
 }
 

@@ -87,6 +87,10 @@ pub struct Scenario {
     #[serde(default)]
     pub hlo_queue_size: Vec<u64>,
     pub uptime_seconds: Option<f64>,
+    /// `megascale.error.detected.gauge` and `slice.error.detected.gauge`
+    /// (0 or 1), when served.
+    pub megascale_error: Option<i64>,
+    pub slice_error: Option<i64>,
     /// Every device's HLO execution time, microseconds.
     pub hlo_execution_us: Option<Dist>,
     /// Latencies, microseconds.
@@ -176,6 +180,17 @@ impl Scenario {
                 vec![wire::metric(
                     &wire::kvlist(&[("hostname", Attr::Str("t1v-sim-w-0"))]),
                     &Measure::Double(up),
+                )]
+            }
+            "megascale.error.detected.gauge" | "slice.error.detected.gauge" => {
+                let v = if name.starts_with("megascale") {
+                    self.megascale_error?
+                } else {
+                    self.slice_error?
+                };
+                vec![wire::metric(
+                    &wire::kvlist(&[("hostname", Attr::Str("t1v-sim-w-0"))]),
+                    &Measure::Int(v),
                 )]
             }
             "hlo.queue.size.gauge" => {
