@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::summary::{GpuSummary, Summary};
+use super::summary::{GpuSummary, Summary, TpuSummary};
 
 /// The names the evidence quotes, from the collectors' family tables.
 const ALLOCATED: &str = accel_collectors::gpu::accounting::ALLOCATED.name;
@@ -24,6 +24,8 @@ const SM_ACTIVE_RATIO: &str = accel_collectors::gpu::gpm::SM_ACTIVE_RATIO.name;
 const TENSOR_ACTIVE_RATIO: &str = accel_collectors::gpu::gpm::TENSOR_ACTIVE_RATIO.name;
 const THROTTLE_REASON: &str = accel_collectors::gpu::throttle::THROTTLE_REASON.name;
 const UTILIZATION_RATIO: &str = accel_collectors::gpu::utilization::UTILIZATION_RATIO.name;
+const TPU_DUTY_CYCLE: &str = accel_collectors::tpu::DUTY_CYCLE.name;
+const TPU_ALLOCATED: &str = accel_collectors::tpu::ALLOCATED.name;
 
 /// The share of step time spent in data_wait above which the training
 /// loop itself says it is input-bound.
@@ -182,8 +184,79 @@ pub fn diagnose(s: &Summary) -> Diagnosis {
     }
 }
 
+/// The verdict of a TPU host (chips, no GPU): from the duty cycle, the
+/// training loop's own data_wait, and the holders.
+fn tpu_performance(s: &Summary) -> Diagnosis {
+    let tpus = &s.tpus;
+    let n = tpus.len();
+    let allocated = tpus.iter().filter(|t| t.allocated).count();
+    let mean = |f: &dyn Fn(&TpuSummary) -> Option<f64>| {
+        let v: Vec<f64> = tpus.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let Some(duty) = mean(&|t| t.duty_cycle.map(|d| d.mean)) else {
+        return diag(
+            Verdict::NoAccelerator,
+            vec![format!(
+                "{n} TPU chips ({allocated} held by a process), but libtpu's runtime metrics were not served ({TPU_DUTY_CYCLE} absent): no workload, or one started without TPU_RUNTIME_METRICS_PORTS"
+            )],
+            &["start the workload with TPU_RUNTIME_METRICS_PORTS=8431 (8431,8432,... for one process per chip), or give the agent its ports (--collector.tpu.runtime-ports)"],
+        );
+    };
+    let p95 = mean(&|t| t.duty_cycle.map(|d| d.p95)).unwrap_or(0.0);
+    let hbm = mean(&|t| t.hbm_used_ratio.map(|h| h.mean));
+    let mut ev = vec![format!(
+        "{TPU_DUTY_CYCLE} mean {} (p95 {}) over {n} TPU chips, {allocated} of them held ({TPU_ALLOCATED})",
+        pct(duty),
+        pct(p95)
+    )];
+    if let Some(h) = hbm {
+        ev.push(format!("HBM used {} of the runtime's total", pct(h)));
+    }
+    if duty < 0.05 && p95 < 0.10 {
+        return diag(
+            Verdict::Idle,
+            ev,
+            if allocated > 0 {
+                &["the chips are held but do no work: check the job is running (stuck in compilation, a deadlock, waiting on other hosts of the slice) or stop the process holding them (accel_tpu_process_info)"][..]
+            } else {
+                &["no work on the TPUs: nothing to tune"][..]
+            },
+        );
+    }
+    let data_wait = s
+        .runs
+        .iter()
+        .filter_map(|r| r.data_wait_share)
+        .fold(None, |a: Option<f64>, w| Some(a.map_or(w, |a| a.max(w))));
+    if let Some(w) = data_wait.filter(|w| *w >= DATA_WAIT_BOUND) {
+        ev.push(format!(
+            "steps waited for input {} of the time (data_wait)",
+            pct(w)
+        ));
+        return diag(Verdict::InputBound, ev, TPU_INPUT_ADVICE);
+    }
+    if duty < 0.5 {
+        ev.push("the TensorCores wait most of the time: the host does not keep them fed".into());
+        return diag(Verdict::InputBound, ev, TPU_INPUT_ADVICE);
+    }
+    diag(
+        Verdict::ComputeBound,
+        ev,
+        &["the TensorCores are busy: gains come from the model (larger matmuls, bf16, fewer small ops; the XLA profiler's op profile shows where time goes)"],
+    )
+}
+
+const TPU_INPUT_ADVICE: &[&str] = &[
+    "feed the chips faster: more tf.data / grain workers, prefetch to device, larger per-step batches; check the host's CPU and storage in this report",
+    "accel_tpu_hlo_queue_size near 0 and long accel_tpu_host_to_device_transfer_latency_seconds confirm it",
+];
+
 /// The performance verdict: [`RULES`] after the faults.
 fn performance(s: &Summary) -> Diagnosis {
+    if !s.tpus.is_empty() && s.gpus.iter().all(|g| g.utilization.is_none()) {
+        return tpu_performance(s);
+    }
     let gpus = &s.gpus;
     let n = gpus.len();
     let allocated = gpus.iter().filter(|g| g.allocated).count();
@@ -563,6 +636,42 @@ mod tests {
             gpus: vec![g],
             ..Default::default()
         }
+    }
+
+    fn tpu_node(duty: Option<f64>, allocated: bool) -> Summary {
+        Summary {
+            tpus: (0..8)
+                .map(|i| TpuSummary {
+                    chip: i.to_string(),
+                    samples: 10,
+                    allocated,
+                    duty_cycle: duty.map(Stats::constant),
+                    hbm_used_ratio: Some(Stats::constant(0.9)),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tpu_hosts() {
+        let d = diagnose(&tpu_node(Some(0.97), true));
+        assert_eq!(d.verdict, Verdict::ComputeBound);
+        assert!(
+            has(&d, "over 8 TPU chips, 8 of them held"),
+            "{:?}",
+            d.evidence
+        );
+        let d = diagnose(&tpu_node(Some(0.01), true));
+        assert_eq!(d.verdict, Verdict::Idle);
+        assert!(d.advice[0].contains("held but do no work"));
+        assert_eq!(
+            diagnose(&tpu_node(Some(0.33), true)).verdict,
+            Verdict::InputBound
+        );
+        let d = diagnose(&tpu_node(None, true));
+        assert_eq!(d.verdict, Verdict::NoAccelerator);
+        assert!(has(&d, "TPU_RUNTIME_METRICS_PORTS"), "{:?}", d.evidence);
     }
 
     fn has(d: &Diagnosis, what: &str) -> bool {

@@ -38,7 +38,27 @@ fn device_metric(key: &str, kinds: &[&str], metric: &str) -> Option<String> {
     })
 }
 
+fn tpu_metric(key: &str, metric: &str) -> Option<String> {
+    let (chip, m) = key.split_once('.')?;
+    let n = chip.strip_prefix("tpu")?;
+    (m == metric).then(|| format!("TPU {n}"))
+}
+
 const CHARTS: &[Chart] = &[
+    Chart {
+        title: "TPU duty cycle",
+        unit: "%",
+        scale: 100.0,
+        y_max: Some(100.0),
+        pick: |k| tpu_metric(k, "duty_cycle"),
+    },
+    Chart {
+        title: "TPU HBM used",
+        unit: "%",
+        scale: 100.0,
+        y_max: Some(100.0),
+        pick: |k| tpu_metric(k, "hbm_used_ratio"),
+    },
     Chart {
         title: "GPU utilisation",
         unit: "%",

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use accel_collectors::{cpu, disk, gpu, infiniband, network, pressure, process, Family, Series};
+use accel_collectors::{
+    cpu, disk, gpu, infiniband, network, pressure, process, tpu, Family, Series,
+};
 use serde::Serialize;
 
 /// Per-direction bandwidth of one NVLink link (NVLink 3 and 4: 25 GB/s).
@@ -102,6 +104,20 @@ pub struct GpuSummary {
     pub sm_clock_ratio: Option<f64>,
 }
 
+/// One TPU chip's signals (the tpu collector's).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TpuSummary {
+    pub chip: String,
+    /// Samples in which the runtime gave the chip's duty cycle, out of
+    /// [`Summary::samples`].
+    pub samples: usize,
+    pub allocated: bool,
+    /// Duty cycle (0-1), while the runtime served it.
+    pub duty_cycle: Option<Stats>,
+    /// HBM used over the runtime's total, summed over the chip's devices.
+    pub hbm_used_ratio: Option<Stats>,
+}
+
 /// A link's or device's throughput.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IoSummary {
@@ -124,6 +140,8 @@ pub struct Summary {
     #[serde(skip)]
     pub faults: Vec<super::faults::Fault>,
     pub gpus: Vec<GpuSummary>,
+    /// TPU chips on the PCI bus (empty on a GPU node).
+    pub tpus: Vec<TpuSummary>,
     pub disks: Vec<IoSummary>,
     /// Network interfaces: read = receive, write = transmit.
     pub networks: Vec<IoSummary>,
@@ -507,7 +525,9 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
         }
     }
     let processes = process_summaries(all, &mut series);
+    let tpus = tpu_summaries(all, &mut series);
     let summary = Summary {
+        tpus,
         processes,
         runs: Vec::new(),
         faults: Vec::new(),
@@ -523,6 +543,40 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
         max_cpu_busy: Stats::of(&values(&busiest)),
     };
     (summary, series)
+}
+
+/// The TPU chips the tpu collector saw, by chip number.
+fn tpu_summaries(all: &[Vec<Record>], series: &mut BTreeMap<String, Points>) -> Vec<TpuSummary> {
+    let chips = points(all, tpu::INFO.name, by("chip"));
+    let duty = points(all, tpu::DUTY_CYCLE.name, by("chip"));
+    let allocated = points(all, tpu::ALLOCATED.name, by("chip"));
+    let used = points(all, tpu::HBM_USED.name, by("chip"));
+    let total = points(all, tpu::HBM_TOTAL.name, by("chip"));
+    let mut ids: Vec<&String> = chips.keys().collect();
+    ids.sort_by_key(|c| c.parse::<u64>().unwrap_or(u64::MAX));
+    let mut out = Vec::new();
+    for c in ids {
+        let hbm = match (used.get(c), total.get(c)) {
+            (Some(u), Some(t)) => Some(ratio(u, t)),
+            _ => None,
+        };
+        if let Some(d) = duty.get(c) {
+            series.insert(format!("tpu{c}.duty_cycle"), d.clone());
+        }
+        if let Some(h) = hbm.as_ref().filter(|h| !h.is_empty()) {
+            series.insert(format!("tpu{c}.hbm_used_ratio"), h.clone());
+        }
+        out.push(TpuSummary {
+            chip: c.clone(),
+            samples: duty.get(c).map_or(0, Vec::len),
+            allocated: allocated
+                .get(c)
+                .is_some_and(|p| p.iter().any(|x| x.1 > 0.0)),
+            duty_cycle: stats(duty.get(c)),
+            hbm_used_ratio: hbm.as_ref().and_then(|p| Stats::of(&values(p))),
+        });
+    }
+    out
 }
 
 /// The followed processes: those asked for with --pid first, then by pid.

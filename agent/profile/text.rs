@@ -71,6 +71,23 @@ pub fn render(s: &Summary, d: &Diagnosis) -> String {
         }
         o.push('\n');
     }
+    if !s.tpus.is_empty() {
+        o.push_str(&format!(
+            "{:<4} {:<9} {:<5} {:<18} {:<18}\n",
+            "tpu", "samples", "alloc", "duty cycle %", "hbm used %"
+        ));
+        for t in &s.tpus {
+            o.push_str(&format!(
+                "{:<4} {:<9} {:<5} {:<18} {:<18}\n",
+                t.chip,
+                format!("{}/{}", t.samples, s.samples),
+                if t.allocated { "yes" } else { "no" },
+                fmt_stats(t.duty_cycle, 100.0, ""),
+                fmt_stats(t.hbm_used_ratio, 100.0, ""),
+            ));
+        }
+        o.push('\n');
+    }
     for (title, (rx, tx), list) in [
         ("disk", ("read", "write"), &s.disks),
         ("network", ("receive", "transmit"), &s.networks),

@@ -16,6 +16,7 @@ pub mod family;
 pub mod filesystem;
 pub mod goodput;
 pub mod gpu;
+pub mod grpc;
 pub mod http;
 pub mod hwmon;
 pub mod identity;
@@ -34,6 +35,7 @@ pub mod storage_probe;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
+pub mod tpu;
 pub mod util;
 pub mod vmstat;
 pub mod workers;
@@ -371,6 +373,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &kubernetes::SPEC,
         &goodput::SPEC,
         &storage_probe::SPEC,
+        &tpu::SPEC,
     ];
     SPECS
 }

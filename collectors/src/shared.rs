@@ -8,6 +8,7 @@
 //! |---|---|---|---|
 //! | [`Shared::gpus`] | `gpu` | `kubernetes`, `goodput`, `cloud`, `process` | device ids to labels (kubernetes); a run's devices and their peak FLOP/s (goodput); the processes to signal on a preemption notice (cloud); the GPU processes to follow (process) |
 //! | [`Shared::pods`] | `kubernetes` | `gpu` | the pod and namespace on `accel_gpu_process_info` |
+//! | [`Shared::tpus`] | `tpu` | `goodput` | a run's TPU chips (named by index or `TPU-<pci_bus_id>`, or held by the sender) and their peak FLOP/s |
 //!
 //! `gpu` and `kubernetes` each read what the other writes; neither waits on
 //! the other, and each uses the last value, so the loop adds at most one
@@ -60,6 +61,10 @@ pub struct Shared {
     /// Which pod holds which GPU, from the kubernetes collector's last good
     /// answer.
     pub pods: Topic<PodMap>,
+    /// The TPU chips of the tpu collector's last sample, in the GPUs'
+    /// shape: `index` the chip, `uuid` `TPU-<pci_bus_id>`, `name`
+    /// `Google TPU <generation>`, `pids` the processes holding it.
+    pub tpus: Topic<GpuSnapshot>,
 }
 
 /// What the GPU collector saw in its last sample.

@@ -74,7 +74,9 @@ fn every_collector_matches_its_golden() {
     // reads uname(2) (its os-release and DMI fixtures are in the e2e
     // golden and the node_exporter comparison); the storage probe times
     // real I/O in the directories it is given (tests/e2e/storage.rs,
-    // golden storage-probe.prom).
+    // golden storage-probe.prom). The tpu collector has a TPU host's
+    // fixture and a simulated runtime of its own (tests/e2e/tpu.rs,
+    // goldens tpu-*.prom).
     for spec in registry().iter().filter(|s| {
         !matches!(
             s.name,
@@ -86,6 +88,7 @@ fn every_collector_matches_its_golden() {
                 | "time"
                 | "identity"
                 | "storage-probe"
+                | "tpu"
         )
     }) {
         // Loopback included, so every fixture interface is exercised.

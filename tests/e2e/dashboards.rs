@@ -426,7 +426,9 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
     // a MIG node whose free instance gets an idle process.
     // A fifth agent reads this machine's real mounts: statfs has no
     // fixture tree, and the fixture mount table has no /dev/shm.
-    let ports: Vec<String> = (0..5)
+    // A sixth is a TPU host (tests/tpu-sim) whose second runtime port
+    // answers garbage.
+    let ports: Vec<String> = (0..6)
         .map(|_| format!("127.0.0.1:{}", crate::util::free_port()))
         .collect();
     let targets: Vec<&str> = ports.iter().map(String::as_str).collect();
@@ -487,6 +489,10 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
         "--collector.storage-probe.path={}",
         probed.0.join("missing").display()
     );
+    let (tpu_good, tpu_bad) = (
+        crate::tpu::sim("v5e-8-training"),
+        crate::tpu::sim("malformed"),
+    );
     let agents = [
         sim_agent_on_fixtures("8xh100-training", &listen(0), &cloud),
         sim_agent_on_fixtures("idle-allocated", &listen(1), &[]),
@@ -502,6 +508,7 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
             &probe_missing,
             "--collector.storage-probe.interval=1s",
         ]),
+        crate::tpu::agent(&[tpu_good.1, tpu_bad.1], &[&listen(5)]),
     ];
     for a in &agents {
         a.wait_ready();

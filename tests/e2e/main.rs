@@ -28,4 +28,5 @@ mod systemd;
 mod time;
 mod tls;
 mod toolkit;
+mod tpu;
 mod watchdog;

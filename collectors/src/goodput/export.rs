@@ -230,11 +230,14 @@ pub const EVENTS_RUNS_EXPIRED: FamilyDef = FamilyDef::counter(
 .doc("runs forgotten (idle past the timeout, or ended and evicted for room)");
 
 impl Runs {
-    /// Writes every metric into `out`, given the node's GPUs.
+    /// Writes every metric into `out`, given the node's GPUs and TPU
+    /// chips (the latter count as a run's devices, without
+    /// `accel_gpu_peak_flops`).
     pub fn export(
         &mut self,
         now: Instant,
         gpus: &[GpuDevice],
+        tpus: &[GpuDevice],
         overrides: &[Override],
         out: &mut Sample,
     ) {
@@ -262,6 +265,13 @@ impl Runs {
             }
         }
 
+        let all: Vec<GpuDevice>;
+        let gpus = if tpus.is_empty() {
+            gpus
+        } else {
+            all = gpus.iter().chain(tpus).cloned().collect();
+            &all
+        };
         let window = self.limits.mfu_window;
         let mut per_run = Vec::new();
         for (name, run) in &mut self.runs {

@@ -433,6 +433,7 @@ fn listen(sock: &UnixDatagram, runs: &Mutex<Runs>, rate: f64, procfs: &Path, hb:
 pub struct Goodput {
     runs: Arc<Mutex<Runs>>,
     gpus: Topic<GpuSnapshot>,
+    tpus: Topic<GpuSnapshot>,
     overrides: Vec<peak::Override>,
     workers: Workers,
     /// The listener; dropped (and so stopped) before the socket file goes.
@@ -482,6 +483,7 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     Ok(Built::Ready(Box::new(Goodput {
         runs,
         gpus: ctx.shared.gpus.clone(),
+        tpus: ctx.shared.tpus.clone(),
         overrides: o.overrides().to_vec(),
         workers: ctx.workers.clone(),
         _listener: listener,
@@ -498,10 +500,13 @@ impl Collector for Goodput {
         self.workers.check()?;
         let snapshot = self.gpus.latest();
         let gpus = &snapshot.gpus;
+        // A run's devices may be TPU chips (the tpu collector's, in the
+        // GPUs' shape): they count for its peak, not for accel_gpu_*.
+        let tpus = self.tpus.latest();
         let now = Instant::now();
         let mut r = self.runs.lock().unwrap_or_else(|e| e.into_inner());
         r.expire(now);
-        r.export(now, gpus, &self.overrides, out);
+        r.export(now, gpus, &tpus.gpus, &self.overrides, out);
         Ok(())
     }
 }

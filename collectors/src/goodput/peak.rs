@@ -5,8 +5,8 @@
 //! print "with sparsity" figures twice as high); docs/goodput.md gives the
 //! source of each. `--events.peak-flops` overrides them.
 
-/// The data types a step may name.
-pub const DTYPES: [&str; 4] = ["fp8", "bf16", "fp16", "tf32"];
+/// The data types a step may name (`int8`: TPUs only).
+pub const DTYPES: [&str; 5] = ["fp8", "bf16", "fp16", "tf32", "int8"];
 
 /// Peak dense FLOP/s of one GPU model, by data type; `None` where the
 /// model has no tensor support for the type.
@@ -160,7 +160,30 @@ pub fn peak(name: &str, dtype: &str, overrides: &[Override]) -> Option<f64> {
             return Some(*v);
         }
     }
-    builtin(name).and_then(|(_, p)| p.get(dtype))
+    tpu(name)
+        .map(|(_, figures)| {
+            let d = if dtype == "fp16" { "bf16" } else { dtype };
+            figures.iter().find(|(x, _)| *x == d).map(|(_, v)| *v)
+        })
+        .unwrap_or_else(|| builtin(name).and_then(|(_, p)| p.get(dtype)))
+}
+
+/// Google TPUs: peak dense FLOP/s (int8: OP/s) per chip by data type, from
+/// Google's Cloud TPU pages (docs/goodput.md). The tpu collector names its
+/// chips `Google TPU <generation>` (collectors/src/tpu/chips.rs).
+pub fn tpu(name: &str) -> Option<(&'static str, &'static [(&'static str, f64)])> {
+    const TABLE: &[(&str, &[(&str, f64)])] = &[
+        ("v4", &[("bf16", 275e12)]),
+        ("v5e", &[("bf16", 197e12), ("int8", 394e12)]),
+        ("v5p", &[("bf16", 459e12), ("int8", 918e12)]),
+        ("v6e", &[("bf16", 918e12), ("int8", 1836e12)]),
+        ("tpu7x", &[("fp8", 4614e12)]),
+    ];
+    let generation = name.strip_prefix("Google TPU ")?;
+    TABLE
+        .iter()
+        .find(|(g, _)| *g == generation)
+        .map(|(g, f)| (*g, *f))
 }
 
 #[cfg(test)]
@@ -189,6 +212,21 @@ mod tests {
         assert_eq!(peak("NVIDIA A100-SXM4-40GB", "fp8", &[]), None);
         assert_eq!(peak("NVIDIA A100-SXM4-40GB", "tf32", &[]), Some(156e12));
         assert_eq!(peak("NVIDIA H100 80GB HBM3", "int4", &[]), None);
+    }
+
+    #[test]
+    fn tpu_generations() {
+        assert_eq!(peak("Google TPU v5e", "bf16", &[]), Some(197e12));
+        assert_eq!(peak("Google TPU v5e", "fp16", &[]), Some(197e12));
+        assert_eq!(peak("Google TPU v5e", "int8", &[]), Some(394e12));
+        assert_eq!(peak("Google TPU v5p", "bf16", &[]), Some(459e12));
+        assert_eq!(peak("Google TPU v6e", "int8", &[]), Some(1836e12));
+        assert_eq!(peak("Google TPU tpu7x", "fp8", &[]), Some(4614e12));
+        assert_eq!(peak("Google TPU v5e", "fp8", &[]), None);
+        assert_eq!(peak("Google TPU v3", "bf16", &[]), None);
+        assert_eq!(peak("NVIDIA H100 80GB HBM3", "int8", &[]), None);
+        let o = parse_overrides("TPU v5e:bf16=200e12").unwrap();
+        assert_eq!(peak("Google TPU v5e", "bf16", &o), Some(200e12));
     }
 
     #[test]

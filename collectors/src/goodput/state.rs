@@ -504,7 +504,7 @@ mod tests {
 
     fn metrics(r: &mut Runs, now: Instant, gpus: &[GpuDevice]) -> String {
         let mut s = Sample::new();
-        r.export(now, gpus, &[], &mut s);
+        r.export(now, gpus, &[], &[], &mut s);
         let mut t = String::new();
         s.encode_text(&mut t);
         t

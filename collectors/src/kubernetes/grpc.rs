@@ -1,24 +1,13 @@
-//! A minimal gRPC client for one unary call, `v1.PodResourcesLister/List`,
-//! over the kubelet's Unix socket.
-//!
-//! gRPC is HTTP/2: a POST to `/<package>.<Service>/<Method>` with
-//! `content-type: application/grpc`, a body of length-prefixed messages (one
-//! byte compressed flag, four bytes big-endian length, the protobuf), and
-//! the status in the `grpc-status` trailer (or header, for a
-//! "trailers-only" answer). hyper's own HTTP/2 client speaks the transport;
-//! this file adds only the framing and the status. One connection per call:
-//! a kubelet restart recreates the socket, and the next call simply finds
-//! the new one.
+//! One unary gRPC call, `v1.PodResourcesLister/List`, over the kubelet's
+//! Unix socket, on the shared client of [`crate::grpc`]. One connection per
+//! call: a kubelet restart recreates the socket, and the next call simply
+//! finds the new one.
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use crate::grpc::{self as g, Channel};
 
 use super::proto::{self, Pod};
 
@@ -56,6 +45,17 @@ impl fmt::Display for Error {
     }
 }
 
+impl From<g::Error> for Error {
+    fn from(e: g::Error) -> Self {
+        match e {
+            g::Error::Transport(e) => Error::Transport(e),
+            g::Error::Status(c, m) => Error::Status(c, m),
+            g::Error::TooLarge(m) => Error::TooLarge(m),
+            g::Error::Invalid(e) => Error::Invalid(e),
+        }
+    }
+}
+
 /// What a successful call gave.
 pub struct Listed {
     /// The pods.
@@ -77,17 +77,6 @@ fn transport(e: impl fmt::Display) -> Error {
     Error::Transport(e.to_string())
 }
 
-/// `grpc-status` and `grpc-message` from headers or trailers, if present.
-fn status(h: &HeaderMap) -> Option<(u32, String)> {
-    let code = h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()?;
-    let msg = h
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    Some((code, msg))
-}
-
 async fn call(socket: &Path, max: usize) -> Result<Listed, Error> {
     let stream = match tokio::net::UnixStream::connect(socket).await {
         Ok(s) => s,
@@ -100,100 +89,14 @@ async fn call(socket: &Path, max: usize) -> Result<Listed, Error> {
         }
         Err(e) => return Err(transport(format!("connect {}: {e}", socket.display()))),
     };
-    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        // Big windows: a large answer streams without waiting for updates.
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(8 << 20)
-        .max_header_list_size(64 << 10)
-        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-        .await
-        .map_err(transport)?;
-    // Drives the connection; stopped when this call ends, even when the
-    // deadline drops it half-way.
-    let _driver = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    async {
-        let req = Request::post(LIST)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/grpc"))
-            .header("te", HeaderValue::from_static("trailers"))
-            .header(
-                "user-agent",
-                HeaderValue::from_static(concat!("accel-agent/", env!("CARGO_PKG_VERSION"))),
-            )
-            // An empty ListPodResourcesRequest: not compressed, length 0.
-            .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
-            .map_err(transport)?;
-        let resp = send.send_request(req).await.map_err(transport)?;
-        if resp.status() != StatusCode::OK {
-            return Err(transport(format!("HTTP status {}", resp.status())));
-        }
-        // A trailers-only answer carries the status in the headers.
-        if let Some((code, msg)) = status(resp.headers()).filter(|s| s.0 != 0) {
-            return Err(Error::Status(code, msg));
-        }
-        let mut body = resp.into_body();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut trailers = None;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(transport)?;
-            match frame.into_data() {
-                Ok(data) => {
-                    // Refuse as soon as the prefix announces too much, or
-                    // the data runs past what it announced.
-                    let total = buf.len() + data.len();
-                    if total > max + 5 {
-                        return Err(Error::TooLarge(max));
-                    }
-                    buf.extend_from_slice(&data);
-                    if buf.len() >= 5 {
-                        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-                        if len > max {
-                            return Err(Error::TooLarge(max));
-                        }
-                    }
-                }
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers() {
-                        trailers = Some(t);
-                    }
-                }
-            }
-        }
-        match trailers.as_ref().and_then(status) {
-            Some((0, _)) => {}
-            Some((code, msg)) => return Err(Error::Status(code, msg)),
-            None => return Err(Error::Invalid("no grpc-status trailer".into())),
-        }
-        if buf.len() < 5 {
-            return Err(Error::Invalid(format!(
-                "{} bytes, shorter than a gRPC message prefix",
-                buf.len()
-            )));
-        }
-        if buf[0] != 0 {
-            // We send no grpc-accept-encoding, so the server must not compress.
-            return Err(Error::Invalid("compressed message".into()));
-        }
-        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-        if buf.len() != 5 + len {
-            return Err(Error::Invalid(format!(
-                "message prefix says {len} bytes, got {}",
-                buf.len() - 5
-            )));
-        }
-        let pods = proto::decode_list(&buf[5..]).map_err(|e| Error::Invalid(e.to_string()))?;
-        Ok(Listed { pods, bytes: len })
-    }
-    .await
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    let channel = Channel::handshake(stream).await?;
+    // An empty ListPodResourcesRequest.
+    let msg = channel.unary(LIST, &[], max).await?;
+    let pods = proto::decode_list(&msg).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(Listed {
+        pods,
+        bytes: msg.len(),
+    })
 }
 
 #[cfg(test)]
@@ -204,6 +107,10 @@ mod tests {
 
     use hyper::body::{Body, Frame};
     use hyper::Response;
+
+    use bytes::Bytes;
+    use hyper::header::{HeaderMap, HeaderValue};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     use super::*;
 
