@@ -16,6 +16,7 @@ pub mod family;
 pub mod filesystem;
 pub mod goodput;
 pub mod gpu;
+pub mod health;
 pub mod http;
 pub mod hwmon;
 pub mod identity;
@@ -48,7 +49,7 @@ pub use options::{CollectorOptions, NoOptions, OptionsSpec};
 pub use sample::{
     encode_openmetrics, encode_text, format_value, Family, MetricType, Sample, Series,
 };
-pub use shared::{GpuIds, GpuSnapshot, MigIds, Shared};
+pub use shared::{GpuHealth, GpuIds, GpuSnapshot, MigIds, Shared};
 pub use workers::Workers;
 
 /// The bounded set of error kinds, exported as the `kind` label of
@@ -364,6 +365,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &cloud::SPEC,
         &kubernetes::SPEC,
         &goodput::SPEC,
+        &health::SPEC,
     ];
     SPECS
 }

@@ -97,6 +97,9 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
                         "nvmlDeviceGetTotalEccErrors",
                         dev.total_ecc_errors(err, counter),
                     ) {
+                        if e == "uncorrected" && c == "volatile" {
+                            g.health.ecc_uncorrected_volatile = Some(n);
+                        }
                         g.put(&ECC_ERRORS, &[("type", e), ("counter", c)], n as f64);
                     }
                 }
@@ -111,6 +114,7 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
         (RetirementCause::DoubleBitEccError, "double_bit"),
     ] {
         if let Some(pages) = g.get("nvmlDeviceGetRetiredPages", dev.retired_pages(cause)) {
+            *g.health.retired_pages.get_or_insert(0) += pages.len() as u64;
             g.with(&RETIRED_PAGES, "cause", c, pages.len() as f64);
         }
     }
@@ -118,6 +122,7 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
         "nvmlDeviceGetRetiredPagesPendingStatus",
         dev.are_pages_pending_retired(),
     ) {
+        g.health.retired_pending = Some(p);
         g.add(&RETIRED_PAGES_PENDING, if p { 1.0 } else { 0.0 });
     }
     if let Some(r) =
@@ -135,6 +140,8 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
             "uncorrectable",
             f64::from(r.uncorrectable),
         );
+        g.health.remap_pending = Some(r.pending);
+        g.health.remap_failure = Some(r.failure);
         g.add(&REMAPPED_ROWS_PENDING, if r.pending { 1.0 } else { 0.0 });
         g.add(&REMAPPED_ROWS_FAILURE, if r.failure { 1.0 } else { 0.0 });
     }
