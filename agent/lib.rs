@@ -7,6 +7,7 @@
 //! ([`systemd`]).
 
 pub mod config;
+pub mod health;
 pub mod logging;
 pub mod metrics_doc;
 pub mod profile;
@@ -33,8 +34,9 @@ fn help(command: Option<&str>, extra: bool) -> i32 {
         }
         None | Some("help") => config::daemon_command().print_help(),
         Some("profile") => profile::command().print_help(),
+        Some("health") => health::command().print_help(),
         Some(other) => {
-            eprintln!("accel-agent help: no command {other:?}; the commands are profile and help");
+            eprintln!("accel-agent help: no command {other:?}; the commands are profile, health and help");
             return 2;
         }
     };
@@ -48,12 +50,18 @@ fn help(command: Option<&str>, extra: bool) -> i32 {
 /// code: 0 after a clean shutdown, 1 when it cannot start (port in use), 2
 /// for a bad flag or config value.
 ///
-/// `accel-agent profile ...` runs [`profile::run`] instead of the daemon.
+/// `accel-agent profile ...` runs [`profile::run`] instead of the daemon,
+/// `accel-agent health ...` [`health::run`].
 pub fn run(args: Vec<OsString>) -> i32 {
     if args.get(1).is_some_and(|a| a == "profile") {
         let mut rest = args;
         rest.remove(1);
         return profile::run(rest);
+    }
+    if args.get(1).is_some_and(|a| a == "health") {
+        let mut rest = args;
+        rest.remove(1);
+        return health::run(rest);
     }
     if args.get(1).is_some_and(|a| a == "help") {
         return help(args.get(2).and_then(|a| a.to_str()), args.len() > 3);

@@ -143,7 +143,12 @@ pub fn parse_line(line: &str) -> Option<Record> {
             .or_else(|| pci_in(after))
             .unwrap_or_else(|| "nvswitch".to_owned());
         let lower = rest.to_ascii_lowercase();
-        let fatal = lower.contains("fatal") && !lower.contains("non-fatal");
+        // The first line of an SXid says Fatal or Non-fatal; the lines after
+        // it (Severity, Data) are details of the same error.
+        if !lower.contains("fatal") {
+            return None;
+        }
+        let fatal = !lower.contains("non-fatal");
         Event::SXid {
             device,
             code,
@@ -344,6 +349,7 @@ mod tests {
             parse_line("Out of memory: Killed process 4242 (python3) total-vm:123kB, anon-rss:1kB").unwrap().event,
             Event::OomKill { process: "4242 (python3)".into() }
         );
+        assert_eq!(parse_line("nvidia-nvswitch0: SXid (PCI:0000:05:00.0): 12028, Severity 0 Engine instance 32"), None);
         assert_eq!(parse_line("usb 1-1: new high-speed USB device"), None);
         assert_eq!(parse_line(" SUBSYSTEM=pci"), None);
         assert_eq!(parse_line("NVRM: Xid (PCI:0000:18:00): x"), None);

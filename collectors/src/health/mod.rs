@@ -469,8 +469,29 @@ impl Health {
         self.store.expire(now);
         self.store.save();
 
+        let pci = checks::nvidia_gpus_on_pci(&self.sysfs);
+        // A GPU lost before NVML gave its PCI address: when it is the only
+        // one, and one NVIDIA GPU on PCI is not claimed, that is its address.
+        let claimed: Vec<String> = snap
+            .gpus
+            .iter()
+            .filter_map(|g| kmsg::norm_bus(&g.pci_bus_id))
+            .collect();
+        let unclaimed: Vec<&String> = pci.iter().filter(|p| !claimed.contains(p)).collect();
+        let unknown: Vec<u32> = (0..snap.count)
+            .filter(|i| !snap.gpus.iter().any(|g| g.index == *i))
+            .collect();
+        let guess = match (unclaimed.as_slice(), unknown.as_slice()) {
+            ([bus], [index]) => Some((format!("pci:{bus}"), *index)),
+            _ => None,
+        };
         // Which component each sticky state is shown as.
         let component_of = |e: &Entry| {
+            if let Some((key, index)) = &guess {
+                if *key == e.key {
+                    return format!("gpu{index}");
+                }
+            }
             snap.gpus
                 .iter()
                 .find(|g| {
@@ -497,10 +518,7 @@ impl Health {
         let mut merged = |live: Finding| merge(live, &mut sticky);
         let mut findings = Vec::new();
         if snap.sampled {
-            findings.push(merged(checks::present(
-                &checks::nvidia_gpus_on_pci(&self.sysfs),
-                &snap,
-            )));
+            findings.push(merged(checks::present(&pci, &snap)));
             for i in 0..snap.count {
                 let c = format!("gpu{i}");
                 findings.push(merged(checks::lost(&c, snap.down.contains(&i))));

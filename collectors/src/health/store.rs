@@ -192,13 +192,23 @@ impl Store {
             .iter_mut()
             .find(|o| o.key == e.key && o.id == e.id)
         {
+            if (e.state, e.action) > (old.state, old.action) {
+                old.state = e.state;
+                old.action = e.action;
+                old.clear_on = e.clear_on;
+                old.until = e.until;
+                old.reason = e.reason.clone();
+                self.dirty = true;
+            }
             if e.last > old.last {
                 old.last = e.last;
                 old.until = match (e.until, old.until) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 };
-                old.reason = e.reason;
+                if (e.state, e.action) == (old.state, old.action) {
+                    old.reason = e.reason;
+                }
                 old.component = e.component;
                 self.dirty = true;
             }
