@@ -36,7 +36,9 @@ fn help(command: Option<&str>, extra: bool) -> i32 {
         Some("profile") => profile::command().print_help(),
         Some("health") => health::command().print_help(),
         Some(other) => {
-            eprintln!("accel-agent help: no command {other:?}; the commands are profile, health and help");
+            eprintln!(
+                "accel-agent help: no command {other:?}; the commands are profile, health and help"
+            );
             return 2;
         }
     };

@@ -102,7 +102,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
     let (report, source) = if clears.is_empty() && !m.get_flag("local") {
         match ask_daemon(&config.web.listen_address) {
-            Ok(r) => (r, format!("the running daemon ({})", config.web.listen_address)),
+            Ok(r) => (
+                r,
+                format!("the running daemon ({})", config.web.listen_address),
+            ),
             Err(why) => {
                 tracing::info!("no daemon answered ({why}): checking here");
                 match check_here(&mut config, &clears) {
@@ -129,7 +132,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
         v["source"] = serde_json::Value::String(source);
         writeln!(stdout, "{v:#}")
     } else {
-        write!(stdout, "{}source: {source}\n", report.table())
+        writeln!(stdout, "{}source: {source}", report.table())
     };
     if written.is_err() {
         return EXIT_UNCHECKED;
@@ -154,8 +157,10 @@ fn ask_daemon(listen: &str) -> Result<Report, String> {
     let timeout = Duration::from_secs(1);
     let deadline = Instant::now() + timeout;
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{host}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     write!(
         s,
         "GET /health HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"

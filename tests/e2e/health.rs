@@ -171,7 +171,10 @@ fn xid_79_is_sticky_across_a_restart_until_cleared() {
 
     // Restarted, with GPU 3 already gone (no XID event this time): the
     // state file keeps XID 79.
-    let env = [("NVML_SIM_SCENARIO", "health-xid79"), ("NVML_SIM_TIME", "10")];
+    let env = [
+        ("NVML_SIM_SCENARIO", "health-xid79"),
+        ("NVML_SIM_TIME", "10"),
+    ];
     let agent = daemon(&args, &env);
     agent.wait_for(xid, Duration::from_secs(20), |t| {
         t.contains(xid) && t.contains("component=\"gpu3\",check=\"lost\"")
@@ -181,7 +184,10 @@ fn xid_79_is_sticky_across_a_restart_until_cleared() {
     clear.extend(["--clear".to_owned(), "gpu3/xid".to_owned()]);
     let (code, out, err) = health(&clear, &env);
     assert_eq!(code, 2, "GPU 3 is still lost\n{out}{err}");
-    assert!(err.contains("cleared 1 sticky state(s) (gpu3/xid)"), "{err}");
+    assert!(
+        err.contains("cleared 1 sticky state(s) (gpu3/xid)"),
+        "{err}"
+    );
     let ok = "accel_health_state{component=\"gpu3\",check=\"xid\",action=\"NONE\"} 0";
     agent.wait_for(ok, Duration::from_secs(20), |t| t.contains(ok));
 }

@@ -40,12 +40,7 @@ pub fn present(pci: &[String], gpus: &GpuSnapshot) -> Finding {
         .filter_map(|g| norm_bus(&g.pci_bus_id))
         .collect();
     let missing: Vec<&String> = pci.iter().filter(|p| !seen.contains(p)).collect();
-    let list = |v: &[&String]| {
-        v.iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
     if let Some(why) = &gpus.error {
         if !pci.is_empty() {
             return Finding::bad(
@@ -104,7 +99,12 @@ pub fn lost(component: &str, down: bool) -> Finding {
 
 /// The worst of several conditions, their reasons joined; ok with
 /// `ok_reason` when there is none.
-fn worst(component: &str, check: &str, bad: Vec<(State, Action, String)>, ok_reason: &str) -> Finding {
+fn worst(
+    component: &str,
+    check: &str,
+    bad: Vec<(State, Action, String)>,
+    ok_reason: &str,
+) -> Finding {
     let Some(top) = bad.iter().max_by_key(|b| (b.0, b.1)).cloned() else {
         return Finding::ok(component, check, ok_reason);
     };
@@ -154,7 +154,12 @@ pub fn memory(component: &str, h: &GpuHealth) -> Finding {
             format!("{n} uncorrectable ECC error(s) since the driver loaded"),
         ));
     }
-    worst(component, "memory", bad, "no uncorrectable error, no pending remap")
+    worst(
+        component,
+        "memory",
+        bad,
+        "no uncorrectable error, no pending remap",
+    )
 }
 
 /// NVLink links that exist and are not active.
@@ -328,10 +333,22 @@ mod tests {
 
     #[test]
     fn infiniband_ports() {
-        assert_eq!(infiniband("mlx5_0:1", "4: ACTIVE", Some(400.0), 400.0).state, State::Ok);
-        assert_eq!(infiniband("mlx5_0:1", "4: ACTIVE", Some(200.0), 400.0).state, State::Degraded);
-        assert_eq!(infiniband("mlx5_0:1", "1: DOWN", Some(400.0), 0.0).state, State::Degraded);
-        assert_eq!(infiniband("mlx5_0:1", "2: INIT", None, 0.0).state, State::Degraded);
+        assert_eq!(
+            infiniband("mlx5_0:1", "4: ACTIVE", Some(400.0), 400.0).state,
+            State::Ok
+        );
+        assert_eq!(
+            infiniband("mlx5_0:1", "4: ACTIVE", Some(200.0), 400.0).state,
+            State::Degraded
+        );
+        assert_eq!(
+            infiniband("mlx5_0:1", "1: DOWN", Some(400.0), 0.0).state,
+            State::Degraded
+        );
+        assert_eq!(
+            infiniband("mlx5_0:1", "2: INIT", None, 0.0).state,
+            State::Degraded
+        );
         assert_eq!(clock(5).state, State::Degraded);
         assert_eq!(clock(0).state, State::Ok);
     }

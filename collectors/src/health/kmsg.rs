@@ -93,9 +93,7 @@ fn leading_number(s: &str) -> Option<u64> {
 fn pci_in(s: &str) -> Option<String> {
     let at = s.find("PCI:")?;
     let rest = &s[at + 4..];
-    let end = rest
-        .find(|c: char| c == ')' || c == ' ' || c == ',')
-        .unwrap_or(rest.len());
+    let end = rest.find([')', ' ', ',']).unwrap_or(rest.len());
     norm_bus(rest[..end].trim_end_matches(':'))
 }
 
@@ -346,10 +344,19 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_line("Out of memory: Killed process 4242 (python3) total-vm:123kB, anon-rss:1kB").unwrap().event,
-            Event::OomKill { process: "4242 (python3)".into() }
+            parse_line("Out of memory: Killed process 4242 (python3) total-vm:123kB, anon-rss:1kB")
+                .unwrap()
+                .event,
+            Event::OomKill {
+                process: "4242 (python3)".into()
+            }
         );
-        assert_eq!(parse_line("nvidia-nvswitch0: SXid (PCI:0000:05:00.0): 12028, Severity 0 Engine instance 32"), None);
+        assert_eq!(
+            parse_line(
+                "nvidia-nvswitch0: SXid (PCI:0000:05:00.0): 12028, Severity 0 Engine instance 32"
+            ),
+            None
+        );
         assert_eq!(parse_line("usb 1-1: new high-speed USB device"), None);
         assert_eq!(parse_line(" SUBSYSTEM=pci"), None);
         assert_eq!(parse_line("NVRM: Xid (PCI:0000:18:00): x"), None);
@@ -375,7 +382,10 @@ mod tests {
         let mut r = Reader::new(&path);
         assert_eq!(r.read_new().unwrap(), ["one", "two"]);
         assert!(r.read_new().unwrap().is_empty());
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         std::io::Write::write_all(&mut f, b"ee\nfour\n").unwrap();
         assert_eq!(r.read_new().unwrap(), ["three", "four"]);
         std::fs::write(&path, "new\n").unwrap();

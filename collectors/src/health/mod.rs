@@ -496,9 +496,9 @@ impl Health {
                 .iter()
                 .find(|g| {
                     g.uuid == e.key
-                        || e.key.strip_prefix("pci:").is_some_and(|b| {
-                            kmsg::norm_bus(&g.pci_bus_id).as_deref() == Some(b)
-                        })
+                        || e.key
+                            .strip_prefix("pci:")
+                            .is_some_and(|b| kmsg::norm_bus(&g.pci_bus_id).as_deref() == Some(b))
                 })
                 .map_or_else(|| e.component.clone(), |g| format!("gpu{}", g.index))
         };
@@ -556,7 +556,6 @@ impl Health {
             findings.push(merged(Finding::ok("host", "hung_task", "no hung task")));
             findings.push(merged(Finding::ok("host", "oom_kill", "no OOM kill")));
         }
-        drop(merged);
         // Sticky states of components not checked live (a GPU NVML does not
         // know, by its PCI address).
         let mut rest: Vec<(String, String)> = sticky
@@ -630,7 +629,9 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
 /// Whether `what` is something `--clear` takes: `all`, a check, or
 /// `COMPONENT/CHECK`.
 pub fn valid_clear(what: &str) -> bool {
-    let check = what.rsplit_once('/').map_or(what, |(c, k)| if c.is_empty() { "" } else { k });
+    let check = what
+        .rsplit_once('/')
+        .map_or(what, |(c, k)| if c.is_empty() { "" } else { k });
     what == "all" || CHECKS.contains(&check)
 }
 

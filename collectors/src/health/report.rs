@@ -291,7 +291,10 @@ mod tests {
         assert_eq!(Report::from_json(&r.to_json()).unwrap(), r);
         let table = r.table();
         assert!(table.lines().nth(1).unwrap().starts_with("gpu3"), "{table}");
-        assert!(table.ends_with("node: failed (2 of 3 checks not ok)\n"), "{table}");
+        assert!(
+            table.ends_with("node: failed (2 of 3 checks not ok)\n"),
+            "{table}"
+        );
         assert_eq!(Report::default().state(), State::Ok);
     }
 

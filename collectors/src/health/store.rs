@@ -409,7 +409,13 @@ mod tests {
         s.record(entry("GPU-a", "xid:48", "xid", ClearOn::Reset, 100.0));
         s.record(entry("GPU-a", "xid:79", "xid", ClearOn::Reboot, 100.0));
         s.record(entry("GPU-a", "xid:64", "xid", ClearOn::Hand, 100.0));
-        s.record(entry("host", "oom_kill", "oom_kill", ClearOn::Expiry, 100.0));
+        s.record(entry(
+            "host",
+            "oom_kill",
+            "oom_kill",
+            ClearOn::Expiry,
+            100.0,
+        ));
         s.save();
         // A restart reads them back.
         let mut s = Store::open(Some(path.clone()), "boot-1");
@@ -448,7 +454,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("accel-health-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("health.json");
-        for bad in ["", "{", "[]", "{\"entries\": 3}", "{\"boot_id\": \"b\", \"entries\": [{}], \"cleared\": []}"] {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            "{\"entries\": 3}",
+            "{\"boot_id\": \"b\", \"entries\": [{}], \"cleared\": []}",
+        ] {
             std::fs::write(&path, bad).unwrap();
             let s = Store::open(Some(path.clone()), "b");
             assert!(s.entries.is_empty(), "{bad}");

@@ -43,24 +43,44 @@ use Action::{ContactSupport as SUPPORT, ResetGpu as RESET, RestartApp as APP, Re
 
 /// The XIDs this agent knows, by number.
 pub const TABLE: &[Xid] = &[
-    x(8, "GPU stopped processing (channel idle timeout)", Some(APP)),
+    x(
+        8,
+        "GPU stopped processing (channel idle timeout)",
+        Some(APP),
+    ),
     x(13, "graphics engine exception", Some(APP)),
     x(31, "GPU memory page fault", Some(APP)),
     x(32, "invalid or corrupted push buffer stream", Some(APP)),
     x(38, "driver firmware error", Some(RESET)),
-    x(43, "GPU stopped processing (channel reset by the driver)", None),
     x(
-        45,
-        "preemptive cleanup, due to previous errors",
+        43,
+        "GPU stopped processing (channel reset by the driver)",
         None,
     ),
+    x(45, "preemptive cleanup, due to previous errors", None),
     x(46, "GPU stopped processing", Some(RESET)),
     x(48, "double bit ECC error (DBE)", Some(RESET)),
-    x(54, "auxiliary power is not connected to the GPU board", Some(SUPPORT)),
+    x(
+        54,
+        "auxiliary power is not connected to the GPU board",
+        Some(SUPPORT),
+    ),
     x(56, "display engine error", None),
-    x(57, "error programming video memory interface", Some(SUPPORT)),
-    x(58, "unstable video memory interface detected", Some(SUPPORT)),
-    x(61, "internal micro-controller breakpoint/warning", Some(RESET)),
+    x(
+        57,
+        "error programming video memory interface",
+        Some(SUPPORT),
+    ),
+    x(
+        58,
+        "unstable video memory interface detected",
+        Some(SUPPORT),
+    ),
+    x(
+        61,
+        "internal micro-controller breakpoint/warning",
+        Some(RESET),
+    ),
     x(62, "internal micro-controller halt", Some(RESET)),
     x(
         63,
@@ -79,7 +99,11 @@ pub const TABLE: &[Xid] = &[
     x(80, "corrupted data sent to GPU", Some(SUPPORT)),
     x(81, "VGA subsystem error", Some(SUPPORT)),
     x(92, "high single-bit ECC error rate", None),
-    x(93, "non-fatal violation of provisioned InfoROM wear limit", Some(SUPPORT)),
+    x(
+        93,
+        "non-fatal violation of provisioned InfoROM wear limit",
+        Some(SUPPORT),
+    ),
     x(94, "contained ECC error", Some(APP)),
     x(95, "uncontained ECC error", Some(RESET)),
     x(109, "context switch timeout error", Some(APP)),
@@ -134,6 +158,9 @@ mod tests {
         assert_eq!(lookup(13).action, Some(Action::RestartApp));
         assert_eq!(lookup(43).action, None);
         let unknown = lookup(9999);
-        assert_eq!((unknown.xid, unknown.action), (9999, Some(Action::RestartApp)));
+        assert_eq!(
+            (unknown.xid, unknown.action),
+            (9999, Some(Action::RestartApp))
+        );
     }
 }
