@@ -138,6 +138,14 @@ pub struct GpuHealth {
     /// thermal cause (`hw_slowdown`, `hw_thermal_slowdown`,
     /// `sw_thermal_slowdown`, `hw_power_brake_slowdown`).
     pub slowdowns: Vec<&'static str>,
+    /// The driver's recovery action (`NVML_FI_DEV_GET_GPU_RECOVERY_ACTION`,
+    /// driver 565+): 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, 4
+    /// drain and reset.
+    pub recovery_action: Option<u32>,
+    /// NVSwitch fabric registration (`nvmlDeviceGetGpuFabricInfo`): state
+    /// (1 not started, 2 in progress, 3 completed) and status (an NVML
+    /// return code); `None` without NVSwitch.
+    pub fabric: Option<(u32, u32)>,
 }
 
 /// One MIG instance of a [`GpuIds`].

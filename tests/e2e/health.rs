@@ -76,6 +76,7 @@ fn every_health_scenario_matches_its_golden() {
         ("nvlink-down", "health-nvlink-down", "kmsg-clean", 1),
         ("gpu-missing", "health-gpu-missing", "kmsg-clean", 2),
         ("sxid", "8xh100-training", "kmsg-sxid", 2),
+        ("nvswitch", "health-nvswitch", "kmsg-clean", 2),
     ];
     let mut failures = Vec::new();
     for (name, scenario, kmsg, code) in cases {

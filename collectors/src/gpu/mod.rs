@@ -230,6 +230,8 @@ struct GpuState {
     health: crate::GpuHealth,
     /// How many times it came back after being lost.
     resets: u64,
+    /// Whether the recovery action field and the fabric info work on it.
+    recovery_probed: (Option<bool>, Option<bool>),
 }
 
 /// The GPU collector.
@@ -429,6 +431,11 @@ impl Gpu {
             "reliability (ECC counters, retired pages, remapped rows)",
         );
         reliability::reliability(&mut g, &dev, raw.as_ref());
+        tm.start(
+            "recovery",
+            "recovery (nvmlDeviceGetFieldValues (recovery action), nvmlDeviceGetGpuFabricInfo)",
+        );
+        reliability::recovery(&mut g, &dev, raw.as_ref(), &mut state.recovery_probed);
         tm.start(
             "memory_temperature",
             "memory_temperature (nvmlDeviceGetFieldValues (memory temperature))",

@@ -146,3 +146,41 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
         g.add(&REMAPPED_ROWS_FAILURE, if r.failure { 1.0 } else { 0.0 });
     }
 }
+
+/// The driver's recovery action and the NVSwitch fabric state, for the
+/// health collector only (no series). `probed` remembers whether each call
+/// works on this GPU, so an older driver or a GPU without NVSwitch costs one
+/// call each, once.
+pub(super) fn recovery(
+    g: &mut GpuSample<'_>,
+    dev: &Device<'_>,
+    raw: Option<&raw::Raw>,
+    probed: &mut (Option<bool>, Option<bool>),
+) {
+    let Some(raw) = raw else { return };
+    if probed.0 != Some(false) {
+        match raw.field_values(dev, &[(raw::FI_GPU_RECOVERY_ACTION, 0)]) {
+            Ok(v) => match v.first() {
+                Some(Ok(a)) => {
+                    probed.0 = Some(true);
+                    g.health.recovery_action = Some(*a as u32);
+                }
+                _ => probed.0 = Some(false),
+            },
+            Err(raw::GPU_IS_LOST) => g.lost = true,
+            Err(_) => probed.0 = Some(false),
+        }
+    }
+    if probed.1 != Some(false) {
+        match raw.fabric_info(dev) {
+            // State 0: NVML_GPU_FABRIC_STATE_NOT_SUPPORTED (no NVSwitch).
+            Ok((0, _)) => probed.1 = Some(false),
+            Ok(f) => {
+                probed.1 = Some(true);
+                g.health.fabric = Some(f);
+            }
+            Err(raw::GPU_IS_LOST) => g.lost = true,
+            Err(_) => probed.1 = Some(false),
+        }
+    }
+}

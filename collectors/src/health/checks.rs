@@ -222,6 +222,62 @@ pub fn thermal(component: &str, h: &GpuHealth) -> Finding {
     )
 }
 
+/// The driver's own recovery action (`NVML_FI_DEV_GET_GPU_RECOVERY_ACTION`).
+pub fn recovery(component: &str, action: u32) -> Finding {
+    let (state, act, what) = match action {
+        0 => return Finding::ok(component, "recovery", "the driver recommends no action"),
+        1 => (State::Failed, Action::ResetGpu, "a GPU reset"),
+        2 => (State::Failed, Action::RestartBm, "a node reboot"),
+        3 => (
+            State::Degraded,
+            Action::ResetGpu,
+            "draining peer-to-peer traffic (then a GPU reset)",
+        ),
+        4 => (
+            State::Failed,
+            Action::ResetGpu,
+            "draining peer-to-peer traffic and a GPU reset",
+        ),
+        _ => (
+            State::Degraded,
+            Action::ResetGpu,
+            "an action this agent does not know",
+        ),
+    };
+    Finding::bad(
+        component,
+        "recovery",
+        state,
+        act,
+        format!("the driver recommends {what} (recovery action {action})"),
+    )
+}
+
+/// The GPU's NVSwitch fabric registration: `state` 3 (completed) with
+/// status 0 is ok.
+pub fn fabric(component: &str, (state, status): (u32, u32)) -> Finding {
+    match (state, status) {
+        (3, 0) => Finding::ok(component, "fabric", "NVSwitch fabric registration completed"),
+        (3, s) => Finding::bad(
+            component,
+            "fabric",
+            State::Failed,
+            Action::RestartBm,
+            format!("NVSwitch fabric registration failed (NVML status {s}): check nvidia-fabricmanager"),
+        ),
+        (s, _) => Finding::bad(
+            component,
+            "fabric",
+            State::Failed,
+            Action::RestartBm,
+            format!(
+                "NVSwitch fabric registration {} (state {s}): no NVLink peer-to-peer until it completes; check nvidia-fabricmanager",
+                if s == 2 { "in progress" } else { "not started" }
+            ),
+        ),
+    }
+}
+
 /// An InfiniBand port's state and rate: `state` as sysfs writes it
 /// (`4: ACTIVE`), `rate` in Gb/s; `want` the expected rate (0: any).
 pub fn infiniband(component: &str, state: &str, rate: Option<f64>, want: f64) -> Finding {
@@ -329,6 +385,18 @@ mod tests {
         ] {
             assert_eq!(f.state, State::Ok, "{f:?}");
         }
+    }
+
+    #[test]
+    fn recovery_and_fabric() {
+        assert_eq!(recovery("gpu0", 0).state, State::Ok);
+        let r = recovery("gpu0", 2);
+        assert_eq!((r.state, r.action), (State::Failed, Action::RestartBm));
+        assert_eq!(recovery("gpu0", 3).state, State::Degraded);
+        assert_eq!(recovery("gpu0", 9).state, State::Degraded);
+        assert_eq!(fabric("gpu0", (3, 0)).state, State::Ok);
+        assert_eq!(fabric("gpu0", (1, 0)).state, State::Failed);
+        assert!(fabric("gpu0", (3, 12)).reason.contains("status 12"));
     }
 
     #[test]

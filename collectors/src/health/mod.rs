@@ -40,7 +40,7 @@ use store::{ClearOn, Entry, Store};
 
 /// The checks, in report order: the names `--collector.health.skip` and
 /// `accel-agent health --clear` take, and the `check` label.
-pub const CHECKS: [&str; 12] = [
+pub const CHECKS: [&str; 14] = [
     "present",
     "lost",
     "xid",
@@ -48,6 +48,8 @@ pub const CHECKS: [&str; 12] = [
     "nvlink",
     "pcie",
     "thermal",
+    "recovery",
+    "fabric",
     "sxid",
     "infiniband",
     "clock",
@@ -533,6 +535,12 @@ impl Health {
                 findings.push(merged(checks::nvlink(&c, &g.health)));
                 findings.push(merged(checks::pcie(&c, &g.health, g.busy)));
                 findings.push(merged(checks::thermal(&c, &g.health)));
+                if let Some(a) = g.health.recovery_action {
+                    findings.push(merged(checks::recovery(&c, a)));
+                }
+                if let Some(f) = g.health.fabric {
+                    findings.push(merged(checks::fabric(&c, f)));
+                }
             }
         }
         if self.kmsg_ok {
