@@ -71,11 +71,14 @@ fn every_collector_matches_its_golden() {
     // adjtimex(2) (tests/e2e/node_exporter.rs compares it with
     // node_exporter; its clock sources are in the e2e golden); identity
     // reads uname(2) (its os-release and DMI fixtures are in the e2e
-    // golden and the node_exporter comparison).
+    // golden and the node_exporter comparison). The health collector reads
+    // the kernel log and adjtimex(2) and writes a state file by default
+    // (tests/e2e/health.rs has its goldens, health-*.txt; e2e.prom its
+    // series on the fixture tree).
     for spec in registry().iter().filter(|s| {
         !matches!(
             s.name,
-            "gpu" | "process" | "cloud" | "goodput" | "kubernetes" | "time" | "identity"
+            "gpu" | "process" | "cloud" | "goodput" | "kubernetes" | "time" | "identity" | "health"
         )
     }) {
         // Loopback included, so every fixture interface is exercised.
