@@ -68,21 +68,27 @@ fn check_golden(name: &str, got: &str) -> Result<(), String> {
 /// clock stands still at t = 10 s), against its golden table and exit code.
 #[test]
 fn every_health_scenario_matches_its_golden() {
-    // (golden, scenario, kernel log, exit code)
+    // The fixture mount table's read-only NFS mount.
+    let ro = "--health.checkpoint-path=/nonexistent/accel-fixture/with space/ckpt";
+    // (golden, scenario, kernel log, extra flag, exit code)
     let cases = [
-        ("healthy", "8xh100-training", "kmsg-clean", 0),
-        ("xid79", "health-xid79", "kmsg-xid79", 2),
-        ("xid48", "health-xid48", "kmsg-xid48", 2),
-        ("nvlink-down", "health-nvlink-down", "kmsg-clean", 1),
-        ("gpu-missing", "health-gpu-missing", "kmsg-clean", 2),
-        ("sxid", "8xh100-training", "kmsg-sxid", 2),
-        ("nvswitch", "health-nvswitch", "kmsg-clean", 2),
+        ("healthy", "8xh100-training", "kmsg-clean", "", 0),
+        ("xid79", "health-xid79", "kmsg-xid79", "", 2),
+        ("xid48", "health-xid48", "kmsg-xid48", "", 2),
+        ("nvlink-down", "health-nvlink-down", "kmsg-clean", "", 1),
+        ("gpu-missing", "health-gpu-missing", "kmsg-clean", "", 2),
+        ("sxid", "8xh100-training", "kmsg-sxid", "", 2),
+        ("nvswitch", "health-nvswitch", "kmsg-clean", "", 2),
+        ("checkpoint-ro", "8xh100-training", "kmsg-clean", ro, 2),
     ];
     let mut failures = Vec::new();
-    for (name, scenario, kmsg, code) in cases {
+    for (name, scenario, kmsg, extra, code) in cases {
         let dir = TempDir::new(&format!("health-{name}"));
         let mut args = node_args(kmsg, &dir.0.join("health.json"));
         args.push("--local".to_owned());
+        if !extra.is_empty() {
+            args.push(extra.to_owned());
+        }
         let env = [("NVML_SIM_SCENARIO", scenario), ("NVML_SIM_TIME", "10")];
         let (got, out, err) = health(&args, &env);
         if got != code {

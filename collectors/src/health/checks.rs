@@ -304,6 +304,49 @@ pub fn infiniband(component: &str, state: &str, rate: Option<f64>, want: f64) ->
     }
 }
 
+/// The file system holding `path` (the checkpoint directory) in the mount
+/// table `mounts` (`/proc/1/mounts`): the longest mount point that is a
+/// prefix of the path decides. Read-only: failed, checkpoints cannot be
+/// written.
+pub fn checkpoint_fs(path: &str, mounts: &str) -> Finding {
+    let (table, _) = crate::filesystem::mounts::parse(mounts);
+    let under = |mp: &str| {
+        path == mp || mp == "/" || path.starts_with(&format!("{}/", mp.trim_end_matches('/')))
+    };
+    // The last of equal mount points wins: it is mounted over the others.
+    let best = table.iter().filter(|m| under(&m.path)).fold(
+        None::<&crate::filesystem::mounts::Mount>,
+        |best, m| match best {
+            Some(b) if b.path.len() > m.path.len() => Some(b),
+            _ => Some(m),
+        },
+    );
+    match best {
+        None => Finding::bad(
+            "host",
+            "checkpoint_fs",
+            State::Degraded,
+            Action::Investigate,
+            format!("no mount holds {path}"),
+        ),
+        Some(m) if m.read_only => Finding::bad(
+            "host",
+            "checkpoint_fs",
+            State::Failed,
+            Action::Investigate,
+            format!(
+                "{path} is on a read-only file system ({} {} at {}): checkpoints cannot be written",
+                m.fs_type, m.device, m.mount_point
+            ),
+        ),
+        Some(m) => Finding::ok(
+            "host",
+            "checkpoint_fs",
+            format!("{path} is writable ({} at {})", m.fs_type, m.mount_point),
+        ),
+    }
+}
+
 /// The clock: `state` is adjtimex's return value (5 = `TIME_ERROR`: no
 /// time daemon has synchronised it).
 pub fn clock(state: i32) -> Finding {
@@ -397,6 +440,22 @@ mod tests {
         assert_eq!(fabric("gpu0", (3, 0)).state, State::Ok);
         assert_eq!(fabric("gpu0", (1, 0)).state, State::Failed);
         assert!(fabric("gpu0", (3, 12)).reason.contains("status 12"));
+    }
+
+    #[test]
+    fn checkpoint_file_system() {
+        let mounts = "/dev/nvme0n1p1 / ext4 rw,relatime 0 0\n10.0.0.2:/ckpt /mnt/ckpt nfs4 ro,relatime 0 0\n/dev/md0 /mnt/ckpt/local xfs rw 0 0\n";
+        let f = checkpoint_fs("/mnt/ckpt/run1", mounts);
+        assert_eq!((f.state, f.action), (State::Failed, Action::Investigate));
+        assert!(
+            f.reason.contains("nfs4 10.0.0.2:/ckpt at /mnt/ckpt"),
+            "{}",
+            f.reason
+        );
+        assert_eq!(checkpoint_fs("/mnt/ckpt/local/x", mounts).state, State::Ok);
+        assert_eq!(checkpoint_fs("/home/x", mounts).state, State::Ok);
+        assert_eq!(checkpoint_fs("/mnt/ckptx", mounts).state, State::Ok);
+        assert_eq!(checkpoint_fs("/x", "").state, State::Degraded);
     }
 
     #[test]

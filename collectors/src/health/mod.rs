@@ -40,7 +40,7 @@ use store::{ClearOn, Entry, Store};
 
 /// The checks, in report order: the names `--collector.health.skip` and
 /// `accel-agent health --clear` take, and the `check` label.
-pub const CHECKS: [&str; 14] = [
+pub const CHECKS: [&str; 15] = [
     "present",
     "lost",
     "xid",
@@ -55,6 +55,7 @@ pub const CHECKS: [&str; 14] = [
     "clock",
     "hung_task",
     "oom_kill",
+    "checkpoint_fs",
 ];
 
 /// The default state file.
@@ -123,6 +124,16 @@ pub struct HealthOptions {
         value_parser = parse_duration
     )]
     pub event_window: Duration,
+    /// Where checkpoints are written; empty: not checked.
+    #[arg(
+        id = "health.checkpoint-path",
+        long = "health.checkpoint-path",
+        value_name = "PATH",
+        help = "Directory jobs write checkpoints to: failed while the file system holding it is mounted read-only (from /proc/1/mounts). Empty: not checked.",
+        default_value = "",
+        value_parser = crate::options::parse_path
+    )]
+    pub checkpoint_path: PathBuf,
     /// Checks not run.
     #[arg(
         id = "collector.health.skip",
@@ -564,6 +575,14 @@ impl Health {
             findings.push(merged(Finding::ok("host", "hung_task", "no hung task")));
             findings.push(merged(Finding::ok("host", "oom_kill", "no OOM kill")));
         }
+        if let Some(path) = non_empty(&self.opts.checkpoint_path) {
+            let table = std::fs::read_to_string(self.procfs.join("1/mounts"))
+                .or_else(|_| std::fs::read_to_string(self.procfs.join("mounts")));
+            match table {
+                Ok(t) => findings.push(merged(checks::checkpoint_fs(&path.to_string_lossy(), &t))),
+                Err(e) => tracing::debug!(error = %e, "no mount table: no checkpoint_fs check"),
+            }
+        }
         // Sticky states of components not checked live (a GPU NVML does not
         // know, by its PCI address).
         let mut rest: Vec<(String, String)> = sticky
@@ -681,6 +700,7 @@ mod tests {
             state_file: dir.join("health.json"),
             infiniband_rate: 0.0,
             event_window: Duration::from_secs(3600),
+            checkpoint_path: PathBuf::new(),
             skip: "clock".into(),
         };
         let paths = crate::Paths {
