@@ -229,10 +229,11 @@ pub fn daemon_command() -> Command {
     command()
         .subcommand(Command::new("profile").about(crate::profile::command::ABOUT))
         .subcommand(Command::new("storage-test").about(crate::storage_test::ABOUT))
+        .subcommand(Command::new("health").about(crate::health::ABOUT))
         .subcommand(Command::new("help").about("Print this help, or the help of the given command (accel-agent help profile)."))
         .disable_help_subcommand(true)
         .subcommand_help_heading("Commands")
-        .override_usage("accel-agent [FLAGS]\n       accel-agent profile [FLAGS]\n       accel-agent storage-test --path DIR [FLAGS]\n       accel-agent help [COMMAND]")
+        .override_usage("accel-agent [FLAGS]\n       accel-agent profile [FLAGS]\n       accel-agent storage-test --path DIR [FLAGS]\n       accel-agent health [--json] [--clear CHECK] [FLAGS]\n       accel-agent help [COMMAND]")
 }
 
 const ABOUT: &str = "Prometheus exporter and profiling agent for ML training nodes: accelerators, storage, network, InfiniBand and host metrics.";

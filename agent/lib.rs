@@ -7,6 +7,7 @@
 //! ([`systemd`]).
 
 pub mod config;
+pub mod health;
 pub mod logging;
 pub mod metrics_doc;
 pub mod profile;
@@ -35,8 +36,11 @@ fn help(command: Option<&str>, extra: bool) -> i32 {
         None | Some("help") => config::daemon_command().print_help(),
         Some("profile") => profile::command().print_help(),
         Some("storage-test") => storage_test::command().print_help(),
+        Some("health") => health::command().print_help(),
         Some(other) => {
-            eprintln!("accel-agent help: no command {other:?}; the commands are profile, storage-test and help");
+            eprintln!(
+                "accel-agent help: no command {other:?}; the commands are profile, storage-test, health and help"
+            );
             return 2;
         }
     };
@@ -51,7 +55,8 @@ fn help(command: Option<&str>, extra: bool) -> i32 {
 /// for a bad flag or config value.
 ///
 /// `accel-agent profile ...` runs [`profile::run`] instead of the daemon,
-/// `accel-agent storage-test ...` [`storage_test::run`].
+/// `accel-agent storage-test ...` [`storage_test::run`],
+/// `accel-agent health ...` [`health::run`].
 pub fn run(args: Vec<OsString>) -> i32 {
     if args.get(1).is_some_and(|a| a == "profile") {
         let mut rest = args;
@@ -62,6 +67,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
         let mut rest = args;
         rest.remove(1);
         return storage_test::run(rest);
+    }
+    if args.get(1).is_some_and(|a| a == "health") {
+        let mut rest = args;
+        rest.remove(1);
+        return health::run(rest);
     }
     if args.get(1).is_some_and(|a| a == "help") {
         return help(args.get(2).and_then(|a| a.to_str()), args.len() > 3);

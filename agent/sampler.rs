@@ -104,10 +104,13 @@ pub fn spawn_with(config: &Config, hook: Option<Hook>) -> (Arc<Agent>, Threads) 
             }
         }
     }
-    let agent = Arc::new(Agent::new(
-        running.iter().map(|(_, s)| s.clone()).collect(),
-        not_running,
-    ));
+    let agent = Arc::new(
+        Agent::new(
+            running.iter().map(|(_, s)| s.clone()).collect(),
+            not_running,
+        )
+        .with_shared(shared),
+    );
     let mut threads = Threads::default();
     for (collector, state) in running {
         let agent = agent.clone();

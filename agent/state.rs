@@ -255,6 +255,8 @@ pub struct Agent {
     /// Reloads of the config or web config file that failed (the previous
     /// one kept in force).
     reload_failures: AtomicU64,
+    /// The collectors' shared topics (the health report, for `/health`).
+    pub shared: accel_collectors::Shared,
 }
 
 /// The exposition formats served.
@@ -348,7 +350,14 @@ impl Agent {
             generation: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             cache: Mutex::new(None),
+            shared: accel_collectors::Shared::default(),
         }
+    }
+
+    /// The agent reading the collectors' topics `shared`.
+    pub fn with_shared(mut self, shared: accel_collectors::Shared) -> Self {
+        self.shared = shared;
+        self
     }
 
     fn now_ms(&self) -> u64 {

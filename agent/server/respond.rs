@@ -139,7 +139,8 @@ pub(super) fn handle(
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let known = path == web.telemetry_path || matches!(path, "/" | "/-/healthy" | "/-/ready");
+    let known =
+        path == web.telemetry_path || matches!(path, "/" | "/-/healthy" | "/-/ready" | "/health");
     if !known {
         return text(StatusCode::NOT_FOUND, "404 page not found\n");
     }
@@ -152,6 +153,7 @@ pub(super) fn handle(
     let mut r = match path {
         p if p == web.telemetry_path => metrics(agent, req),
         "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
+        "/health" => health(agent),
         "/-/ready" if agent.ready() => text(StatusCode::OK, "Ready\n"),
         "/-/ready" => text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -199,6 +201,29 @@ pub(super) fn metrics(agent: &Agent, req: &Request<Incoming>) -> Response<Full<B
     r
 }
 
+/// `/health`: the health collector's last report as JSON (docs/health.md);
+/// 503 until its first round, or when it does not run.
+pub(super) fn health(agent: &Agent) -> Response<Full<Bytes>> {
+    if !agent.collectors.iter().any(|c| c.name == "health") {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the health collector does not run (--no-collector.health)\n",
+        );
+    }
+    let report = agent.shared.health.latest();
+    if report.time == 0.0 {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no health report yet: the first checks have not run\n",
+        );
+    }
+    response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(report.to_json().to_string() + "\n"),
+    )
+}
+
 pub(super) fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -217,6 +242,7 @@ pub(super) fn landing(agent: &Agent, web: &WebConfig) -> String {
          <li><a href=\"{path}\">{path}</a>: metrics</li>\n\
          <li><a href=\"/-/healthy\">/-/healthy</a>: 200 while the agent runs</li>\n\
          <li><a href=\"/-/ready\">/-/ready</a>: 200 once every enabled collector has finished its first sample</li>\n\
+         <li><a href=\"/health\">/health</a>: the node's health checks as JSON (what <code>accel-agent health</code> prints)</li>\n\
          </ul>\n<h2>Collectors</h2>\n<table>\n<tr><th>collector</th><th>state</th><th>interval</th><th>last sample</th></tr>\n",
         crate::VERSION,
         crate::REVISION
@@ -241,6 +267,49 @@ pub(super) fn landing(agent: &Agent, web: &WebConfig) -> String {
             escape_html(why)
         );
     }
-    h.push_str("</table>\n</body></html>\n");
+    h.push_str("</table>\n");
+    health_section(agent, &mut h);
+    h.push_str("</body></html>\n");
     h
+}
+
+/// The landing page's health section: the verdict, and the checks that are
+/// not ok with their reason and action.
+fn health_section(agent: &Agent, h: &mut String) {
+    if !agent.collectors.iter().any(|c| c.name == "health") {
+        return;
+    }
+    let report = agent.shared.health.latest();
+    if report.time == 0.0 {
+        h.push_str("<h2>Health</h2>\n<p>starting: the first checks have not run</p>\n");
+        return;
+    }
+    let bad: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.state != accel_collectors::health::State::Ok)
+        .collect();
+    let _ = writeln!(
+        h,
+        "<h2>Health</h2>\n<p>node: <b>{}</b> ({} of {} checks not ok; <a href=\"/health\">all checks</a>)</p>",
+        report.state().as_str(),
+        bad.len(),
+        report.findings.len()
+    );
+    if bad.is_empty() {
+        return;
+    }
+    h.push_str("<table>\n<tr><th>component</th><th>check</th><th>state</th><th>action</th><th>reason</th></tr>\n");
+    for f in bad {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape_html(&f.component),
+            escape_html(&f.check),
+            f.state.as_str(),
+            f.action.as_str(),
+            escape_html(&f.reason)
+        );
+    }
+    h.push_str("</table>\n");
 }

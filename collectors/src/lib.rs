@@ -17,6 +17,7 @@ pub mod filesystem;
 pub mod goodput;
 pub mod gpu;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod hwmon;
 pub mod identity;
@@ -51,7 +52,7 @@ pub use options::{CollectorOptions, NoOptions, OptionsSpec};
 pub use sample::{
     encode_openmetrics, encode_text, format_value, Family, MetricType, Sample, Series,
 };
-pub use shared::{GpuIds, GpuSnapshot, MigIds, Shared};
+pub use shared::{GpuHealth, GpuIds, GpuSnapshot, MigIds, Shared};
 pub use workers::Workers;
 
 /// The bounded set of error kinds, exported as the `kind` label of
@@ -374,6 +375,7 @@ pub fn registry() -> &'static [&'static Spec] {
         &goodput::SPEC,
         &storage_probe::SPEC,
         &tpu::SPEC,
+        &health::SPEC,
     ];
     SPECS
 }

@@ -9,6 +9,8 @@
 //! | [`Shared::gpus`] | `gpu` | `kubernetes`, `goodput`, `cloud`, `process` | device ids to labels (kubernetes); a run's devices and their peak FLOP/s (goodput); the processes to signal on a preemption notice (cloud); the GPU processes to follow (process) |
 //! | [`Shared::pods`] | `kubernetes` | `gpu` | the pod and namespace on `accel_gpu_process_info` |
 //! | [`Shared::tpus`] | `tpu` | `goodput` | a run's TPU chips (named by index or `TPU-<pci_bus_id>`, or held by the sender) and their peak FLOP/s |
+//! | [`Shared::gpus`] | `gpu` | `health` | the GPUs NVML answers for, which are down, and each one's health facts ([`GpuHealth`]: XID counts, row remapping, ECC, NVLink, PCIe link, throttling) |
+//! | [`Shared::health`] | `health` | the agent (`/health`, the landing page) | the latest health report: a state, reason and action per component and check |
 //!
 //! `gpu` and `kubernetes` each read what the other writes; neither waits on
 //! the other, and each uses the last value, so the loop adds at most one
@@ -65,6 +67,8 @@ pub struct Shared {
     /// shape: `index` the chip, `uuid` `TPU-<pci_bus_id>`, `name`
     /// `Google TPU <generation>`, `pids` the processes holding it.
     pub tpus: Topic<GpuSnapshot>,
+    /// The health collector's latest report.
+    pub health: Topic<crate::health::Report>,
 }
 
 /// What the GPU collector saw in its last sample.
@@ -74,6 +78,17 @@ pub struct GpuSnapshot {
     pub gpus: Vec<GpuIds>,
     /// The pids of the compute processes holding any GPU, sorted, unique.
     pub pids: Vec<u32>,
+    /// Whether the GPU collector has published at all: built (absent or
+    /// not) and sampled. Until then the other fields say nothing.
+    pub sampled: bool,
+    /// How many GPUs NVML counts (`nvmlDeviceGetCount`), identified or not.
+    pub count: u32,
+    /// The NVML indexes of the GPUs not reachable in the last sample (lost,
+    /// fallen off the bus, or failing).
+    pub down: Vec<u32>,
+    /// Why NVML does not answer at all (no library, no driver, init
+    /// failed), when it does not.
+    pub error: Option<String>,
 }
 
 /// One GPU as the GPU collector saw it in its last sample: what the
@@ -93,6 +108,49 @@ pub struct GpuIds {
     pub busy: bool,
     /// Its MIG instances, when MIG is on.
     pub migs: Vec<MigIds>,
+    /// PCI bus id as NVML gives it ("00000000:18:00.0"), or "".
+    pub pci_bus_id: String,
+    /// What the health checks read, from its last good sample.
+    pub health: GpuHealth,
+}
+
+/// The health facts of one GPU, from its last good sample: each `None` when
+/// the GPU or driver does not support the call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuHealth {
+    /// XID counts since the agent started, (xid, count), sorted by xid.
+    pub xids: Vec<(u64, u64)>,
+    /// How many times the GPU came back after being lost (a reset, as the
+    /// agent sees it).
+    pub resets: u64,
+    /// Row remapping: a remap waits for a GPU reset.
+    pub remap_pending: Option<bool>,
+    /// Row remapping failed.
+    pub remap_failure: Option<bool>,
+    /// Uncorrected ECC errors since the driver loaded (volatile).
+    pub ecc_uncorrected_volatile: Option<u64>,
+    /// Retired pages, all causes (before Ampere).
+    pub retired_pages: Option<u64>,
+    /// A page retirement waits for the next reboot.
+    pub retired_pending: Option<bool>,
+    /// NVLink links that exist, and those not active.
+    pub nvlinks: u32,
+    pub nvlink_down: Vec<u32>,
+    /// PCIe link: current and maximum generation and width.
+    pub pcie_gen: Option<(u32, u32)>,
+    pub pcie_width: Option<(u32, u32)>,
+    /// Clock event reasons active now that slow the GPU for a hardware or
+    /// thermal cause (`hw_slowdown`, `hw_thermal_slowdown`,
+    /// `sw_thermal_slowdown`, `hw_power_brake_slowdown`).
+    pub slowdowns: Vec<&'static str>,
+    /// The driver's recovery action (`NVML_FI_DEV_GET_GPU_RECOVERY_ACTION`,
+    /// driver 565+): 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, 4
+    /// drain and reset.
+    pub recovery_action: Option<u32>,
+    /// NVSwitch fabric registration (`nvmlDeviceGetGpuFabricInfo`): state
+    /// (1 not started, 2 in progress, 3 completed) and status (an NVML
+    /// return code); `None` without NVSwitch.
+    pub fabric: Option<(u32, u32)>,
 }
 
 /// One MIG instance of a [`GpuIds`].
@@ -121,6 +179,7 @@ mod tests {
                 ..Default::default()
             }],
             pids: vec![7],
+            ..Default::default()
         });
         assert_eq!(reader.gpus.latest().gpus[0].index, 3);
         assert_eq!(reader.gpus.latest().pids, [7]);

@@ -76,7 +76,10 @@ fn every_collector_matches_its_golden() {
     // real I/O in the directories it is given (tests/e2e/storage.rs,
     // golden storage-probe.prom). The tpu collector has a TPU host's
     // fixture and a simulated runtime of its own (tests/e2e/tpu.rs,
-    // goldens tpu-*.prom).
+    // goldens tpu-*.prom). The health collector reads the kernel log and
+    // adjtimex(2) and writes a state file by default (tests/e2e/health.rs
+    // has its goldens, health-*.txt; e2e.prom its series on the fixture
+    // tree).
     for spec in registry().iter().filter(|s| {
         !matches!(
             s.name,
@@ -89,6 +92,7 @@ fn every_collector_matches_its_golden() {
                 | "identity"
                 | "storage-probe"
                 | "tpu"
+                | "health"
         )
     }) {
         // Loopback included, so every fixture interface is exercised.

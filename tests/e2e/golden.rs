@@ -20,6 +20,14 @@ pub fn fixture_agent(extra: &[&str]) -> Agent {
             "--collector.kubernetes.socket={}",
             fx.join("run/no-kubelet.sock").display()
         ),
+        // Health: a clean kernel log file, no state file, and no clock
+        // check (this machine's clock may not be synchronised).
+        format!(
+            "--collector.health.kmsg={}",
+            fx.join("health/kmsg-clean").display()
+        ),
+        "--collector.health.state-file=".to_owned(),
+        "--collector.health.skip=clock".to_owned(),
     ];
     for c in [
         "cpu",

@@ -13,6 +13,7 @@ mod flag_values;
 mod golden;
 mod goodput;
 mod gpu;
+mod health;
 mod http;
 mod jobs;
 mod kubernetes;

@@ -226,6 +226,12 @@ struct GpuState {
     busy: bool,
     /// Pids of the compute processes holding it, for `gpus_out`.
     held: Vec<u32>,
+    /// Its health facts from the last good sample, for `gpus_out`.
+    health: crate::GpuHealth,
+    /// How many times it came back after being lost.
+    resets: u64,
+    /// Whether the recovery action field and the fabric info work on it.
+    recovery_probed: (Option<bool>, Option<bool>),
 }
 
 /// The GPU collector.
@@ -268,6 +274,20 @@ pub struct Gpu {
 /// after the agent, or is broken), the collector runs, reports the failure,
 /// and keeps trying with backoff.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    let built = build_gpu(ctx)?;
+    if let Built::Absent(why) = &built {
+        // The health collector compares what NVML sees with the PCI bus:
+        // say that NVML sees nothing, and why.
+        ctx.shared.gpus.publish(GpuSnapshot {
+            sampled: true,
+            error: Some(why.clone()),
+            ..GpuSnapshot::default()
+        });
+    }
+    Ok(built)
+}
+
+fn build_gpu(ctx: &BuildContext) -> Result<Built, CollectError> {
     let (opts, gpu_opts) = (ctx.paths, ctx.options::<GpuOptions>());
     let lib = &gpu_opts.library;
     let xids = Arc::new(Mutex::new(events::Xids::default()));
@@ -345,6 +365,7 @@ impl Gpu {
             out: Sample::new(),
             lost: false,
             unsupported: &mut self.unsupported,
+            health: crate::GpuHealth::default(),
         };
         if state.info.is_none() {
             match identity::identity(&mut g, &dev, nvml) {
@@ -411,6 +432,11 @@ impl Gpu {
         );
         reliability::reliability(&mut g, &dev, raw.as_ref());
         tm.start(
+            "recovery",
+            "recovery (nvmlDeviceGetFieldValues (recovery action), nvmlDeviceGetGpuFabricInfo)",
+        );
+        reliability::recovery(&mut g, &dev, raw.as_ref(), &mut state.recovery_probed);
+        tm.start(
             "memory_temperature",
             "memory_temperature (nvmlDeviceGetFieldValues (memory temperature))",
         );
@@ -463,7 +489,12 @@ impl Gpu {
             now,
         );
         tm.log();
-        let GpuSample { out: gpu_out, .. } = g;
+        let GpuSample {
+            out: gpu_out,
+            health,
+            ..
+        } = g;
+        state.health = health;
         out.merge(gpu_out);
         Outcome::Up
     }
@@ -487,6 +518,10 @@ impl Collector for Gpu {
                 self.gpus_out.publish(GpuSnapshot {
                     gpus: last.gpus.clone(),
                     pids: Vec::new(),
+                    sampled: true,
+                    count: self.gpus.len() as u32,
+                    down: (0..self.gpus.len() as u32).collect(),
+                    error: Some(e.message.clone()),
                 });
                 return Err(e);
             }
@@ -505,6 +540,7 @@ impl Collector for Gpu {
                 Outcome::Up => {
                     if state.retry_at.take().is_some() {
                         tracing::info!(gpu = index, "GPU is back");
+                        state.resets += 1;
                     }
                     state.backoff = Duration::ZERO;
                     up.push(true);
@@ -555,7 +591,7 @@ impl Collector for Gpu {
             mapping.as_deref().unwrap_or(&jobs::Mapping::new()),
         );
         let upf = out.add(&identity::UP);
-        for (index, (state, up)) in self.gpus.iter().zip(up).enumerate() {
+        for (index, (state, &up)) in self.gpus.iter().zip(&up).enumerate() {
             upf.add(
                 &[("gpu", &index.to_string()), ("uuid", &state.uuid)],
                 if up { 1.0 } else { 0.0 },
@@ -564,25 +600,56 @@ impl Collector for Gpu {
         let mut pids = std::mem::take(&mut self.pids);
         pids.sort_unstable();
         pids.dedup();
-        let name =
-            |info: &[(&str, String)]| info.iter().find(|l| l.0 == "name").map(|l| l.1.clone());
+        let label = |info: &[(&str, String)], key: &str| {
+            info.iter().find(|l| l.0 == key).map(|l| l.1.clone())
+        };
         let ids = self
             .gpus
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.uuid.is_empty());
+        let xids = self.xids.lock().unwrap_or_else(|e| e.into_inner());
+        let gpus = ids
+            .map(|(i, s)| crate::GpuIds {
+                index: i as u32,
+                uuid: s.uuid.clone(),
+                name: s
+                    .info
+                    .as_deref()
+                    .and_then(|l| label(l, "name"))
+                    .unwrap_or_default(),
+                pids: s.held.clone(),
+                busy: s.busy,
+                migs: s.migs.clone(),
+                pci_bus_id: s
+                    .info
+                    .as_deref()
+                    .and_then(|l| label(l, "pci_bus_id"))
+                    .unwrap_or_default(),
+                health: crate::GpuHealth {
+                    xids: xids
+                        .counts
+                        .range((i as u32, 0)..=(i as u32, u64::MAX))
+                        .map(|((_, x), n)| (*x, *n))
+                        .collect(),
+                    resets: s.resets,
+                    ..s.health.clone()
+                },
+            })
+            .collect();
+        drop(xids);
         self.gpus_out.publish(GpuSnapshot {
             pids,
-            gpus: ids
-                .map(|(i, s)| crate::GpuIds {
-                    index: i as u32,
-                    uuid: s.uuid.clone(),
-                    name: s.info.as_deref().and_then(name).unwrap_or_default(),
-                    pids: s.held.clone(),
-                    busy: s.busy,
-                    migs: s.migs.clone(),
-                })
+            gpus,
+            sampled: true,
+            count: self.gpus.len() as u32,
+            down: up
+                .iter()
+                .enumerate()
+                .filter(|(_, up)| !**up)
+                .map(|(i, _)| i as u32)
                 .collect(),
+            error: None,
         });
         Ok(())
     }

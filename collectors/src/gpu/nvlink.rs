@@ -70,6 +70,7 @@ pub(super) fn nvlink(
     if links.is_empty() {
         return;
     }
+    g.health.nvlinks = links.len() as u32;
     let mut fields = Vec::with_capacity(links.len() * 2);
     for &l in links.iter() {
         let link = l.to_string();
@@ -77,6 +78,9 @@ pub(super) fn nvlink(
             "nvmlDeviceGetNvLinkState",
             dev.link_wrapper_for(l).is_active(),
         ) {
+            if !up {
+                g.health.nvlink_down.push(l);
+            }
             g.with(&NVLINK_UP, "link", &link, if up { 1.0 } else { 0.0 });
         }
         for (counter, name) in ERROR_COUNTERS {

@@ -123,6 +123,12 @@ pub(super) fn pcie(
             g.get("nvmlDeviceGetMaxPcieLinkWidth", dev.max_pcie_link_width()),
         ),
     ];
+    if let (Some(cur), Some(max)) = (links[0].1, links[1].1) {
+        g.health.pcie_gen = Some((cur, max));
+    }
+    if let (Some(cur), Some(max)) = (links[2].1, links[3].1) {
+        g.health.pcie_width = Some((cur, max));
+    }
     for (def, v) in links {
         if let Some(v) = v {
             g.add(def, f64::from(v));

@@ -36,6 +36,11 @@ pub const FI_PCIE_COUNT_TX_BYTES: u32 = 197;
 /// See [`FI_PCIE_COUNT_TX_BYTES`].
 pub const FI_PCIE_COUNT_RX_BYTES: u32 = 198;
 
+/// NVML_FI_DEV_GET_GPU_RECOVERY_ACTION (driver 565+): the driver's
+/// recommended recovery, 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P,
+/// 4 drain and reset (`nvmlDeviceGpuRecoveryAction_t`).
+pub const FI_GPU_RECOVERY_ACTION: u32 = 230;
+
 /// A second handle on the NVML library, for raw calls.
 #[derive(Clone, Copy)]
 pub struct Raw {
@@ -117,6 +122,29 @@ impl Raw {
             pending: p != 0,
             failure: fail != 0,
         })
+    }
+}
+
+impl Raw {
+    /// The GPU's NVSwitch fabric registration (`nvmlDeviceGetGpuFabricInfo`):
+    /// its state (1 not started, 2 in progress, 3 completed) and status (an
+    /// NVML return code).
+    pub fn fabric_info(&self, dev: &Device<'_>) -> Result<(u32, u32), u32> {
+        let f = self
+            .lib
+            .nvmlDeviceGetGpuFabricInfo
+            .as_ref()
+            .map_err(|_| NOT_FOUND)?;
+        // SAFETY: all-zero bytes are a valid nvmlGpuFabricInfo_t (integers
+        // and a byte array); the device handle is valid (see above) and the
+        // out-pointer is valid and exclusive for the call.
+        let mut info: nvml_wrapper_sys::bindings::nvmlGpuFabricInfo_t =
+            unsafe { std::mem::zeroed() };
+        let ret = unsafe { f(dev.handle(), &mut info) };
+        if ret != nvmlReturn_enum_NVML_SUCCESS {
+            return Err(ret);
+        }
+        Ok((info.state as u32, info.status as u32))
     }
 }
 

@@ -97,6 +97,9 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
                         "nvmlDeviceGetTotalEccErrors",
                         dev.total_ecc_errors(err, counter),
                     ) {
+                        if e == "uncorrected" && c == "volatile" {
+                            g.health.ecc_uncorrected_volatile = Some(n);
+                        }
                         g.put(&ECC_ERRORS, &[("type", e), ("counter", c)], n as f64);
                     }
                 }
@@ -111,6 +114,7 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
         (RetirementCause::DoubleBitEccError, "double_bit"),
     ] {
         if let Some(pages) = g.get("nvmlDeviceGetRetiredPages", dev.retired_pages(cause)) {
+            *g.health.retired_pages.get_or_insert(0) += pages.len() as u64;
             g.with(&RETIRED_PAGES, "cause", c, pages.len() as f64);
         }
     }
@@ -118,6 +122,7 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
         "nvmlDeviceGetRetiredPagesPendingStatus",
         dev.are_pages_pending_retired(),
     ) {
+        g.health.retired_pending = Some(p);
         g.add(&RETIRED_PAGES_PENDING, if p { 1.0 } else { 0.0 });
     }
     if let Some(r) =
@@ -135,7 +140,47 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
             "uncorrectable",
             f64::from(r.uncorrectable),
         );
+        g.health.remap_pending = Some(r.pending);
+        g.health.remap_failure = Some(r.failure);
         g.add(&REMAPPED_ROWS_PENDING, if r.pending { 1.0 } else { 0.0 });
         g.add(&REMAPPED_ROWS_FAILURE, if r.failure { 1.0 } else { 0.0 });
+    }
+}
+
+/// The driver's recovery action and the NVSwitch fabric state, for the
+/// health collector only (no series). `probed` remembers whether each call
+/// works on this GPU, so an older driver or a GPU without NVSwitch costs one
+/// call each, once.
+pub(super) fn recovery(
+    g: &mut GpuSample<'_>,
+    dev: &Device<'_>,
+    raw: Option<&raw::Raw>,
+    probed: &mut (Option<bool>, Option<bool>),
+) {
+    let Some(raw) = raw else { return };
+    if probed.0 != Some(false) {
+        match raw.field_values(dev, &[(raw::FI_GPU_RECOVERY_ACTION, 0)]) {
+            Ok(v) => match v.first() {
+                Some(Ok(a)) => {
+                    probed.0 = Some(true);
+                    g.health.recovery_action = Some(*a as u32);
+                }
+                _ => probed.0 = Some(false),
+            },
+            Err(raw::GPU_IS_LOST) => g.lost = true,
+            Err(_) => probed.0 = Some(false),
+        }
+    }
+    if probed.1 != Some(false) {
+        match raw.fabric_info(dev) {
+            // State 0: NVML_GPU_FABRIC_STATE_NOT_SUPPORTED (no NVSwitch).
+            Ok((0, _)) => probed.1 = Some(false),
+            Ok(f) => {
+                probed.1 = Some(true);
+                g.health.fabric = Some(f);
+            }
+            Err(raw::GPU_IS_LOST) => g.lost = true,
+            Err(_) => probed.1 = Some(false),
+        }
     }
 }

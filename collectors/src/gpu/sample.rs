@@ -31,6 +31,8 @@ pub(super) struct GpuSample<'a> {
     pub(super) out: Sample,
     pub(super) lost: bool,
     pub(super) unsupported: &'a mut HashSet<(u32, &'static str)>,
+    /// The facts the health collector reads (published with the GPU).
+    pub(super) health: crate::GpuHealth,
 }
 
 impl GpuSample<'_> {

@@ -86,6 +86,15 @@ const THROTTLE_REASONS: [(ThrottleReasons, &str); 9] = [
     ),
 ];
 
+/// The reasons that slow a GPU for a hardware or thermal cause, which the
+/// health collector reports (power capping and idling are normal).
+const SLOWDOWNS: [&str; 4] = [
+    "hw_slowdown",
+    "hw_thermal_slowdown",
+    "sw_thermal_slowdown",
+    "hw_power_brake_slowdown",
+];
+
 const VIOLATIONS: [(PerformancePolicy, u32, &str); 4] = [
     (PerformancePolicy::Power, raw::FI_PERF_POLICY_POWER, "power"),
     (
@@ -155,6 +164,9 @@ pub(super) fn reasons(g: &mut GpuSample<'_>, dev: &Device<'_>) {
         dev.current_throttle_reasons(),
     ) {
         for (bit, name) in THROTTLE_REASONS {
+            if r.contains(bit) && SLOWDOWNS.contains(&name) {
+                g.health.slowdowns.push(name);
+            }
             g.with(
                 &THROTTLE_REASON,
                 "reason",

@@ -133,6 +133,7 @@ pub const EXPORTED: &[&str] = &[
     "nvmlDeviceGetTotalEccErrors",
     "nvmlDeviceGetMemoryErrorCounter",
     "nvmlDeviceGetRemappedRows",
+    "nvmlDeviceGetGpuFabricInfo",
     "nvmlDeviceGetRetiredPages",
     "nvmlDeviceGetRetiredPages_v2",
     "nvmlDeviceGetRetiredPagesPendingStatus",
@@ -1437,6 +1438,33 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryErrorCounter(
 }
 
 #[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetGpuFabricInfo(
+    device: nvmlDevice_t,
+    info: *mut nvmlGpuFabricInfo_t,
+) -> nvmlReturn_t {
+    // SAFETY: C contract: the out-pointer is writable.
+    let info = unsafe { out(info) };
+    device_call("nvmlDeviceGetGpuFabricInfo", device, |_, g, _| {
+        let Some(f) = &g.spec.fabric else {
+            return Err(NOT_SUPPORTED);
+        };
+        set(
+            info,
+            nvmlGpuFabricInfo_t {
+                clusterUuid: [0; 16],
+                status: f.status,
+                cliqueId: if f.state == NVML_GPU_FABRIC_STATE_COMPLETED {
+                    1
+                } else {
+                    0
+                },
+                state: f.state as _,
+            },
+        )
+    })
+}
+
+#[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetRemappedRows(
     device: nvmlDevice_t,
     corrRows: *mut c_uint,
@@ -1722,6 +1750,10 @@ fn field_value(g: &Gpu, id: u32, scope: u32, t: f64) -> Result<Value, nvmlReturn
             Value::U32(g.spec.nvlink_speed_mbps)
         }
         NVML_FI_DEV_PCIE_REPLAY_COUNTER => Value::U64(count(&c.pcie_replay, t)),
+        NVML_FI_DEV_GET_GPU_RECOVERY_ACTION => match &g.spec.recovery_action {
+            Some(a) => Value::U32(a.at(t).clamp(0.0, 4.0) as u32),
+            None => return Err(NOT_SUPPORTED),
+        },
         NVML_FI_DEV_PCIE_COUNT_TX_BYTES => Value::U64(g.pcie_bytes(t).0),
         NVML_FI_DEV_PCIE_COUNT_RX_BYTES => Value::U64(g.pcie_bytes(t).1),
         NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX => link_field(&|l| g.nvlink_kib(l, t).0)?,

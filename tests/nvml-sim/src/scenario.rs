@@ -463,6 +463,17 @@ pub struct GpuSpec {
     pub retired_pages_dbe: Option<Curve>,
     #[serde(default, deserialize_with = "curve")]
     pub retired_pages_pending: Option<Curve>,
+    /// The driver's recovery action (field 230,
+    /// `NVML_FI_DEV_GET_GPU_RECOVERY_ACTION`, driver 565+): 0 none, 1 GPU
+    /// reset, 2 node reboot, 3 drain P2P, 4 drain and reset. Absent: the
+    /// field answers NOT_SUPPORTED (an older driver).
+    #[serde(default, deserialize_with = "curve")]
+    pub recovery_action: Option<Curve>,
+    /// NVSwitch fabric registration (`nvmlDeviceGetGpuFabricInfo`):
+    /// `state` 1 not started, 2 in progress, 3 completed, and the `status`
+    /// NVML code of the registration. Absent: NOT_SUPPORTED (no NVSwitch).
+    #[serde(default)]
+    pub fabric: Option<FabricSpec>,
 
     #[serde(default)]
     pub processes: Vec<ProcessSpec>,
@@ -484,6 +495,18 @@ pub(crate) fn curve<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Curve>, D:
 }
 
 /// A compute process on a GPU.
+
+/// The fabric registration a GPU reports (`nvmlDeviceGetGpuFabricInfo`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FabricSpec {
+    /// 1 not started, 2 in progress, 3 completed.
+    pub state: u32,
+    /// The registration's NVML return code (0 success).
+    #[serde(default)]
+    pub status: u32,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessSpec {
