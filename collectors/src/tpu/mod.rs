@@ -527,6 +527,8 @@ impl Collector for Tpu {
                 pids,
                 busy: allocated,
                 migs: Vec::new(),
+                pci_bus_id: c.pci_bus_id.clone(),
+                health: Default::default(),
             });
             let duty = rt.by_chip.get(&(names::DUTY_CYCLE, c.index)).copied();
             let s = self.chips.entry(c.index).or_default();
