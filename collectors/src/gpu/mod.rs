@@ -13,6 +13,7 @@
 //! families it fills.
 
 pub mod accounting;
+pub mod amd;
 pub mod events;
 pub mod gpm;
 pub mod identity;
@@ -96,7 +97,7 @@ pub struct GpuOptions {
 /// The GPU collector's registry entry.
 pub const SPEC: Spec = Spec {
     name: "gpu",
-    help: "NVIDIA GPUs through NVML",
+    help: "GPUs: NVIDIA through NVML, or AMD Instinct through amdgpu sysfs when NVML finds none",
     default_enabled: true,
     default_interval: Duration::from_secs(1),
     options: options::<GpuOptions>(),
@@ -182,6 +183,19 @@ pub const FAMILIES: &[FamilyDef] = &[
     mig::MIG_SM_OCCUPANCY_RATIO,
     mig::MIG_TENSOR_ACTIVE_RATIO,
     mig::MIG_DRAM_ACTIVE_RATIO,
+    // AMD only (amd/mod.rs); the families both vendors have are above.
+    amd::FAMILIES[0],
+    amd::FAMILIES[1],
+    amd::FAMILIES[2],
+    amd::FAMILIES[3],
+    amd::FAMILIES[4],
+    amd::FAMILIES[5],
+    amd::FAMILIES[6],
+    amd::FAMILIES[7],
+    amd::FAMILIES[8],
+    amd::FAMILIES[9],
+    amd::FAMILIES[10],
+    amd::FAMILIES[11],
 ];
 
 /// Longest wait between probes of a lost GPU, and between attempts to
@@ -268,6 +282,15 @@ pub struct Gpu {
 /// after the agent, or is broken), the collector runs, reports the failure,
 /// and keeps trying with backoff.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
+    // No NVIDIA GPU: the AMD backend, if there are AMD GPUs.
+    match build_nvidia(ctx)? {
+        Built::Absent(why) => Ok(amd::build(ctx, why)),
+        ready => Ok(ready),
+    }
+}
+
+/// The NVIDIA collector, or absent saying why.
+fn build_nvidia(ctx: &BuildContext) -> Result<Built, CollectError> {
     let (opts, gpu_opts) = (ctx.paths, ctx.options::<GpuOptions>());
     let lib = &gpu_opts.library;
     let xids = Arc::new(Mutex::new(events::Xids::default()));
