@@ -653,7 +653,8 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let file = path.file_name().unwrap().to_string_lossy().into_owned();
-            if !(file.starts_with("gpu-") && file.ends_with(".prom")) {
+            if !((file.starts_with("gpu-") || file.starts_with("amd-")) && file.ends_with(".prom"))
+            {
                 continue;
             }
             for line in std::fs::read_to_string(&path).unwrap().lines() {
