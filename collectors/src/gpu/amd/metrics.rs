@@ -630,7 +630,40 @@ mod tests {
         );
     }
 
+    /// Every fixture table, as gen.c wrote it.
+    const TABLES: &[&[u8]] = &[
+        include_bytes!(
+            "../../../../tests/fixtures/amd/mi250x/sys/class/drm/card0/device/gpu_metrics"
+        ),
+        include_bytes!("../../../../tests/amd-fixtures/blobs/gpu_metrics_v1_4.bin"),
+        include_bytes!(
+            "../../../../tests/fixtures/amd/mi300x/sys/class/drm/card0/device/gpu_metrics"
+        ),
+        include_bytes!("../../../../tests/amd-fixtures/blobs/gpu_metrics_v1_6.bin"),
+        include_bytes!(
+            "../../../../tests/fixtures/amd/mi300x/sys/class/drm/card1/device/gpu_metrics"
+        ),
+        include_bytes!(
+            "../../../../tests/fixtures/amd/mi355x/sys/class/drm/card0/device/gpu_metrics"
+        ),
+    ];
+
     proptest::proptest! {
+        /// Real tables with bytes changed, cut or added: decoded or
+        /// skipped with a reason, never a panic, never more partitions or
+        /// links than the struct has.
+        #[test]
+        fn mutated_tables_never_panic(t in crate::testing::mutated_bytes(TABLES)) {
+            match decode(&t) {
+                Ok(m) => {
+                    proptest::prop_assert!(m.partitions.len() <= MAX_PARTITIONS);
+                    proptest::prop_assert!(m.xgmi.len() <= 8);
+                    proptest::prop_assert!(m.partitions.iter().all(|p| p.len() <= MAX_XCC));
+                }
+                Err(e) => proptest::prop_assert!(e != Skip::Oversized),
+            }
+        }
+
         #[test]
         fn never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..5000)) {
             let _ = decode(&data);

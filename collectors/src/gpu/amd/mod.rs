@@ -525,15 +525,7 @@ impl Amd {
                 .last
                 .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
             if let Some(prev) = card.residency {
-                let cycles = r.cycles.wrapping_sub(prev.cycles);
-                for (k, ((_, now_v), (_, prev_v))) in
-                    r.by_reason.iter().zip(prev.by_reason).enumerate()
-                {
-                    if let (Some(a), Some(b), true) = (now_v, prev_v, cycles > 0) {
-                        let frac = f64::from(a.wrapping_sub(b)) / f64::from(cycles);
-                        card.throttle_seconds[k] += frac.clamp(0.0, 1.0) * dt;
-                    }
-                }
+                integrate_residency(&mut card.throttle_seconds, &prev, &r, dt);
             }
             card.residency = Some(r);
             for (k, (reason, v)) in r.by_reason.iter().enumerate() {
@@ -832,6 +824,23 @@ impl Amd {
     }
 }
 
+/// Adds to `seconds` (by reason) the share of the `dt` seconds between two
+/// tables that each limit was active: its residency cycles over all
+/// accumulation cycles between them. The firmware's counters are u32 and
+/// wrap; a reason unsupported in either table adds nothing.
+fn integrate_residency(seconds: &mut [f64; 5], prev: &Residency, now: &Residency, dt: f64) {
+    let cycles = now.cycles.wrapping_sub(prev.cycles);
+    if cycles == 0 {
+        return;
+    }
+    for (k, ((_, a), (_, b))) in now.by_reason.iter().zip(prev.by_reason).enumerate() {
+        if let (Some(a), Some(b)) = (a, b) {
+            let frac = f64::from(a.wrapping_sub(b)) / f64::from(cycles);
+            seconds[k] += frac.clamp(0.0, 1.0) * dt;
+        }
+    }
+}
+
 /// Groups the clients by GPU: per PCI address, per pid, summed.
 fn by_gpu(clients: Vec<(u32, DrmClient)>) -> HashMap<String, Vec<Proc>> {
     let mut out: HashMap<String, Vec<Proc>> = HashMap::new();
@@ -926,5 +935,79 @@ impl Collector for Amd {
                 .collect(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn residency(cycles: u32, power: Option<u32>, thermal: Option<u32>) -> Residency {
+        let mut by_reason = [("", Some(0)); 5];
+        for (i, r) in metrics::RESIDENCY_REASONS.iter().enumerate() {
+            by_reason[i].0 = r;
+        }
+        by_reason[1].1 = power;
+        by_reason[2].1 = thermal;
+        Residency { cycles, by_reason }
+    }
+
+    #[test]
+    fn throttle_time_is_the_residency_share_of_the_interval() {
+        let mut s = [0.0; 5];
+        // 1000 cycles in 2 s, power-limited for 250 of them: 0.5 s.
+        integrate_residency(
+            &mut s,
+            &residency(1000, Some(100), Some(7)),
+            &residency(2000, Some(350), Some(7)),
+            2.0,
+        );
+        assert_eq!(s, [0.0, 0.5, 0.0, 0.0, 0.0]);
+        // Counters that wrap around u32.
+        integrate_residency(
+            &mut s,
+            &residency(u32::MAX - 9, Some(u32::MAX), Some(0)),
+            &residency(10, Some(9), Some(20)),
+            1.0,
+        );
+        assert_eq!(s, [0.0, 1.0, 1.0, 0.0, 0.0]);
+        // No cycles, or a reason unsupported in one table: nothing.
+        integrate_residency(
+            &mut s,
+            &residency(10, Some(0), None),
+            &residency(10, Some(5), Some(5)),
+            1.0,
+        );
+        integrate_residency(
+            &mut s,
+            &residency(10, Some(0), None),
+            &residency(20, Some(5), Some(5)),
+            1.0,
+        );
+        assert_eq!(s, [0.0, 1.5, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn clients_are_summed_per_gpu_and_process() {
+        let c = |pdev: &str, id, vram, ns| DrmClient {
+            pdev: pdev.into(),
+            client_id: id,
+            vram_bytes: vram,
+            engine_ns: ns,
+        };
+        let g = by_gpu(vec![
+            (1, c("a", 1, Some(10.0), Some(5))),
+            (1, c("a", 2, Some(5.0), None)),
+            (2, c("a", 3, None, None)),
+            (1, c("b", 4, Some(1.0), Some(1))),
+        ]);
+        let a = &g["a"];
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            (a[0].pid, a[0].vram, a[0].engine_ns),
+            (1, Some(15.0), Some(5))
+        );
+        assert_eq!((a[1].pid, a[1].vram, a[1].engine_ns), (2, None, None));
+        assert_eq!(g["b"][0].vram, Some(1.0));
     }
 }
