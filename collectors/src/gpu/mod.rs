@@ -1,4 +1,5 @@
-//! `accel_gpu_*`: NVIDIA GPUs through NVML (nvml-wrapper, pinned).
+//! `accel_gpu_*`: NVIDIA GPUs through NVML (nvml-wrapper, pinned), and AMD
+//! Instinct GPUs through amdgpu sysfs when there is no NVIDIA GPU (`amd/`).
 //!
 //! One sample walks every GPU. A GPU that answers `GpuLost` is data, not a
 //! failure of the collector: `accel_gpu_up{gpu} 0`, its other series are

@@ -370,6 +370,15 @@ fn drm_clients(procfs: &Path) -> Vec<(u32, DrmClient)> {
     out
 }
 
+/// Who holds the GPUs, gathered over one sample.
+#[derive(Debug, Default)]
+struct Holders {
+    /// Slurm jobs of the processes.
+    jobs: Vec<jobs::ProcessJob>,
+    /// Pids of the processes.
+    pids: Vec<u32>,
+}
+
 /// One process on one GPU: its clients summed.
 #[derive(Debug, Default)]
 struct Proc {
@@ -387,8 +396,7 @@ impl Amd {
         procs: &[Proc],
         now: Instant,
         out: &mut Sample,
-        jobs_out: &mut Vec<jobs::ProcessJob>,
-        pids: &mut Vec<u32>,
+        holders: &mut Holders,
     ) -> bool {
         let card = &mut self.cards[i];
         let dir = card.dir.clone();
@@ -701,7 +709,7 @@ impl Amd {
         put(out, &process::PROCESSES, ids, &[], procs.len() as f64);
         card.busy = !procs.is_empty();
         card.held = procs.iter().map(|p| p.pid).collect();
-        pids.extend(&card.held);
+        holders.pids.extend(&card.held);
         let gpu_ids = crate::GpuIds {
             index: i as u32,
             uuid: uuid.clone(),
@@ -712,7 +720,7 @@ impl Amd {
         for (n, p) in procs.iter().enumerate() {
             let o = cgroup::owner(&self.procfs, p.pid);
             if !o.job.is_empty() {
-                jobs_out.push(jobs::ProcessJob {
+                holders.jobs.push(jobs::ProcessJob {
                     gpu: i as u32,
                     gpu_instance: None,
                     job: o.job.clone(),
@@ -875,13 +883,12 @@ impl Collector for Amd {
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
         let now = Instant::now();
         let mut procs = by_gpu(drm_clients(&self.procfs));
-        let mut jobs_out = Vec::new();
-        let mut pids = Vec::new();
+        let mut holders = Holders::default();
         let mut up = Vec::with_capacity(self.cards.len());
         for i in 0..self.cards.len() {
             let m = self.metrics(i);
             let mine = procs.remove(&self.cards[i].bus).unwrap_or_default();
-            let ok = self.sample_card(i, m.as_ref(), &mine, now, out, &mut jobs_out, &mut pids);
+            let ok = self.sample_card(i, m.as_ref(), &mine, now, out, &mut holders);
             if !ok {
                 self.cards[i].last = None;
                 self.cards[i].residency = None;
@@ -905,7 +912,7 @@ impl Collector for Amd {
             .iter()
             .map(|c| c.info.as_ref().map(|_| c.uuid.as_str()))
             .collect();
-        jobs::export(out, &uuids, &jobs_out, &jobs::Mapping::new());
+        jobs::export(out, &uuids, &holders.jobs, &jobs::Mapping::new());
         let upf = out.add(&identity::UP);
         for (i, (card, up)) in self.cards.iter().zip(&up).enumerate() {
             upf.add(
@@ -913,6 +920,7 @@ impl Collector for Amd {
                 if *up { 1.0 } else { 0.0 },
             );
         }
+        let mut pids = holders.pids;
         pids.sort_unstable();
         pids.dedup();
         let name =
