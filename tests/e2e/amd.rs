@@ -318,3 +318,28 @@ fn fixture_blobs_are_the_kernel_structs_compiled() {
     }
     assert_eq!(compared, 7);
 }
+
+#[test]
+fn the_job_mapping_directory_maps_amd_gpus_too() {
+    let jobs = TempDir::new("amd-jobs");
+    std::fs::write(jobs.0.join("1"), "77001\n").unwrap();
+    let fx = tree("mi250x");
+    let agent = Agent::start(&[
+        "--nvml.library=/nonexistent/libnvidia-ml.so.1",
+        &format!("--path.sysfs={}", fx.join("sys").display()),
+        &format!("--path.procfs={}", fx.join("proc").display()),
+        &format!("--collector.gpu.job-mapping-dir={}", jobs.0.display()),
+        "--collector.disable-defaults",
+        "--collector.gpu",
+        "--collector.gpu.interval=100ms",
+    ]);
+    let want = "accel_gpu_job_info{gpu=\"1\",uuid=\"2c1f0a6b4e3d5a72\",slurm_job=\"77001\",gpu_instance=\"\",source=\"mapping\"} 1";
+    let text = agent.wait_for("the mapped job", Duration::from_secs(10), |t| {
+        t.contains(want)
+    });
+    // The job seen through the process is there too.
+    assert!(
+        text.contains("slurm_job=\"4410\",gpu_instance=\"\",source=\"process\""),
+        "{text}"
+    );
+}

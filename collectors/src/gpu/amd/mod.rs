@@ -211,6 +211,10 @@ pub struct Amd {
     engine_prev: HashMap<(u32, String), (Instant, u64)>,
     /// (gpu, reason) pairs already logged.
     logged: HashSet<(usize, &'static str)>,
+    /// The job-mapping directory's watcher (`--collector.gpu.job-mapping-dir`).
+    job_mapping: Option<jobs::Watcher>,
+    /// Supervises the watcher.
+    workers: crate::workers::Workers,
 }
 
 fn read(path: &Path) -> Option<String> {
@@ -265,19 +269,26 @@ pub(super) fn build(ctx: &BuildContext, nvidia_why: String) -> Built {
             sysfs.join("class/drm").display()
         ));
     }
+    let opts = ctx.options::<GpuOptions>();
     tracing::info!(
         gpus = cards.len(),
         "no NVIDIA GPU; sampling AMD GPUs through amdgpu sysfs"
     );
     Built::Ready(Box::new(Amd {
         cards,
-        opts: ctx.options::<GpuOptions>().clone(),
+        opts: opts.clone(),
         procfs: ctx.paths.procfs.clone(),
         driver_version: read(&sysfs.join("module/amdgpu/version")).unwrap_or_default(),
         gpus_out: ctx.shared.gpus.clone(),
         pods: ctx.shared.pods.clone(),
         engine_prev: HashMap::new(),
         logged: HashSet::new(),
+        job_mapping: opts
+            .job_mapping_dir
+            .clone()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|d| jobs::Watcher::start(d, jobs::POLL, ctx.workers)),
+        workers: ctx.workers.clone(),
     }))
 }
 
@@ -881,6 +892,8 @@ impl Collector for Amd {
     }
 
     fn sample(&mut self, out: &mut Sample) -> Result<(), CollectError> {
+        // A silent or restarting job-mapping watcher fails the sample.
+        self.workers.check()?;
         let now = Instant::now();
         let mut procs = by_gpu(drm_clients(&self.procfs));
         let mut holders = Holders::default();
@@ -912,7 +925,13 @@ impl Collector for Amd {
             .iter()
             .map(|c| c.info.as_ref().map(|_| c.uuid.as_str()))
             .collect();
-        jobs::export(out, &uuids, &holders.jobs, &jobs::Mapping::new());
+        let mapping = self.job_mapping.as_ref().map(|w| w.current());
+        jobs::export(
+            out,
+            &uuids,
+            &holders.jobs,
+            mapping.as_deref().unwrap_or(&jobs::Mapping::new()),
+        );
         let upf = out.add(&identity::UP);
         for (i, (card, up)) in self.cards.iter().zip(&up).enumerate() {
             upf.add(
