@@ -451,15 +451,23 @@ pub fn decode(data: &[u8]) -> Result<GpuMetrics, Skip> {
     Ok(m)
 }
 
-/// Reads a `gpu_metrics` file: up to [`MAX_BYTES`] (plus one, to tell an
-/// oversized file), by reading until end of file. The file's stat size is
-/// not used: the binary attribute reports a bound, not the table's size.
-pub fn read(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+/// Reads a `gpu_metrics` file into `buf` with one `read()` of up to
+/// [`MAX_BYTES`] + 1 bytes (the extra byte tells an oversized file) and
+/// returns the bytes read. One read, because each read of the binary
+/// attribute asks the driver for a fresh table: two reads could stitch two
+/// tables together. The file's stat size is not used: the binary attribute
+/// reports a bound, not the table's size.
+pub fn read<'a>(path: &std::path::Path, buf: &'a mut Vec<u8>) -> std::io::Result<&'a [u8]> {
     use std::io::Read;
-    let f = std::fs::File::open(path)?;
-    let mut buf = Vec::with_capacity(4096);
-    f.take(MAX_BYTES as u64 + 1).read_to_end(&mut buf)?;
-    Ok(buf)
+    let mut f = std::fs::File::open(path)?;
+    buf.resize(MAX_BYTES + 1, 0);
+    let n = loop {
+        match f.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r?,
+        }
+    };
+    Ok(&buf[..n])
 }
 
 #[cfg(test)]
@@ -614,6 +622,22 @@ mod tests {
         let mut longer = v18.clone();
         longer.extend_from_slice(&[0xAB; 100]);
         assert_eq!(decode(&longer), decode(&v18));
+    }
+
+    #[test]
+    fn one_read_of_the_whole_file() {
+        let dir = std::env::temp_dir().join(format!("accel-amd-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gpu_metrics");
+        let mut buf = Vec::new();
+        let v18 = node("mi355x", 0);
+        std::fs::write(&path, &v18).unwrap();
+        assert_eq!(read(&path, &mut buf).unwrap(), &v18[..]);
+        std::fs::write(&path, vec![1u8; MAX_BYTES + 100]).unwrap();
+        let big = read(&path, &mut buf).unwrap();
+        assert_eq!(big.len(), MAX_BYTES + 1);
+        assert_eq!(decode(big), Err(Skip::Oversized));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

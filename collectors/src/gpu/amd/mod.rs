@@ -215,6 +215,8 @@ pub struct Amd {
     job_mapping: Option<jobs::Watcher>,
     /// Supervises the watcher.
     workers: crate::workers::Workers,
+    /// The buffer `gpu_metrics` is read into.
+    buf: Vec<u8>,
 }
 
 fn read(path: &Path) -> Option<String> {
@@ -289,6 +291,7 @@ pub(super) fn build(ctx: &BuildContext, nvidia_why: String) -> Built {
             .filter(|d| !d.as_os_str().is_empty())
             .map(|d| jobs::Watcher::start(d, jobs::POLL, ctx.workers)),
         workers: ctx.workers.clone(),
+        buf: Vec::new(),
     }))
 }
 
@@ -819,7 +822,7 @@ impl Amd {
     /// logged once per reason.
     fn metrics(&mut self, i: usize) -> Option<GpuMetrics> {
         let path = self.cards[i].dir.join("gpu_metrics");
-        let reason = match metrics::read(&path) {
+        let reason = match metrics::read(&path, &mut self.buf) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
                 if self.logged.insert((i, "unreadable")) {
@@ -827,7 +830,7 @@ impl Amd {
                 }
                 "unreadable"
             }
-            Ok(data) => match metrics::decode(&data) {
+            Ok(data) => match metrics::decode(data) {
                 Ok(m) => return Some(m),
                 Err(skip) => {
                     if self.logged.insert((i, skip.label())) {
