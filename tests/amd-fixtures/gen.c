@@ -195,6 +195,45 @@ static void v1_6(const char *rel)
 	put(rel, &m, sizeof m);
 }
 
+/* The second (1,6) layout: per-partition activity, no XGMI link state. */
+static void v1_6_xcp(const char *rel)
+{
+	struct gpu_metrics_v1_6_xcp m;
+	INIT(m, 6);
+	m.temperature_hotspot = 73;
+	m.temperature_mem = 68;
+	m.temperature_vrsoc = 53;
+	m.curr_socket_power = 670;
+	m.average_gfx_activity = 75;
+	m.average_umc_activity = 30;
+	m.energy_accumulator = JOULES(7000);
+	m.accumulation_counter = 3000;
+	m.prochot_residency_acc = 1;
+	m.ppt_residency_acc = 600;
+	m.socket_thm_residency_acc = 0;
+	m.vr_thm_residency_acc = 0;
+	m.hbm_thm_residency_acc = 2;
+	m.pcie_link_width = 16;
+	m.pcie_link_speed = 320;
+	m.xgmi_link_width = 16;
+	m.xgmi_link_speed = 32;
+	m.pcie_replay_count_acc = 11;
+	m.pcie_nak_rcvd_count_acc = 4;
+	for (int i = 0; i < 7; i++) {
+		m.xgmi_read_data_acc[i] = 100 * (i + 1);
+		m.xgmi_write_data_acc[i] = 200 * (i + 1);
+	}
+	for (int i = 0; i < MAX_GFX_CLKS; i++)
+		m.current_gfxclk[i] = 1900 + i;
+	m.current_uclk = 1300;
+	m.num_partition = 4; /* QPX: two XCCs each */
+	for (int p = 0; p < 4; p++)
+		for (int x = 0; x < 2; x++)
+			m.xcp_stats[p].gfx_busy_inst[x] = 10 * (p + 1) + x;
+	m.pcie_lc_perf_other_end_recovery = 0;
+	put(rel, &m, sizeof m);
+}
+
 /* MI300X on a newer driver: v1.7, one partition (SPX). */
 static void v1_7(const char *rel)
 {
@@ -311,5 +350,6 @@ int main(int argc, char **argv)
 	v1_8(AT("mi355x", 0));
 	v1_4("tests/amd-fixtures/blobs/gpu_metrics_v1_4.bin");
 	v1_6("tests/amd-fixtures/blobs/gpu_metrics_v1_6.bin");
+	v1_6_xcp("tests/amd-fixtures/blobs/gpu_metrics_v1_6_xcp.bin");
 	return 0;
 }

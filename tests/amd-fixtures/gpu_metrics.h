@@ -5,7 +5,8 @@
  *
  * Source: torvalds/linux drivers/gpu/drm/amd/include/kgd_pp_interface.h
  * (struct metrics_table_header, gpu_metrics_v1_3 .. v1_6, and the
- * amd-gfx patches "drm/amd/pm: Add gpu_metrics_v1_7" (Nov 2024,
+ * amd-gfx patches "drm/amd/pm: Add gpu_metrics_v1_6" (the second layout,
+ * with amdgpu_xcp_metrics), "drm/amd/pm: Add gpu_metrics_v1_7" (Nov 2024,
  * amdgpu_xcp_metrics_v1_1) and "drm/amd/pm: Add gpu_metrics_v1_8"
  * (Mar 2025, amdgpu_xcp_metrics_v1_2)). Only the structures the decoder
  * reads are written out; field names, types, order and array sizes are
@@ -38,6 +39,13 @@ struct metrics_table_header {
 	uint16_t structure_size;
 	uint8_t format_revision;
 	uint8_t content_revision;
+};
+
+struct amdgpu_xcp_metrics {
+	uint32_t gfx_busy_inst[MAX_XCC];
+	uint16_t jpeg_busy[NUM_JPEG_ENG];
+	uint16_t vcn_busy[NUM_VCN];
+	uint64_t gfx_busy_acc[MAX_XCC];
 };
 
 struct amdgpu_xcp_metrics_v1_1 {
@@ -219,6 +227,54 @@ struct gpu_metrics_v1_6 {
 	uint16_t current_dclk0[MAX_CLKS];
 	uint16_t current_uclk;
 	uint16_t padding;
+};
+
+/*
+ * The second (1,6) layout, the kernel's struct gpu_metrics_v1_6 after the
+ * revert was re-applied ("Add new gpu_metrics_v1_6 with activities per
+ * partition"); renamed here so that both (1,6) layouts fit in one file.
+ */
+struct gpu_metrics_v1_6_xcp {
+	struct metrics_table_header common_header;
+	uint16_t temperature_hotspot;
+	uint16_t temperature_mem;
+	uint16_t temperature_vrsoc;
+	uint16_t curr_socket_power;
+	uint16_t average_gfx_activity;
+	uint16_t average_umc_activity;
+	uint64_t energy_accumulator;
+	uint64_t system_clock_counter;
+	uint32_t accumulation_counter;
+	uint32_t prochot_residency_acc;
+	uint32_t ppt_residency_acc;
+	uint32_t socket_thm_residency_acc;
+	uint32_t vr_thm_residency_acc;
+	uint32_t hbm_thm_residency_acc;
+	uint32_t gfxclk_lock_status;
+	uint16_t pcie_link_width;
+	uint16_t pcie_link_speed;
+	uint16_t xgmi_link_width;
+	uint16_t xgmi_link_speed;
+	uint32_t gfx_activity_acc;
+	uint32_t mem_activity_acc;
+	uint64_t pcie_bandwidth_acc;
+	uint64_t pcie_bandwidth_inst;
+	uint64_t pcie_l0_to_recov_count_acc;
+	uint64_t pcie_replay_count_acc;
+	uint64_t pcie_replay_rover_count_acc;
+	uint32_t pcie_nak_sent_count_acc;
+	uint32_t pcie_nak_rcvd_count_acc;
+	uint64_t xgmi_read_data_acc[NUM_XGMI_LINKS];
+	uint64_t xgmi_write_data_acc[NUM_XGMI_LINKS];
+	uint64_t firmware_timestamp;
+	uint16_t current_gfxclk[MAX_GFX_CLKS];
+	uint16_t current_socclk[MAX_CLKS];
+	uint16_t current_vclk0[MAX_CLKS];
+	uint16_t current_dclk0[MAX_CLKS];
+	uint16_t current_uclk;
+	uint16_t num_partition;
+	struct amdgpu_xcp_metrics xcp_stats[NUM_XCP];
+	uint32_t pcie_lc_perf_other_end_recovery;
 };
 
 struct gpu_metrics_v1_7 {

@@ -316,7 +316,7 @@ fn fixture_blobs_are_the_kernel_structs_compiled() {
             compared += 1;
         }
     }
-    assert_eq!(compared, 7);
+    assert_eq!(compared, 8);
 }
 
 #[test]

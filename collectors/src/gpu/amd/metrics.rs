@@ -1,7 +1,7 @@
 //! The `gpu_metrics` table of amdgpu: a binary struct the SMU firmware
 //! fills, whose layout depends on its version. Every layout an Instinct part
 //! uses is here: v1.3 (MI200, aldebaran), v1.4 and v1.5 (MI300,
-//! smu_v13_0_6), the first v1.6 layout, v1.7 (MI300) and v1.8 (MI325X,
+//! smu_v13_0_6), both v1.6 layouts, v1.7 (MI300) and v1.8 (MI325X,
 //! MI355X). Dispatch is on (format revision, content revision, structure
 //! size): one (1,6) tag has had two layouts.
 //!
@@ -178,7 +178,7 @@ struct Layout {
     xcp: Option<(usize, usize, usize)>,
 }
 
-const LAYOUTS: [Layout; 6] = [
+const LAYOUTS: [Layout; 7] = [
     Layout {
         version: (1, 3),
         size: 120,
@@ -283,6 +283,34 @@ const LAYOUTS: [Layout; 6] = [
         xgmi_status: None,
         residency: Some(104),
         xcp: None,
+    },
+    // The second (1,6) layout: residencies and per-partition activity,
+    // no JPEG/VCN arrays, no XGMI link state.
+    Layout {
+        version: (1, 6),
+        size: 1664,
+        temp_edge: None,
+        temp_hotspot: 4,
+        temp_mem: 6,
+        temp_vrgfx: None,
+        temp_vrsoc: 8,
+        temp_vrmem: None,
+        temp_hbm: None,
+        gfx_activity: 12,
+        umc_activity: 14,
+        power: 10,
+        energy: 16,
+        gfxclk: (264, 8),
+        uclk: 304,
+        pcie_width: 60,
+        pcie_speed: 62,
+        xgmi_width: Some(64),
+        pcie_counters: Some(96),
+        pcie_naks: Some(120),
+        xgmi_data: Some(128),
+        xgmi_status: None,
+        residency: Some(32),
+        xcp: Some((306, 312, 168)),
     },
     Layout {
         version: (1, 7),
@@ -592,6 +620,56 @@ mod tests {
     }
 
     #[test]
+    fn v1_6_second_layout() {
+        let m = decode(&fixture(
+            "tests/amd-fixtures/blobs/gpu_metrics_v1_6_xcp.bin",
+        ))
+        .unwrap();
+        assert_eq!(m.version, (1, 6));
+        assert_eq!(
+            m.temperatures,
+            [("junction", 73.0), ("memory", 68.0), ("vrsoc", 53.0)]
+        );
+        assert_eq!(m.power_watts, Some(670.0));
+        assert_eq!(m.gfx_activity, Some(0.75));
+        assert_eq!(m.energy_joules, Some(7000.0));
+        let r = m.residency.unwrap();
+        assert_eq!(
+            (r.cycles, r.by_reason[0], r.by_reason[1], r.by_reason[4]),
+            (
+                3000,
+                ("prochot", Some(1)),
+                ("power", Some(600)),
+                ("hbm_thermal", Some(2))
+            )
+        );
+        assert_eq!(
+            (
+                m.pcie_replays,
+                m.pcie_recoveries,
+                m.pcie_naks_sent,
+                m.pcie_naks_received
+            ),
+            (Some(11), None, None, Some(4))
+        );
+        assert_eq!((m.xgmi_width, m.xgmi_speed), (Some(16.0), Some(32.0)));
+        assert_eq!(m.xgmi.len(), 7);
+        assert_eq!(m.xgmi[6].write_bytes, Some(1400.0 * 1024.0));
+        assert_eq!(m.xgmi[0].up, None);
+        assert_eq!(m.gfxclk_hertz, Some(1907e6));
+        assert_eq!(m.uclk_hertz, Some(1300e6));
+        assert_eq!(
+            m.partitions,
+            [
+                vec![0.10, 0.11],
+                vec![0.20, 0.21],
+                vec![0.30, 0.31],
+                vec![0.40, 0.41]
+            ]
+        );
+    }
+
+    #[test]
     fn v1_8_mi355x_partitioned() {
         let m = decode(&node("mi355x", 0)).unwrap();
         assert_eq!(m.version, (1, 8));
@@ -664,6 +742,7 @@ mod tests {
             "../../../../tests/fixtures/amd/mi300x/sys/class/drm/card0/device/gpu_metrics"
         ),
         include_bytes!("../../../../tests/amd-fixtures/blobs/gpu_metrics_v1_6.bin"),
+        include_bytes!("../../../../tests/amd-fixtures/blobs/gpu_metrics_v1_6_xcp.bin"),
         include_bytes!(
             "../../../../tests/fixtures/amd/mi300x/sys/class/drm/card1/device/gpu_metrics"
         ),

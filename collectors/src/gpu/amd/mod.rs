@@ -52,7 +52,7 @@ pub const AMD_PARTITION_UTILIZATION_RATIO: FamilyDef = FamilyDef::gauge(
 )
 .labels(&["gpu", "uuid", "partition"])
 .doc("mean of the instantaneous busy fraction of the partition's XCCs; one series per partition the table reports (`num_partition`)")
-.source("`gpu_metrics` v1.7+ `xcp_stats[partition].gfx_busy_inst`");
+.source("`gpu_metrics` v1.6 (second layout), v1.7, v1.8 `xcp_stats[partition].gfx_busy_inst`");
 
 pub const AMD_RAS_ERRORS: FamilyDef = FamilyDef::counter(
     "accel_gpu_amd_ras_errors_total",
