@@ -23,134 +23,24 @@
 //! Tested on fixture trees only (tests/fixtures/amd); docs/amd.md says how
 //! to check it on a real node.
 
+mod clients;
+pub mod families;
 pub mod metrics;
 pub mod sysfs;
 
+pub use families::*;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{accounting, identity, jobs, memory, pcie, power, process, reliability, throttle};
 use super::{utilization, GpuOptions};
 use crate::kubernetes::PodMap;
 use crate::shared::{GpuSnapshot, Topic};
 use crate::{cgroup, BuildContext, Built, CollectError, Collector, FamilyDef, Sample};
+use clients::{by_gpu, ClientScan, Proc};
 use metrics::{GpuMetrics, Residency};
-use sysfs::DrmClient;
-
-pub const AMD_INFO: FamilyDef = FamilyDef::gauge(
-    "accel_gpu_amd_info",
-    "AMD GPU partition modes, XGMI hive and gpu_metrics version; always 1.",
-)
-.labels(&["gpu", "uuid", "compute_partition", "memory_partition", "xgmi_hive_id", "xgmi_physical_id", "gpu_metrics_version"])
-.doc("always 1. `compute_partition` is SPX, DPX, TPX, QPX or CPX, `memory_partition` NPS1, NPS2, NPS4 or NPS8 (`\"\"` where the part has none); `xgmi_hive_id` is the same on every GPU of one XGMI hive; `gpu_metrics_version` is `1.8`, or `\"\"` when the table is missing or skipped")
-.source("`current_compute_partition`, `current_memory_partition`, `xgmi_hive_info/xgmi_hive_id`, `xgmi_physical_id`, the `gpu_metrics` header");
-
-pub const AMD_PARTITION_UTILIZATION_RATIO: FamilyDef = FamilyDef::gauge(
-    "accel_gpu_amd_partition_utilization_ratio",
-    "Mean busy fraction of the XCCs of one compute partition (0-1).",
-)
-.labels(&["gpu", "uuid", "partition"])
-.doc("mean of the instantaneous busy fraction of the partition's XCCs; one series per partition the table reports (`num_partition`)")
-.source("`gpu_metrics` v1.6 (second layout), v1.7, v1.8 `xcp_stats[partition].gfx_busy_inst`");
-
-pub const AMD_RAS_ERRORS: FamilyDef = FamilyDef::counter(
-    "accel_gpu_amd_ras_errors_total",
-    "Errors the RAS interface counted in one IP block since the driver loaded.",
-)
-.labels(&["gpu", "uuid", "block", "type"])
-.doc("errors by block (`umc` is HBM, `gfx`, `sdma`, `xgmi_wafl`, `mmhub`, ...) and `type` (`uncorrected`, `corrected`, `deferred`). Their sum per type is also `accel_gpu_ecc_errors_total{counter=\"volatile\"}`")
-.source("`ras/<block>_err_count` (`ue:`, `ce:`, `de:`)")
-.equivalent("amd-smi ECC per block; DME `GPU_ECC_*_<BLOCK>`");
-
-pub const AMD_BAD_PAGES: FamilyDef = FamilyDef::gauge(
-    "accel_gpu_amd_bad_pages",
-    "VRAM pages the driver retired, by state.",
-)
-.labels(&["gpu", "uuid", "state"])
-.doc("retired VRAM pages: `reserved` (retired), `pending` (to be retired at the next reset), `failed` (could not be retired)")
-.source("`ras/gpu_vram_bad_pages` (one line per page, flag R, P or F)");
-
-pub const AMD_XGMI_LINK_UP: FamilyDef = FamilyDef::gauge(
-    "accel_gpu_amd_xgmi_link_up",
-    "1 when the XGMI link is active, 0 when it is not.",
-)
-.labels(&["gpu", "uuid", "link"])
-.doc("XGMI link state, as NVLink's `accel_gpu_nvlink_up`")
-.source("`gpu_metrics` v1.7+ `xgmi_link_status[link]`");
-
-pub const AMD_XGMI_TRANSMIT_BYTES: FamilyDef = FamilyDef::counter(
-    "accel_gpu_amd_xgmi_transmit_bytes_total",
-    "Bytes written over the XGMI link.",
-)
-.labels(&["gpu", "uuid", "link"])
-.doc("bytes written to peers over the link since the driver loaded (the firmware counts KiB)")
-.source("`gpu_metrics` v1.4+ `xgmi_write_data_acc[link]` × 1024")
-.equivalent("DME `GPU_XGMI_LINK_TX`");
-
-pub const AMD_XGMI_RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
-    "accel_gpu_amd_xgmi_receive_bytes_total",
-    "Bytes read over the XGMI link.",
-)
-.labels(&["gpu", "uuid", "link"])
-.doc("bytes read from peers over the link since the driver loaded")
-.source("`gpu_metrics` v1.4+ `xgmi_read_data_acc[link]` × 1024")
-.equivalent("DME `GPU_XGMI_LINK_RX`");
-
-pub const AMD_PCIE_RECOVERIES: FamilyDef = FamilyDef::counter(
-    "accel_gpu_amd_pcie_recoveries_total",
-    "PCIe link transitions from L0 to recovery.",
-)
-.labels(&["gpu", "uuid"])
-.doc("times the PCIe link left L0 for recovery (retraining): a flaky riser or slot")
-.source("`gpu_metrics` v1.4+ `pcie_l0_to_recov_count_acc`")
-.equivalent("DME `PCIE_RECOVERY_COUNT`");
-
-pub const AMD_PCIE_REPLAY_ROLLOVERS: FamilyDef = FamilyDef::counter(
-    "accel_gpu_amd_pcie_replay_rollovers_total",
-    "PCIe replay number rollovers.",
-)
-.labels(&["gpu", "uuid"])
-.source("`gpu_metrics` v1.4+ `pcie_replay_rover_count_acc`")
-.equivalent("DME `PCIE_REPLAY_ROLLOVER_COUNT`");
-
-pub const AMD_PCIE_NAKS_SENT: FamilyDef =
-    FamilyDef::counter("accel_gpu_amd_pcie_naks_sent_total", "PCIe NAKs sent.")
-        .labels(&["gpu", "uuid"])
-        .source("`gpu_metrics` v1.5+ `pcie_nak_sent_count_acc`")
-        .equivalent("DME `PCIE_NACK_SENT_COUNT`");
-
-pub const AMD_PCIE_NAKS_RECEIVED: FamilyDef = FamilyDef::counter(
-    "accel_gpu_amd_pcie_naks_received_total",
-    "PCIe NAKs received.",
-)
-.labels(&["gpu", "uuid"])
-.source("`gpu_metrics` v1.5+ `pcie_nak_rcvd_count_acc`")
-.equivalent("DME `PCIE_NACK_RECEIVED_COUNT`");
-
-pub const AMD_METRICS_SKIPPED: FamilyDef = FamilyDef::counter(
-    "accel_gpu_amd_metrics_skipped_total",
-    "gpu_metrics tables skipped because they could not be decoded.",
-)
-.labels(&["gpu", "uuid", "reason"])
-.doc("samples whose `gpu_metrics` table was skipped: `unknown_version` (a (format, content, size) this agent does not know: a newer driver), `truncated`, `oversized`, `unreadable`. The other files are still read; the families only the table gives are left out. Logged once per GPU and reason")
-.source("`gpu_metrics`");
-
-/// The AMD-only families, in the order of docs/metrics.md.
-pub const FAMILIES: [FamilyDef; 12] = [
-    AMD_INFO,
-    AMD_PARTITION_UTILIZATION_RATIO,
-    AMD_RAS_ERRORS,
-    AMD_BAD_PAGES,
-    AMD_XGMI_LINK_UP,
-    AMD_XGMI_TRANSMIT_BYTES,
-    AMD_XGMI_RECEIVE_BYTES,
-    AMD_PCIE_RECOVERIES,
-    AMD_PCIE_REPLAY_ROLLOVERS,
-    AMD_PCIE_NAKS_SENT,
-    AMD_PCIE_NAKS_RECEIVED,
-    AMD_METRICS_SKIPPED,
-];
 
 /// Model names by PCI device id, for a part whose `product_name` (read
 /// from the board FRU) is missing.
@@ -349,72 +239,6 @@ fn hwmon(dir: &Path) -> Option<PathBuf> {
     dirs.into_iter().next()
 }
 
-/// How long a process seen without an amdgpu DRM fd is left unscanned: a
-/// process that opens a GPU later is seen within this time. Scanning every
-/// fd of every process each sample cost 7.9 ms a sample on a build host
-/// with 126 processes and 755 fds (release build); scanning only new
-/// processes and those that hold a GPU costs one directory listing.
-const RESCAN: Duration = Duration::from_secs(10);
-
-/// Finds the processes holding AMD GPUs in procfs.
-#[derive(Debug, Default)]
-struct ClientScan {
-    /// Processes seen without a DRM fd, and when to look at them again.
-    idle: HashMap<u32, Instant>,
-}
-
-impl ClientScan {
-    /// The amdgpu DRM clients of every process: (pid, client) for each
-    /// distinct (pid, pdev, client id). Processes whose fds cannot be read
-    /// (another user's, without CAP_SYS_PTRACE) are not seen.
-    fn clients(&mut self, procfs: &Path, now: Instant) -> Vec<(u32, DrmClient)> {
-        let mut out: Vec<(u32, DrmClient)> = Vec::new();
-        let Ok(procs) = std::fs::read_dir(procfs) else {
-            return out;
-        };
-        let mut alive = HashSet::new();
-        for p in procs.flatten() {
-            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            alive.insert(pid);
-            if self.idle.get(&pid).is_some_and(|t| now < *t) {
-                continue;
-            }
-            let found = out.len();
-            if let Ok(fds) = std::fs::read_dir(p.path().join("fd")) {
-                for fd in fds.flatten() {
-                    let is_dri =
-                        std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with("/dev/dri/"));
-                    if !is_dri {
-                        continue;
-                    }
-                    let info = p.path().join("fdinfo").join(fd.file_name());
-                    let Some(c) = std::fs::read_to_string(info)
-                        .ok()
-                        .and_then(|t| sysfs::parse_fdinfo(&t))
-                    else {
-                        continue;
-                    };
-                    let seen = out[found..]
-                        .iter()
-                        .any(|(_, d)| d.pdev == c.pdev && d.client_id == c.client_id);
-                    if !seen {
-                        out.push((pid, c));
-                    }
-                }
-            }
-            if out.len() == found {
-                self.idle.insert(pid, now + RESCAN);
-            } else {
-                self.idle.remove(&pid);
-            }
-        }
-        self.idle.retain(|pid, _| alive.contains(pid));
-        out
-    }
-}
-
 /// Who holds the GPUs, gathered over one sample.
 #[derive(Debug, Default)]
 struct Holders {
@@ -422,14 +246,6 @@ struct Holders {
     jobs: Vec<jobs::ProcessJob>,
     /// Pids of the processes.
     pids: Vec<u32>,
-}
-
-/// One process on one GPU: its clients summed.
-#[derive(Debug, Default)]
-struct Proc {
-    pid: u32,
-    vram: Option<f64>,
-    engine_ns: Option<u64>,
 }
 
 impl Amd {
@@ -894,32 +710,6 @@ fn integrate_residency(seconds: &mut [f64; 5], prev: &Residency, now: &Residency
     }
 }
 
-/// Groups the clients by GPU: per PCI address, per pid, summed.
-fn by_gpu(clients: Vec<(u32, DrmClient)>) -> HashMap<String, Vec<Proc>> {
-    let mut out: HashMap<String, Vec<Proc>> = HashMap::new();
-    for (pid, c) in clients {
-        let procs = out.entry(c.pdev).or_default();
-        let i = match procs.iter().position(|p| p.pid == pid) {
-            Some(i) => i,
-            None => {
-                procs.push(Proc {
-                    pid,
-                    ..Default::default()
-                });
-                procs.len() - 1
-            }
-        };
-        let p = &mut procs[i];
-        if let Some(v) = c.vram_bytes {
-            p.vram = Some(p.vram.unwrap_or(0.0) + v);
-        }
-        if let Some(ns) = c.engine_ns {
-            p.engine_ns = Some(p.engine_ns.unwrap_or(0).saturating_add(ns));
-        }
-    }
-    out
-}
-
 impl Collector for Amd {
     fn name(&self) -> &'static str {
         "gpu"
@@ -1046,75 +836,5 @@ mod tests {
             1.0,
         );
         assert_eq!(s, [0.0, 1.5, 1.0, 0.0, 0.0]);
-    }
-
-    #[test]
-    fn processes_without_a_gpu_are_looked_at_again_later() {
-        let root = std::env::temp_dir().join(format!("accel-amd-scan-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let proc_ = |pid: u32| root.join(pid.to_string());
-        let open_gpu = |pid: u32, fd: u32, client: u32| {
-            std::fs::create_dir_all(proc_(pid).join("fdinfo")).unwrap();
-            std::fs::create_dir_all(proc_(pid).join("fd")).unwrap();
-            std::os::unix::fs::symlink("/dev/dri/renderD128", proc_(pid).join(format!("fd/{fd}")))
-                .unwrap();
-            std::fs::write(
-                proc_(pid).join(format!("fdinfo/{fd}")),
-                format!("drm-driver:\tamdgpu\ndrm-client-id:\t{client}\ndrm-pdev:\t0000:0c:00.0\n"),
-            )
-            .unwrap();
-        };
-        for pid in [10, 20] {
-            std::fs::create_dir_all(proc_(pid).join("fd")).unwrap();
-            std::os::unix::fs::symlink("/dev/null", proc_(pid).join("fd/0")).unwrap();
-        }
-        open_gpu(10, 3, 1);
-        open_gpu(10, 4, 1); // a dup of the same open: one client
-        let mut scan = ClientScan::default();
-        let t0 = Instant::now();
-        let pids = |c: Vec<(u32, DrmClient)>| c.into_iter().map(|(p, _)| p).collect::<Vec<_>>();
-        assert_eq!(pids(scan.clients(&root, t0)), [10]);
-        // 20 opens the GPU: seen once its rescan is due, not before.
-        open_gpu(20, 5, 2);
-        let mut got = pids(scan.clients(&root, t0 + Duration::from_secs(1)));
-        assert_eq!(got, [10]);
-        got = pids(scan.clients(&root, t0 + RESCAN + Duration::from_secs(1)));
-        got.sort();
-        assert_eq!(got, [10, 20]);
-        // A new process is looked at at once.
-        open_gpu(30, 3, 3);
-        assert_eq!(
-            pids(scan.clients(&root, t0 + RESCAN + Duration::from_secs(2))).len(),
-            3
-        );
-        // Exited processes are forgotten.
-        std::fs::remove_dir_all(proc_(20)).unwrap();
-        scan.clients(&root, t0 + RESCAN + Duration::from_secs(3));
-        assert!(!scan.idle.contains_key(&20));
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn clients_are_summed_per_gpu_and_process() {
-        let c = |pdev: &str, id, vram, ns| DrmClient {
-            pdev: pdev.into(),
-            client_id: id,
-            vram_bytes: vram,
-            engine_ns: ns,
-        };
-        let g = by_gpu(vec![
-            (1, c("a", 1, Some(10.0), Some(5))),
-            (1, c("a", 2, Some(5.0), None)),
-            (2, c("a", 3, None, None)),
-            (1, c("b", 4, Some(1.0), Some(1))),
-        ]);
-        let a = &g["a"];
-        assert_eq!(a.len(), 2);
-        assert_eq!(
-            (a[0].pid, a[0].vram, a[0].engine_ns),
-            (1, Some(15.0), Some(5))
-        );
-        assert_eq!((a[1].pid, a[1].vram, a[1].engine_ns), (2, None, None));
-        assert_eq!(g["b"][0].vram, Some(1.0));
     }
 }
