@@ -86,6 +86,7 @@ fn simulated_h100_node() {
         "pci_bus_id=\"",
         "driver_version=\"550.54.15\"",
         "cuda_driver_version=\"12.4\"",
+        "vendor=\"nvidia\"",
     ] {
         assert!(info.contains(want), "{info} lacks {want}");
     }

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod amd;
 mod cli;
 mod cloud;
 mod dashboards;

@@ -50,6 +50,15 @@ const fn ampere(bf16: f64) -> Peak {
     }
 }
 
+/// AMD CDNA2 (MI200): no FP8; TF32 runs as FP32 matrix math.
+const fn cdna2(bf16: f64, fp32_matrix: f64) -> Peak {
+    Peak {
+        fp8: None,
+        bf16,
+        tf32: fp32_matrix,
+    }
+}
+
 /// The built-in table: the model a GPU's NVML name belongs to, or `None`
 /// when it is not in the table. Names are split into words at spaces and
 /// hyphens ("NVIDIA A100-SXM4-80GB" has the word "A100").
@@ -85,6 +94,21 @@ pub fn builtin(name: &str) -> Option<(&'static str, Peak)> {
         )
     } else if has("A10") || has("A10G") {
         ("A10", ampere(125e12))
+    // AMD Instinct (amdgpu `product_name`, "AMD Instinct MI300X"): AMD's
+    // dense matrix figures. MI200 has no FP8 and no TF32 (a TF32 request
+    // runs as FP32 matrix math, 95.7 TFLOP/s); MI300 and later do TF32 at
+    // half the BF16 rate and FP8 at twice it (MI355X: no TF32 figure is
+    // published, half of BF16 assumed; check before use).
+    } else if has("MI250X") {
+        ("MI250X", cdna2(383e12, 95.7e12))
+    } else if has("MI250") {
+        ("MI250", cdna2(362.1e12, 90.5e12))
+    } else if has("MI300X") {
+        ("MI300X", hopper(1307.4e12))
+    } else if has("MI325X") {
+        ("MI325X", hopper(1307.4e12))
+    } else if has("MI355X") {
+        ("MI355X", hopper(2516.6e12))
     } else {
         return None;
     })
@@ -212,6 +236,17 @@ mod tests {
         assert_eq!(peak("NVIDIA A100-SXM4-40GB", "fp8", &[]), None);
         assert_eq!(peak("NVIDIA A100-SXM4-40GB", "tf32", &[]), Some(156e12));
         assert_eq!(peak("NVIDIA H100 80GB HBM3", "int4", &[]), None);
+        // AMD Instinct, by amdgpu product_name.
+        assert_eq!(bf16("AMD Instinct MI250X"), Some(383e12));
+        assert_eq!(bf16("AMD Instinct MI250X / MI250"), Some(383e12));
+        assert_eq!(bf16("AMD Instinct MI250"), Some(362.1e12));
+        assert_eq!(peak("AMD Instinct MI250X", "fp8", &[]), None);
+        assert_eq!(bf16("AMD Instinct MI300X"), Some(1307.4e12));
+        assert_eq!(peak("AMD Instinct MI300X", "fp8", &[]), Some(2614.8e12));
+        assert_eq!(bf16("AMD Instinct MI325X"), Some(1307.4e12));
+        assert_eq!(bf16("AMD Instinct MI355X"), Some(2516.6e12));
+        assert_eq!(peak("AMD Instinct MI355X", "fp8", &[]), Some(5033.2e12));
+        assert_eq!(bf16("AMD Instinct MI300A"), None);
     }
 
     #[test]

@@ -11,8 +11,8 @@ pub const INFO: FamilyDef = FamilyDef::gauge(
     "accel_gpu_info",
     "Identity of each GPU; always 1. Join on gpu and uuid.",
 )
-.labels(&["gpu", "uuid", "name", "pci_bus_id", "serial", "vbios_version", "driver_version", "cuda_driver_version"])
-.doc("always 1. Read once per GPU and NVML session. A value NVML cannot give is `\"\"`, except the UUID: a GPU whose UUID cannot be read is handled as lost. `cuda_driver_version` is `major.minor` (`12.4`), `pci_bus_id` NVML's form (`00000000:18:00.0`)")
+.labels(&["gpu", "uuid", "name", "pci_bus_id", "serial", "vbios_version", "driver_version", "cuda_driver_version", "vendor"])
+.doc("always 1. Read once per GPU and NVML session. A value NVML cannot give is `\"\"`, except the UUID: a GPU whose UUID cannot be read is handled as lost. `cuda_driver_version` is `major.minor` (`12.4`), `pci_bus_id` NVML's form (`00000000:18:00.0`). `vendor` is `nvidia` or `amd`; on AMD (docs/amd.md) `uuid` is `unique_id`, `name` `product_name`, `serial` `serial_number`, `vbios_version` `vbios_version`, `driver_version` the amdgpu module's version (`\"\"` for the in-tree driver), `cuda_driver_version` `\"\"`")
 .source("`nvmlDeviceGetUUID`, `nvmlDeviceGetName`, `nvmlDeviceGetPciInfo_v3` (`busId`), `nvmlDeviceGetSerial`, `nvmlDeviceGetVbiosVersion`, `nvmlSystemGetDriverVersion`, `nvmlSystemGetCudaDriverVersion_v2`")
 .equivalent("labels on every dcgm-exporter series (`modelName`, `UUID`, `pci_bus_id`, `DCGM_FI_DRIVER_VERSION`); fields `DCGM_FI_DEV_NAME`, `DCGM_FI_DEV_UUID`, `DCGM_FI_DEV_PCI_BUSID`, `DCGM_FI_DEV_SERIAL`, `DCGM_FI_DEV_VBIOS_VERSION`, `DCGM_FI_DRIVER_VERSION`, `DCGM_FI_CUDA_DRIVER_VERSION`");
 
@@ -57,6 +57,7 @@ pub(super) fn identity(
         .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
         .unwrap_or_default();
     info.push(("cuda_driver_version", cuda));
+    info.push(("vendor", "nvidia".to_owned()));
     if g.lost {
         return None;
     }

@@ -1,4 +1,5 @@
-//! `accel_gpu_*`: NVIDIA GPUs through NVML (nvml-wrapper, pinned).
+//! `accel_gpu_*`: NVIDIA GPUs through NVML (nvml-wrapper, pinned), and AMD
+//! Instinct GPUs through amdgpu sysfs when there is no NVIDIA GPU (`amd/`).
 //!
 //! One sample walks every GPU. A GPU that answers `GpuLost` is data, not a
 //! failure of the collector: `accel_gpu_up{gpu} 0`, its other series are
@@ -13,6 +14,7 @@
 //! families it fills.
 
 pub mod accounting;
+pub mod amd;
 pub mod events;
 pub mod gpm;
 pub mod identity;
@@ -96,7 +98,7 @@ pub struct GpuOptions {
 /// The GPU collector's registry entry.
 pub const SPEC: Spec = Spec {
     name: "gpu",
-    help: "NVIDIA GPUs through NVML",
+    help: "GPUs: NVIDIA through NVML, or AMD Instinct through amdgpu sysfs when NVML finds none",
     default_enabled: true,
     default_interval: Duration::from_secs(1),
     options: options::<GpuOptions>(),
@@ -182,6 +184,19 @@ pub const FAMILIES: &[FamilyDef] = &[
     mig::MIG_SM_OCCUPANCY_RATIO,
     mig::MIG_TENSOR_ACTIVE_RATIO,
     mig::MIG_DRAM_ACTIVE_RATIO,
+    // AMD only (amd/mod.rs); the families both vendors have are above.
+    amd::FAMILIES[0],
+    amd::FAMILIES[1],
+    amd::FAMILIES[2],
+    amd::FAMILIES[3],
+    amd::FAMILIES[4],
+    amd::FAMILIES[5],
+    amd::FAMILIES[6],
+    amd::FAMILIES[7],
+    amd::FAMILIES[8],
+    amd::FAMILIES[9],
+    amd::FAMILIES[10],
+    amd::FAMILIES[11],
 ];
 
 /// Longest wait between probes of a lost GPU, and between attempts to
@@ -274,7 +289,11 @@ pub struct Gpu {
 /// after the agent, or is broken), the collector runs, reports the failure,
 /// and keeps trying with backoff.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
-    let built = build_gpu(ctx)?;
+    // No NVIDIA GPU: the AMD backend, if there are AMD GPUs.
+    let built = match build_nvidia(ctx)? {
+        Built::Absent(why) => amd::build(ctx, why),
+        ready => ready,
+    };
     if let Built::Absent(why) = &built {
         // The health collector compares what NVML sees with the PCI bus:
         // say that NVML sees nothing, and why.
@@ -287,7 +306,8 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     Ok(built)
 }
 
-fn build_gpu(ctx: &BuildContext) -> Result<Built, CollectError> {
+/// The NVIDIA collector, or absent saying why.
+fn build_nvidia(ctx: &BuildContext) -> Result<Built, CollectError> {
     let (opts, gpu_opts) = (ctx.paths, ctx.options::<GpuOptions>());
     let lib = &gpu_opts.library;
     let xids = Arc::new(Mutex::new(events::Xids::default()));
@@ -697,7 +717,8 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let file = path.file_name().unwrap().to_string_lossy().into_owned();
-            if !(file.starts_with("gpu-") && file.ends_with(".prom")) {
+            if !((file.starts_with("gpu-") || file.starts_with("amd-")) && file.ends_with(".prom"))
+            {
                 continue;
             }
             for line in std::fs::read_to_string(&path).unwrap().lines() {

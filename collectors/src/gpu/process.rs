@@ -49,7 +49,7 @@ pub const PROCESS_SM_UTILIZATION_RATIO: FamilyDef = FamilyDef::gauge(
 
 /// The command name of `pid` from procfs, or "" when it cannot be read (the
 /// process ran in another pid namespace, or just exited).
-fn comm(procfs: &Path, pid: u32) -> String {
+pub(super) fn comm(procfs: &Path, pid: u32) -> String {
     std::fs::read_to_string(procfs.join(pid.to_string()).join("comm"))
         .map(|s| s.trim_end().to_owned())
         .unwrap_or_default()
