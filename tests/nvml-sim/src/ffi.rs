@@ -1808,6 +1808,7 @@ pub unsafe extern "C" fn nvmlDeviceGetFieldValues(
     };
     device_call("nvmlDeviceGetFieldValues", device, |sim, g, t| {
         let fields = fields.ok_or(INVALID)?;
+        crate::cost::charge_fields(&fields.iter().map(|f| f.fieldId).collect::<Vec<_>>());
         let now = sim.wall_us() as i64;
         for f in fields {
             f.timestamp = now;
