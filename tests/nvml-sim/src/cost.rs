@@ -113,10 +113,23 @@ pub fn fields_ms(ids: &[u32]) -> f64 {
         .sum()
 }
 
-/// Spins (costs CPU, as the driver does) for `ms`.
+/// CPU time of the calling thread, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; CLOCK_THREAD_CPUTIME_ID exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Spins (costs CPU, as the driver does) until the thread has spent `ms`
+/// of CPU: on the thread's CPU clock, not the wall clock, so that a busy
+/// machine that preempts the thread does not shorten the charge.
 fn spin(ms: f64) {
-    let until = Instant::now() + Duration::from_secs_f64(ms / 1000.0);
-    while Instant::now() < until {
+    let until = thread_cpu_ns() + (ms * 1e6) as u64;
+    while thread_cpu_ns() < until {
         std::hint::spin_loop();
     }
 }

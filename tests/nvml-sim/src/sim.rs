@@ -239,7 +239,12 @@ impl Sim {
         if gpu.is_some_and(|g| g.lost(self.now())) {
             return Err(nvmlReturn_enum_NVML_ERROR_GPU_IS_LOST);
         }
-        if faults.not_supported.contains(name) {
+        if faults.not_supported.contains(name)
+            || gpu.is_some_and(|g| {
+                crate::blackwell::is_blackwell(g)
+                    && crate::blackwell::UNSUPPORTED_CALLS.contains(&name)
+            })
+        {
             return Err(nvmlReturn_enum_NVML_ERROR_NOT_SUPPORTED);
         }
         Ok(())
