@@ -31,6 +31,35 @@ pub const FI_PERF_POLICY_THERMAL: u32 = 75;
 pub const FI_PERF_POLICY_SYNC_BOOST: u32 = 76;
 /// See [`FI_PERF_POLICY_POWER`].
 pub const FI_PERF_POLICY_RELIABILITY: u32 = 79;
+/// NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN, _HW_THERM_SLOWDOWN
+/// and _HW_POWER_BRAKE_SLOWDOWN (ns), in NVML 12's numbering; see
+/// [`field_id`] for drivers from 580.82 on.
+pub const FI_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN: u32 = 251;
+/// See [`FI_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN`].
+pub const FI_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN: u32 = 252;
+/// See [`FI_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN`].
+pub const FI_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN: u32 = 253;
+/// NVLink5 counters (Blackwell), scope id = link:
+/// NVML_FI_DEV_NVLINK_COUNT_LINK_RECOVERY_SUCCESSFUL_EVENTS.
+pub const FI_NVLINK_COUNT_RECOVERY_SUCCESSFUL: u32 = 213;
+/// NVML_FI_DEV_NVLINK_COUNT_LINK_RECOVERY_FAILED_EVENTS.
+pub const FI_NVLINK_COUNT_RECOVERY_FAILED: u32 = 214;
+/// NVML_FI_DEV_NVLINK_COUNT_EFFECTIVE_ERRORS: errors left after FEC.
+pub const FI_NVLINK_COUNT_EFFECTIVE_ERRORS: u32 = 219;
+/// NVML_FI_DEV_NVLINK_COUNT_SYMBOL_ERRORS: symbol errors FEC corrected.
+pub const FI_NVLINK_COUNT_SYMBOL_ERRORS: u32 = 221;
+
+/// A field id in NVML 12's numbering as the loaded driver numbers it:
+/// CUDA 13.0 Update 1 (driver 580.82) moved 251-255 to 269-273 and
+/// 256-273 to 251-268 (`v13`: `Nvml::field_id_scheme()` says so).
+pub fn field_id(id: u32, v13: bool) -> u32 {
+    match id {
+        251..=255 if v13 => id + 18,
+        256..=273 if v13 => id - 5,
+        _ => id,
+    }
+}
+
 /// NVML_FI_DEV_PCIE_COUNT_TX_BYTES and _RX_BYTES: PCIe byte counters.
 pub const FI_PCIE_COUNT_TX_BYTES: u32 = 197;
 /// See [`FI_PCIE_COUNT_TX_BYTES`].
