@@ -622,8 +622,8 @@ not_supported = ["nvmlDeviceGetFieldValues(197)", "nvmlDeviceGetFieldValues(198)
         gpu(&text, "accel_gpu_pcie_receive_bytes_per_second", 1),
         Some(200_000.0 * 1024.0)
     );
-    // Violation times: one field-values call on GPU 0; on GPU 1 a field is
-    // missing, so one nvmlDeviceGetViolationStatus call per reason.
+    // Violation times: fields of the one field-values call on GPU 0; on
+    // GPU 1 a field is missing, so nvmlDeviceGetViolationStatus for it.
     for g in ["0", "1"] {
         let reasons = text
             .lines()

@@ -13,6 +13,7 @@ mod flag_values;
 mod golden;
 mod goodput;
 mod gpu;
+mod gpucpu;
 mod http;
 mod jobs;
 mod kubernetes;

@@ -115,6 +115,9 @@ pub(super) struct Violations {
     /// `None` until probed; empty: the driver has none, use
     /// `nvmlDeviceGetViolationStatus`.
     fields: Option<Vec<(u32, &'static str)>>,
+    /// The policies no field answers for, read with
+    /// `nvmlDeviceGetViolationStatus` (dropped when it is not supported).
+    calls: Vec<(PerformancePolicy, &'static str)>,
     /// The last reading, seconds by reason.
     last: Vec<(&'static str, f64)>,
 }
@@ -169,22 +172,39 @@ pub(super) fn violations(
                         }
                     }
                     // What answered the first time is what is asked for
-                    // from now on; nothing: the old call, for good.
-                    if state.fields.is_none() {
+                    // from now on; the policies none answered for: the
+                    // old call.
+                    if state.fields.is_none() && !g.lost {
+                        state.calls = VIOLATIONS
+                            .iter()
+                            .filter(|(_, n)| !working.iter().any(|w| w.1 == *n))
+                            .cloned()
+                            .collect();
                         state.fields = Some(working);
                     }
                 }
                 Err(raw::GPU_IS_LOST) => g.lost = true,
-                Err(_) => state.fields = Some(Vec::new()),
-            }
-        }
-        if state.fields.as_ref().is_some_and(Vec::is_empty) {
-            for (policy, name) in VIOLATIONS {
-                if let Some(v) = g.get("nvmlDeviceGetViolationStatus", dev.violation_status(policy)) {
-                    state.last.push((name, v.violation_time as f64 / 1e9));
+                Err(_) => {
+                    state.fields = Some(Vec::new());
+                    state.calls = VIOLATIONS.to_vec();
                 }
             }
         }
+        let mut unsupported = Vec::new();
+        for &(policy, name) in &state.calls {
+            match dev.violation_status(policy) {
+                Err(NvmlError::NotSupported | NvmlError::FailedToLoadSymbol(_) | NvmlError::FunctionNotFound) => {
+                    g.unsupported("nvmlDeviceGetViolationStatus");
+                    unsupported.push(name);
+                }
+                r => {
+                    if let Some(v) = g.get("nvmlDeviceGetViolationStatus", r) {
+                        state.last.push((name, v.violation_time as f64 / 1e9));
+                    }
+                }
+            }
+        }
+        state.calls.retain(|c| !unsupported.contains(&c.1));
     }
     for (name, seconds) in state.last.clone() {
         g.with(&THROTTLE_SECONDS, "reason", name, seconds);
