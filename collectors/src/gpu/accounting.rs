@@ -61,6 +61,8 @@ pub(super) struct Attribution<'a> {
     pub(super) pids: &'a mut Vec<u32>,
     /// Slurm jobs of the processes seen this sample.
     pub(super) jobs: &'a mut Vec<jobs::ProcessJob>,
+    /// The raw NVML handle, for per-process utilisation in one call.
+    pub(super) raw: Option<super::raw::Raw>,
     /// How often per-process utilisation is read, and this sample's time.
     pub(super) util_every: Duration,
     pub(super) now: Instant,
@@ -92,18 +94,32 @@ pub(super) fn processes(
             .proc_util_at
             .map_or(true, |t| at.now.duration_since(t) >= at.util_every);
         if due {
-            // NotFound means no sample since the last one: nothing to report.
-            let stats = match dev.process_utilization_stats(state.proc_util_seen) {
-                Err(NvmlError::NotFound) => Ok(Vec::new()),
-                r => r,
+            // One raw call with room for every process (nvml-wrapper makes
+            // two); NotFound means no sample since the last one.
+            let samples = match at.raw {
+                Some(raw) => g.get_raw(
+                    "nvmlDeviceGetProcessUtilization",
+                    raw.process_utilization(dev, state.proc_util_seen, procs.len() * 2 + 8),
+                ),
+                None => {
+                    let stats = match dev.process_utilization_stats(state.proc_util_seen) {
+                        Err(NvmlError::NotFound) => Ok(Vec::new()),
+                        r => r,
+                    };
+                    g.get("nvmlDeviceGetProcessUtilization", stats).map(|v| {
+                        v.into_iter()
+                            .map(|s| (s.pid, s.timestamp, s.sm_util))
+                            .collect()
+                    })
+                }
             };
-            if let Some(samples) = g.get("nvmlDeviceGetProcessUtilization", stats) {
+            if let Some(samples) = samples {
                 state.proc_util_at = Some(at.now);
                 let mut sums: HashMap<u32, (f64, u32)> = HashMap::new();
-                for s in samples {
-                    state.proc_util_seen = state.proc_util_seen.max(s.timestamp);
-                    let e = sums.entry(s.pid).or_default();
-                    e.0 += f64::from(s.sm_util) / 100.0;
+                for (pid, timestamp, sm_util) in samples {
+                    state.proc_util_seen = state.proc_util_seen.max(timestamp);
+                    let e = sums.entry(pid).or_default();
+                    e.0 += f64::from(sm_util) / 100.0;
                     e.1 += 1;
                 }
                 state.proc_sm = sums

@@ -118,7 +118,7 @@ pub struct GpuOptions {
         long = "collector.gpu.process-utilization-interval",
         value_name = "DURATION",
         help = "Time between reads of per-process SM utilisation (1.4 ms of CPU a read on an H200), made only while processes hold the GPU; each read gives the mean of the driver's samples since the previous one.",
-        default_value = "5s",
+        default_value = "10s",
         value_parser = crate::options::parse_duration
     )]
     pub process_utilization_interval: Duration,
@@ -518,6 +518,7 @@ impl Gpu {
                 pods: &self.pods,
                 pids: &mut self.pids,
                 jobs: &mut self.proc_jobs,
+                raw,
                 util_every: self.opts.process_utilization_interval,
                 now,
             },

@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 
 use nvml_wrapper::Device;
 use nvml_wrapper_sys::bindings::{
-    nvmlFieldValue_t, nvmlReturn_enum_NVML_SUCCESS, nvmlValueType_enum_NVML_VALUE_TYPE_DOUBLE,
+    nvmlFieldValue_t, nvmlProcessUtilizationSample_t, nvmlReturn_enum_NVML_SUCCESS, nvmlValueType_enum_NVML_VALUE_TYPE_DOUBLE,
     nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_INT,
     nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_LONG_LONG,
     nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_INT,
@@ -148,6 +148,54 @@ impl Raw {
         })
     }
 }
+
+/// One process's utilisation sample: (pid, timestamp in µs, SM %).
+pub type ProcessSample = (u32, u64, u32);
+
+impl Raw {
+    /// Per-process utilisation samples newer than `since` (µs), in one call
+    /// with a buffer of `room` samples (nvml-wrapper asks for the count
+    /// first: two calls of about 1.4 ms each on an H200); again with the
+    /// size the driver asks for if `room` was too small. No sample
+    /// (NVML_ERROR_NOT_FOUND) is an empty list.
+    pub fn process_utilization(
+        &self,
+        dev: &Device<'_>,
+        since: u64,
+        room: usize,
+    ) -> Result<Vec<ProcessSample>, u32> {
+        let f = self
+            .lib
+            .nvmlDeviceGetProcessUtilization
+            .as_ref()
+            .map_err(|_| NOT_FOUND)?;
+        let mut room = room.clamp(1, 1024);
+        for _ in 0..2 {
+            // SAFETY: nvmlProcessUtilizationSample_t is plain data.
+            let mut buf: Vec<nvmlProcessUtilizationSample_t> =
+                vec![unsafe { std::mem::zeroed() }; room];
+            let mut count = room as u32;
+            // SAFETY: valid device handle (see field_values); `buf` holds
+            // `count` elements, and NVML writes at most `count`.
+            let ret = unsafe { f(dev.handle(), buf.as_mut_ptr(), &mut count, since) };
+            match ret {
+                r if r == nvmlReturn_enum_NVML_SUCCESS => {
+                    buf.truncate((count as usize).min(room));
+                    return Ok(buf.iter().map(|s| (s.pid, s.timeStamp, s.smUtil)).collect());
+                }
+                NOT_FOUND_SAMPLES => return Ok(Vec::new()),
+                INSUFFICIENT_SIZE if (count as usize) > room => room = (count as usize).min(1024),
+                r => return Err(r),
+            }
+        }
+        Err(INSUFFICIENT_SIZE)
+    }
+}
+
+/// NVML_ERROR_NOT_FOUND (no sample newer than the timestamp).
+const NOT_FOUND_SAMPLES: u32 = 6;
+/// NVML_ERROR_INSUFFICIENT_SIZE.
+const INSUFFICIENT_SIZE: u32 = 7;
 
 /// The type of nvmlDeviceGetGpuInstanceId and nvmlDeviceGetComputeInstanceId.
 type InstanceIdFn = unsafe extern "C" fn(nvml_wrapper_sys::bindings::nvmlDevice_t, *mut u32) -> u32;
