@@ -132,15 +132,10 @@ impl Sample {
     /// The family named `name`, created with `help` and `kind` if this sample
     /// has none yet. Families keep the order of their first use. Private:
     /// collectors name families through their tables ([`add`](Self::add)).
-    fn family(
-        &mut self,
-        name: &Cow<'static, str>,
-        help: &Cow<'static, str>,
-        kind: MetricType,
-    ) -> &mut Family {
+    fn family(&mut self, name: &'static str, help: &'static str, kind: MetricType) -> &mut Family {
         // Linear search: a collector has tens of families, and keeping them in
         // a Vec keeps the output order stable and readable.
-        if let Some(i) = self.families.iter().position(|f| f.name == *name) {
+        if let Some(i) = self.families.iter().position(|f| f.name == name) {
             debug_assert_eq!(self.families[i].kind, kind, "{name} used with two types");
             return &mut self.families[i];
         }
@@ -149,8 +144,8 @@ impl Sample {
             "{name}: counters and only counters end in _total"
         );
         self.families.push(Family {
-            name: name.clone(),
-            help: help.clone(),
+            name: Cow::Borrowed(name),
+            help: Cow::Borrowed(help),
             kind,
             series: Vec::new(),
         });
@@ -161,11 +156,7 @@ impl Sample {
     /// collectors add series (their families are declared in their tables,
     /// see [`crate::family`]).
     pub fn add(&mut self, def: &'static crate::FamilyDef) -> &mut Family {
-        self.family(
-            &Cow::Borrowed(def.name),
-            &Cow::Borrowed(def.help),
-            def.kind,
-        )
+        self.family(def.name, def.help, def.kind)
     }
 
     /// One unlabelled series for each family whose value is known; families

@@ -93,24 +93,43 @@ fn the_expensive_calls_keep_their_cadence() {
     assert_eq!(gpus, 8.0);
     // One field-values call per GPU per sample, whatever it reads.
     let fv = per_gpu("nvmlDeviceGetFieldValues");
-    assert!(fv >= samples - 1.0 && fv <= most, "{fv} field-value calls per GPU in {samples} samples");
+    assert!(
+        fv >= samples - 1.0 && fv <= most,
+        "{fv} field-value calls per GPU in {samples} samples"
+    );
     // The slow readings at most once a second each (the agent ran for
     // `elapsed` seconds), and at least once.
     let reads = elapsed.ceil() + 1.0;
     let energy = per_gpu("nvmlDeviceGetTotalEnergyConsumption");
-    assert!((1.0..=reads).contains(&energy), "{energy} energy reads per GPU in {elapsed:.1} s");
+    assert!(
+        (1.0..=reads).contains(&energy),
+        "{energy} energy reads per GPU in {elapsed:.1} s"
+    );
     // One nvmlDeviceGetProcessUtilization call per read (nvml-wrapper's
     // would make two: the count, then the samples).
     let pu = per_gpu("nvmlDeviceGetProcessUtilization");
-    assert!((1.0..=reads).contains(&pu), "{pu} per-process utilisation calls per GPU");
+    assert!(
+        (1.0..=reads).contains(&pu),
+        "{pu} per-process utilisation calls per GPU"
+    );
     // 18 links x 4 error counters per read, plus the probe.
     let errs = per_gpu("nvmlDeviceGetNvLinkErrorCounter");
-    assert!((72.0..=72.0 * reads + 1.0).contains(&errs), "{errs} NVLink error counter calls per GPU");
+    assert!(
+        (72.0..=72.0 * reads + 1.0).contains(&errs),
+        "{errs} NVLink error counter calls per GPU"
+    );
     // 36 NVLink fields per read, 7 violation fields at the first read (4
     // after), 3 (PCIe, memory temperature) per sample.
     let fields = per_gpu("nvmlDeviceGetFieldValues (fields)");
-    assert!(fields <= 3.0 * most + (36.0 + 7.0) * reads, "{fields} fields per GPU");
-    assert_eq!(c.get("nvmlDeviceGetViolationStatus"), None, "the fields answer");
+    assert!(
+        fields <= 3.0 * most + (36.0 + 7.0) * reads,
+        "{fields} fields per GPU"
+    );
+    assert_eq!(
+        c.get("nvmlDeviceGetViolationStatus"),
+        None,
+        "the fields answer"
+    );
 
     // The energy counter never decreases and grows as the power gauge says.
     let series = |t: &str, f: &str| {
@@ -127,7 +146,10 @@ fn the_expensive_calls_keep_their_cadence() {
         energy.windows(2).all(|w| w[1] >= w[0]),
         "energy went back: {energy:?}"
     );
-    assert!(energy.last() > energy.first(), "energy did not grow: {energy:?}");
+    assert!(
+        energy.last() > energy.first(),
+        "energy did not grow: {energy:?}"
+    );
 }
 
 #[test]
@@ -136,7 +158,10 @@ fn per_process_utilisation_only_while_a_process_holds_the_gpu() {
     let (c, _, gpus, _, _) = run("idle-allocated", &[], 5.0);
     assert_eq!(gpus, 8.0);
     // Default cadence 10 s: one read (one call) per held GPU in this run.
-    let pu = c.get("nvmlDeviceGetProcessUtilization").copied().unwrap_or(0.0);
+    let pu = c
+        .get("nvmlDeviceGetProcessUtilization")
+        .copied()
+        .unwrap_or(0.0);
     assert_eq!(pu, 6.0, "calls for 6 held GPUs");
 }
 
@@ -146,7 +171,10 @@ fn blackwell_reads_the_new_fields_not_the_old_calls() {
     assert_eq!(gpus, 8.0);
     // The old error counter call is tried once per GPU (NOT_SUPPORTED),
     // the deprecated violation call never: the fields answer.
-    let errs = c.get("nvmlDeviceGetNvLinkErrorCounter").copied().unwrap_or(0.0);
+    let errs = c
+        .get("nvmlDeviceGetNvLinkErrorCounter")
+        .copied()
+        .unwrap_or(0.0);
     assert_eq!(errs, gpus, "one probe per GPU");
     assert_eq!(c.get("nvmlDeviceGetViolationStatus"), None);
     let fv = c.get("nvmlDeviceGetFieldValues").copied().unwrap_or(0.0) / gpus;

@@ -407,9 +407,9 @@ impl Gpu {
             "fields",
             "fields (nvmlDeviceGetNvLinkState, nvmlDeviceGetNvLinkErrorCounter, nvmlDeviceGetFieldValues)",
         );
-        let counters_due = state
-            .counters_at
-            .map_or(true, |t| now.duration_since(t) >= self.opts.counter_interval);
+        let counters_due = state.counters_at.map_or(true, |t| {
+            now.duration_since(t) >= self.opts.counter_interval
+        });
         if counters_due {
             state.counters_at = Some(now);
         }
@@ -463,10 +463,7 @@ impl Gpu {
         throttle::clocks(&mut g, &dev, &mut state.max_clocks);
         tm.start("pstate_reasons", "pstate_reasons (nvmlDeviceGetPerformanceState, nvmlDeviceGetCurrentClocksEventReasons)");
         throttle::reasons(&mut g, &dev);
-        tm.start(
-            "violations",
-            "violations (nvmlDeviceGetViolationStatus)",
-        );
+        tm.start("violations", "violations (nvmlDeviceGetViolationStatus)");
         throttle::violations(
             &mut g,
             &dev,

@@ -116,9 +116,11 @@ pub(super) fn probe(dev: &Device<'_>, links: &mut Links) {
             .link_wrapper_for(first)
             .error_counter(ErrorCounter::DlReplay)
         {
-            Err(NvmlError::NotSupported | NvmlError::FailedToLoadSymbol(_) | NvmlError::FunctionNotFound) => {
-                Some(ErrorSource::Fields)
-            }
+            Err(
+                NvmlError::NotSupported
+                | NvmlError::FailedToLoadSymbol(_)
+                | NvmlError::FunctionNotFound,
+            ) => Some(ErrorSource::Fields),
             Err(NvmlError::GpuLost) => None,
             _ => Some(ErrorSource::Calls),
         };
@@ -216,7 +218,9 @@ fn read_errors(
         }
         (Some(ErrorSource::Fields), Some(range)) => match batch.get(range) {
             Ok(values) => {
-                let per_link = present.iter().flat_map(|&l| ERROR_FIELDS.iter().map(move |f| (l, f.1)));
+                let per_link = present
+                    .iter()
+                    .flat_map(|&l| ERROR_FIELDS.iter().map(move |f| (l, f.1)));
                 let mut any = false;
                 for ((l, name), v) in per_link.zip(values) {
                     match v {
@@ -249,7 +253,10 @@ fn read_bytes(
     links: &mut Links,
     present: &[u32],
 ) {
-    let Some(values) = g.get_raw("nvmlDeviceGetFieldValues(NVLINK_THROUGHPUT)", batch.get(&at.bytes).map(<[_]>::to_vec)) else {
+    let Some(values) = g.get_raw(
+        "nvmlDeviceGetFieldValues(NVLINK_THROUGHPUT)",
+        batch.get(&at.bytes).map(<[_]>::to_vec),
+    ) else {
         return;
     };
     for (&l, pair) in present.iter().zip(values.chunks(2)) {

@@ -108,13 +108,19 @@ pub(super) struct Energy {
 impl Energy {
     /// Whether the driver's counter is due for a read.
     pub(super) fn due(&self, now: Instant, every: Duration) -> bool {
-        self.read.map_or(true, |(t, _)| now.duration_since(t) >= every)
+        self.read
+            .map_or(true, |(t, _)| now.duration_since(t) >= every)
     }
 
     /// Takes this sample's readings: `exact`, the driver's counter if it
     /// was read now (J), and `watts`, the power draw; returns the value to
     /// export.
-    pub(super) fn update(&mut self, now: Instant, exact: Option<f64>, watts: Option<f64>) -> Option<f64> {
+    pub(super) fn update(
+        &mut self,
+        now: Instant,
+        exact: Option<f64>,
+        watts: Option<f64>,
+    ) -> Option<f64> {
         let watts = watts.filter(|w| w.is_finite() && *w >= 0.0);
         if let (Some((t0, w0)), Some(w1)) = (self.power, watts) {
             self.since += (w0 + w1) / 2.0 * now.duration_since(t0).as_secs_f64();
@@ -239,7 +245,11 @@ mod tests {
     fn advances_by_power_and_takes_each_exact_read() {
         let t0 = Instant::now();
         let mut e = Energy::default();
-        assert_eq!(e.update(t0, None, Some(500.0)), None, "nothing before the first read");
+        assert_eq!(
+            e.update(t0, None, Some(500.0)),
+            None,
+            "nothing before the first read"
+        );
         assert_eq!(e.update(t0, Some(1000.0), Some(500.0)), Some(1000.0));
         assert_eq!(e.update(at(t0, 1.0), None, Some(500.0)), Some(1500.0));
         // Trapezoid: 500 W then 700 W over 2 s is 1200 J.
@@ -247,7 +257,10 @@ mod tests {
         assert!(!e.due(at(t0, 9.9), Duration::from_secs(10)));
         assert!(e.due(at(t0, 10.0), Duration::from_secs(10)));
         // The driver says more than the estimate: its value.
-        assert_eq!(e.update(at(t0, 4.0), Some(3500.0), Some(700.0)), Some(3500.0));
+        assert_eq!(
+            e.update(at(t0, 4.0), Some(3500.0), Some(700.0)),
+            Some(3500.0)
+        );
     }
 
     /// An exact read below the estimate holds the counter (never
@@ -259,7 +272,10 @@ mod tests {
         e.update(t0, Some(1000.0), Some(1000.0));
         assert_eq!(e.update(at(t0, 1.0), None, Some(1000.0)), Some(2000.0));
         // The driver says 1900: hold at 2000.
-        assert_eq!(e.update(at(t0, 1.0), Some(1900.0), Some(1000.0)), Some(2000.0));
+        assert_eq!(
+            e.update(at(t0, 1.0), Some(1900.0), Some(1000.0)),
+            Some(2000.0)
+        );
         // 1900 + 50 J: still held.
         assert_eq!(e.update(at(t0, 1.05), None, Some(1000.0)), Some(2000.0));
         // 1900 + 200 J: past it.

@@ -7,8 +7,8 @@ use std::ffi::OsStr;
 
 use nvml_wrapper::Device;
 use nvml_wrapper_sys::bindings::{
-    nvmlFieldValue_t, nvmlProcessUtilizationSample_t, nvmlReturn_enum_NVML_SUCCESS, nvmlValueType_enum_NVML_VALUE_TYPE_DOUBLE,
-    nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_INT,
+    nvmlFieldValue_t, nvmlProcessUtilizationSample_t, nvmlReturn_enum_NVML_SUCCESS,
+    nvmlValueType_enum_NVML_VALUE_TYPE_DOUBLE, nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_INT,
     nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_LONG_LONG,
     nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_INT,
     nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_LONG,

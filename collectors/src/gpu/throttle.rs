@@ -105,7 +105,10 @@ const VIOLATION_FIELDS: [(u32, &str); 7] = [
     (raw::FI_PERF_POLICY_RELIABILITY, "reliability"),
     (raw::FI_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN, "thermal"),
     (raw::FI_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN, "hw_thermal"),
-    (raw::FI_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN, "hw_power_brake"),
+    (
+        raw::FI_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN,
+        "hw_power_brake",
+    ),
 ];
 
 /// Violation times of one GPU between reads.
@@ -193,7 +196,11 @@ pub(super) fn violations(
         let mut unsupported = Vec::new();
         for &(policy, name) in &state.calls {
             match dev.violation_status(policy) {
-                Err(NvmlError::NotSupported | NvmlError::FailedToLoadSymbol(_) | NvmlError::FunctionNotFound) => {
+                Err(
+                    NvmlError::NotSupported
+                    | NvmlError::FailedToLoadSymbol(_)
+                    | NvmlError::FunctionNotFound,
+                ) => {
                     g.unsupported("nvmlDeviceGetViolationStatus");
                     unsupported.push(name);
                 }

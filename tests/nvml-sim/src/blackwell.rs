@@ -93,7 +93,9 @@ pub fn field(
     }
     let c = &g.curves;
     match id {
-        32..=59 | 96..=119 | 161..=163 | NVML_FI_DEV_PERF_POLICY_THERMAL => Some(Err(NOT_SUPPORTED)),
+        32..=59 | 96..=119 | 161..=163 | NVML_FI_DEV_PERF_POLICY_THERMAL => {
+            Some(Err(NOT_SUPPORTED))
+        }
         NVML_FI_DEV_NVLINK_COUNT_LINK_RECOVERY_SUCCESSFUL_EVENTS
         | NVML_FI_DEV_NVLINK_COUNT_LINK_RECOVERY_FAILED_EVENTS
         | NVML_FI_DEV_NVLINK_COUNT_LINK_RECOVERY_EVENTS

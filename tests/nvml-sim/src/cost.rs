@@ -210,7 +210,11 @@ mod tests {
             (&[197, 198][..], 0.31),
             (&[74, 75, 76, 79][..], 0.5),
         ] {
-            assert!((call(ids) - ms).abs() < 0.15, "{ids:?}: {} vs {ms}", call(ids));
+            assert!(
+                (call(ids) - ms).abs() < 0.15,
+                "{ids:?}: {} vs {ms}",
+                call(ids)
+            );
         }
     }
 
