@@ -147,9 +147,10 @@ pub const FAMILIES: &[FamilyDef] = &[
 /// What one collector last produced, immutable once published.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// The families of the last successful sample, pre-encoded in the text
-    /// format; empty when the last sample failed.
-    pub text: String,
+    /// The families of the last successful sample in the text format,
+    /// encoded by the first scrape that needs them (a GPU sampled every
+    /// 100 ms is scraped far less often); empty when the last sample failed.
+    text: OnceLock<String>,
     /// The same families, for OpenMetrics and in-process readers.
     pub families: Vec<Family>,
     /// Samples finished, successful or not.
@@ -324,6 +325,17 @@ impl Body {
     }
 }
 
+impl Snapshot {
+    /// The families in the text format, encoded once, when first asked.
+    pub fn text(&self) -> &str {
+        self.text.get_or_init(|| {
+            let mut text = String::with_capacity(1024);
+            encode_text(&self.families, &mut text);
+            text
+        })
+    }
+}
+
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -393,9 +405,6 @@ impl Agent {
                 for e in &errors {
                     next.errors[e.kind.index()] += 1;
                 }
-                let mut text = String::with_capacity(prev.text.len().max(1024));
-                encode_text(&families, &mut text);
-                next.text = text;
                 next.families = families;
                 next.success = true;
                 next.last_success = Some(unix_now());
@@ -479,7 +488,7 @@ impl Agent {
             String::with_capacity(cache.as_ref().map_or(16 * 1024, |b| b.text.len() + 1024));
         for (i, s) in snaps.iter().enumerate() {
             if stale & (1 << i.min(63)) == 0 {
-                text.push_str(&s.text);
+                text.push_str(s.text());
             }
         }
         let self_families = self.self_metrics(&snaps, stale);

@@ -181,6 +181,13 @@ pub fn run(args: Vec<OsString>) -> i32 {
     for c in &mut config.collectors {
         c.interval = interval;
     }
+    // The summary turns the NVLink byte counters into rates between
+    // samples: a short profile reads them every sample, not every
+    // --collector.gpu.counter-interval (the daemon's saving of ~4 ms a GPU
+    // per read is not worth stale rates here).
+    if let Some(o) = config.options_mut::<accel_collectors::gpu::GpuOptions>() {
+        o.counter_interval = o.counter_interval.min(interval);
+    }
     let events_wanted = config
         .collectors
         .iter()

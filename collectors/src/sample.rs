@@ -7,6 +7,7 @@
 //! the scrape path except [`encode_openmetrics`](Sample::encode_openmetrics)
 //! for the rare client that asks for OpenMetrics.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::CollectError;
@@ -48,10 +49,12 @@ pub struct Series {
 /// A metric family: a name, its help text and type, and its series.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Family {
-    /// Full name, `_total` included for counters.
-    pub name: String,
+    /// Full name, `_total` included for counters. Borrowed from the
+    /// collector's table: a sample allocates no names or help texts (a GPU
+    /// sample has about 75 families per GPU).
+    pub name: Cow<'static, str>,
     /// One-line help text.
-    pub help: String,
+    pub help: Cow<'static, str>,
     /// Counter or gauge.
     pub kind: MetricType,
     /// The series, in the order they were added.
@@ -129,7 +132,7 @@ impl Sample {
     /// The family named `name`, created with `help` and `kind` if this sample
     /// has none yet. Families keep the order of their first use. Private:
     /// collectors name families through their tables ([`add`](Self::add)).
-    fn family(&mut self, name: &str, help: &str, kind: MetricType) -> &mut Family {
+    fn family(&mut self, name: &'static str, help: &'static str, kind: MetricType) -> &mut Family {
         // Linear search: a collector has tens of families, and keeping them in
         // a Vec keeps the output order stable and readable.
         if let Some(i) = self.families.iter().position(|f| f.name == name) {
@@ -141,8 +144,8 @@ impl Sample {
             "{name}: counters and only counters end in _total"
         );
         self.families.push(Family {
-            name: name.to_owned(),
-            help: help.to_owned(),
+            name: Cow::Borrowed(name),
+            help: Cow::Borrowed(help),
             kind,
             series: Vec::new(),
         });
@@ -180,8 +183,10 @@ impl Sample {
     /// family.
     pub fn merge(&mut self, other: Sample) {
         for f in other.families {
-            let mine = self.family(&f.name, &f.help, f.kind);
-            mine.series.extend(f.series);
+            match self.families.iter_mut().find(|m| m.name == f.name) {
+                Some(mine) => mine.series.extend(f.series),
+                None => self.families.push(f),
+            }
         }
         self.errors.extend(other.errors);
     }

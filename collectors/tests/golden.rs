@@ -165,7 +165,7 @@ fn process_families_are_declared() {
     };
     let mut sample = Sample::new();
     c.sample(&mut sample).unwrap();
-    let names: Vec<&str> = sample.families().iter().map(|f| f.name.as_str()).collect();
+    let names: Vec<&str> = sample.families().iter().map(|f| &*f.name).collect();
     for want in [
         "process_cpu_seconds_total",
         "accel_process_info",

@@ -64,7 +64,11 @@ fn simulated_h100_node() {
     let agent = sim_agent(
         "8xh100-training",
         "200ms",
-        &["--collector.disable-defaults", "--collector.gpu"],
+        &[
+            "--collector.disable-defaults",
+            "--collector.gpu",
+            "--collector.gpu.counter-interval=1s",
+        ],
     );
     agent.wait_ready();
     // GPM needs two samples.
@@ -107,9 +111,9 @@ fn simulated_h100_node() {
     assert!(text.contains("accel_gpu_process_info{gpu=\"0\",") && text.contains("comm=\""));
     assert_eq!(gpu(&text, "accel_gpu_allocated", 0), Some(1.0));
 
-    // Counters grow between samples, consistently with their gauges. The
-    // energy counter is read at most once a second (3-5 ms a read on an
-    // H100): over 4 s the reading lags by under a second.
+    // Counters grow between samples, consistently with their gauges (the
+    // energy counter is read every 10 s and advanced by power in between;
+    // the NVLink counters here every second).
     let e0 = gpu(&text, "accel_gpu_energy_joules_total", 0).unwrap();
     let b0 = gpu(&text, "accel_gpu_busy_seconds_total", 0).unwrap();
     let t0 = Instant::now();
@@ -361,7 +365,7 @@ fn every_scenario_matches_its_golden() {
         crate::util::fixtures().join("proc").display()
     );
     // (scenario, frozen time, what to wait for before the golden scrape)
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 9] = [
         ("mig-h100", "4", "accel_gpu_mig_sm_active_ratio{"),
         ("8xh100-training", "12.5", "accel_gpu_sm_active_ratio{"),
         ("4xa100", "30", "accel_gpu_nvlink_up{"),
@@ -372,6 +376,9 @@ fn every_scenario_matches_its_golden() {
         ("gpu-lost", "5", "accel_gpu_up{gpu=\"3\",uuid=\"\"} 0"),
         ("nvml-hang", "1", "accel_gpu_sm_active_ratio{"),
         ("no-gpm", "2", "accel_gpu_up{"),
+        // NVLink5 errors and clock event reason counters through the new
+        // fields, the old calls NOT_SUPPORTED.
+        ("b200-training", "12.5", "accel_gpu_sm_active_ratio{"),
     ];
     let mut failures = Vec::new();
     for (scenario, t, ready) in cases {
@@ -384,6 +391,10 @@ fn every_scenario_matches_its_golden() {
                     "--collector.disable-defaults",
                     "--collector.gpu",
                     "--collector.gpu.interval=100ms",
+                    // The driver's energy counter at every sample: between
+                    // reads it advances by power x real time, which the
+                    // frozen clock does not.
+                    "--collector.gpu.energy-interval=0s",
                 ],
                 &[("NVML_SIM_SCENARIO", scenario), ("NVML_SIM_TIME", t)],
             )
@@ -612,8 +623,8 @@ not_supported = ["nvmlDeviceGetFieldValues(197)", "nvmlDeviceGetFieldValues(198)
         gpu(&text, "accel_gpu_pcie_receive_bytes_per_second", 1),
         Some(200_000.0 * 1024.0)
     );
-    // Violation times: one field-values call on GPU 0; on GPU 1 a field is
-    // missing, so one nvmlDeviceGetViolationStatus call per reason.
+    // Violation times: fields of the one field-values call on GPU 0; on
+    // GPU 1 a field is missing, so nvmlDeviceGetViolationStatus for it.
     for g in ["0", "1"] {
         let reasons = text
             .lines()

@@ -15,6 +15,7 @@ mod golden;
 mod goodput;
 mod gpu;
 mod health;
+mod gpucpu;
 mod http;
 mod jobs;
 mod kubernetes;

@@ -16,6 +16,7 @@
 pub mod accounting;
 pub mod amd;
 pub mod events;
+mod fields;
 pub mod gpm;
 pub mod identity;
 pub mod jobs;
@@ -93,6 +94,36 @@ pub struct GpuOptions {
         value_parser = crate::options::parse_path
     )]
     pub job_mapping_dir: Option<PathBuf>,
+    /// Time between reads of the driver's energy counter.
+    #[arg(
+        id = "collector.gpu.energy-interval",
+        long = "collector.gpu.energy-interval",
+        value_name = "DURATION",
+        help = "Time between reads of a GPU's energy counter (2.4 ms of CPU a read on an H200); in between, accel_gpu_energy_joules_total advances by power x time, and never decreases.",
+        default_value = "10s",
+        value_parser = crate::options::parse_duration
+    )]
+    pub energy_interval: Duration,
+    /// Time between reads of the NVLink and violation-time counters.
+    #[arg(
+        id = "collector.gpu.counter-interval",
+        long = "collector.gpu.counter-interval",
+        value_name = "DURATION",
+        help = "Time between reads of a GPU's NVLink data and error counters and its violation (throttle) time counters (about 5 ms of CPU for 18 links on an H200); in between, the last readings are exported again.",
+        default_value = "10s",
+        value_parser = crate::options::parse_duration
+    )]
+    pub counter_interval: Duration,
+    /// Time between reads of per-process utilisation.
+    #[arg(
+        id = "collector.gpu.process-utilization-interval",
+        long = "collector.gpu.process-utilization-interval",
+        value_name = "DURATION",
+        help = "Time between reads of per-process SM utilisation (1.4 ms of CPU a read on an H200), made only while processes hold the GPU; each read gives the mean of the driver's samples since the previous one.",
+        default_value = "10s",
+        value_parser = crate::options::parse_duration
+    )]
+    pub process_utilization_interval: Duration,
 }
 
 /// The GPU collector's registry entry.
@@ -220,20 +251,27 @@ struct GpuState {
     gpm: Option<bool>,
     /// The previous GPM sample: GPM metrics come from two samples.
     gpm_prev: Option<GpmSample<'static>>,
-    /// NVLink links that exist on this GPU, once probed.
-    nvlinks: Option<Vec<u32>>,
-    /// Timestamp of the newest per-process utilisation sample seen.
+    /// NVLink links and their last counter readings.
+    nvlinks: nvlink::Links,
+    /// When the NVLink and violation-time counters were last read.
+    counters_at: Option<Instant>,
+    /// The last violation-time reading.
+    violations: throttle::Violations,
+    /// Timestamp of the newest per-process utilisation sample seen, when
+    /// it was read, and each process's mean SM utilisation then.
     proc_util_seen: u64,
+    proc_util_at: Option<Instant>,
+    proc_sm: std::collections::HashMap<u32, f64>,
+    /// Whether the memory temperature field works, once known.
+    memory_temperature: Option<bool>,
     /// Maximum clocks by domain, read once.
     max_clocks: Option<Vec<(&'static str, f64)>>,
     /// Whether the PCIe byte counters (field values) work, once known, and
     /// their previous reading: (time, transmit bytes, receive bytes).
     pcie_counters: Option<bool>,
     pcie_prev: Option<(Instant, f64, f64)>,
-    /// Whether the violation-time fields work, once known.
-    violation_fields: Option<bool>,
-    /// The last energy reading (joules) and when it was taken.
-    energy: Option<(Instant, f64)>,
+    /// The exported energy counter.
+    energy: power::Energy,
     /// Previous GPM samples of the MIG instances.
     mig_gpm: mig::MigGpm,
     /// Its MIG instances and whether it held a process, last sample.
@@ -404,6 +442,30 @@ impl Gpu {
         }
 
         let mut tm = Sections::new(&self.activity, index);
+        // Every field this sample reads, in one nvmlDeviceGetFieldValues
+        // call; the slow counters only when due.
+        tm.start(
+            "fields",
+            "fields (nvmlDeviceGetNvLinkState, nvmlDeviceGetNvLinkErrorCounter, nvmlDeviceGetFieldValues)",
+        );
+        let counters_due = state.counters_at.map_or(true, |t| {
+            now.duration_since(t) >= self.opts.counter_interval
+        });
+        if counters_due {
+            state.counters_at = Some(now);
+        }
+        let v13 = nvml.field_id_scheme() == nvml_wrapper::FieldIdScheme::V13Update1;
+        nvlink::probe(&dev, &mut state.nvlinks);
+        let mut batch = fields::Batch::default();
+        let pcie_at = pcie::want_pcie(&mut batch, state);
+        let mem_temp_at = power::want_memory_temperature(&mut batch, state.memory_temperature);
+        let violations_at = counters_due
+            .then(|| throttle::want_violations(&mut batch, &state.violations, v13))
+            .flatten();
+        let nvlink_at = nvlink::want(&mut batch, &state.nvlinks, counters_due);
+        let recovery_at = reliability::want_recovery(&mut batch, &state.recovery_probed);
+        batch.fetch(raw.as_ref(), &dev);
+
         tm.start("memory", "memory (nvmlDeviceGetMemoryInfo_v2)");
         memory::memory(&mut g, &dev);
         tm.start("bar1", "bar1 (nvmlDeviceGetBAR1MemoryInfo)");
@@ -419,9 +481,16 @@ impl Gpu {
             "power",
             "power (nvmlDeviceGetPowerUsage and the power limits)",
         );
-        power::power(&mut g, &dev);
+        let watts = power::power(&mut g, &dev);
         tm.start("energy", "energy (nvmlDeviceGetTotalEnergyConsumption)");
-        power::energy(&mut g, &dev, &mut state.energy, now);
+        power::energy(
+            &mut g,
+            &dev,
+            &mut state.energy,
+            watts,
+            self.opts.energy_interval,
+            now,
+        );
         tm.start("temperature", "temperature (nvmlDeviceGetTemperature)");
         power::temperature(&mut g, &dev);
         tm.start(
@@ -436,16 +505,20 @@ impl Gpu {
         throttle::clocks(&mut g, &dev, &mut state.max_clocks);
         tm.start("pstate_reasons", "pstate_reasons (nvmlDeviceGetPerformanceState, nvmlDeviceGetCurrentClocksEventReasons)");
         throttle::reasons(&mut g, &dev);
-        tm.start(
-            "violations",
-            "violations (nvmlDeviceGetFieldValues (violation time), nvmlDeviceGetViolationStatus)",
+        tm.start("violations", "violations (nvmlDeviceGetViolationStatus)");
+        throttle::violations(
+            &mut g,
+            &dev,
+            &batch,
+            violations_at,
+            &mut state.violations,
+            counters_due,
         );
-        throttle::violations(&mut g, &dev, raw.as_ref(), &mut state.violation_fields);
         tm.start(
             "pcie",
-            "pcie (nvmlDeviceGetFieldValues (PCIe bytes), the PCIe link and replay calls)",
+            "pcie (the PCIe link and replay calls, nvmlDeviceGetPcieThroughput)",
         );
-        pcie::pcie(&mut g, &dev, raw.as_ref(), state, now);
+        pcie::pcie(&mut g, &dev, &batch, pcie_at, state, now);
         tm.start(
             "reliability",
             "reliability (ECC counters, retired pages, remapped rows)",
@@ -453,19 +526,22 @@ impl Gpu {
         reliability::reliability(&mut g, &dev, raw.as_ref());
         tm.start(
             "recovery",
-            "recovery (nvmlDeviceGetFieldValues (recovery action), nvmlDeviceGetGpuFabricInfo)",
+            "recovery (nvmlDeviceGetGpuFabricInfo)",
         );
-        reliability::recovery(&mut g, &dev, raw.as_ref(), &mut state.recovery_probed);
-        tm.start(
-            "memory_temperature",
-            "memory_temperature (nvmlDeviceGetFieldValues (memory temperature))",
+        reliability::recovery(
+            &mut g,
+            &dev,
+            raw.as_ref(),
+            &batch,
+            recovery_at,
+            &mut state.recovery_probed,
         );
-        power::memory_temperature(&mut g, &dev, raw.as_ref());
+        power::memory_temperature(&mut g, &batch, mem_temp_at, &mut state.memory_temperature);
         tm.start(
             "nvlink",
-            "nvlink (NVLink state and nvmlDeviceGetFieldValues (NVLink counters))",
+            "nvlink (nvmlDeviceGetNvLinkState, nvmlDeviceGetNvLinkErrorCounter)",
         );
-        nvlink::nvlink(&mut g, &dev, raw.as_ref(), &mut state.nvlinks);
+        nvlink::nvlink(&mut g, &dev, &batch, nvlink_at, &mut state.nvlinks);
         tm.start("gpm", "gpm (nvmlGpmSampleGet, nvmlGpmMetricsGet)");
         gpm::gpm(&mut g, &dev, nvml, &mut state.gpm, &mut state.gpm_prev);
         tm.start("mig", "mig (the MIG instance calls)");
@@ -493,6 +569,9 @@ impl Gpu {
                 pods: &self.pods,
                 pids: &mut self.pids,
                 jobs: &mut self.proc_jobs,
+                raw,
+                util_every: self.opts.process_utilization_interval,
+                now,
             },
         );
         tm.end();

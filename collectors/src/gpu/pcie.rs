@@ -1,13 +1,14 @@
 //! PCIe: link generation and width (a link below its maximum is degraded),
 //! byte counters and throughput, replays.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use nvml_wrapper::enum_wrappers::device::PcieUtilCounter;
 use nvml_wrapper::Device;
 
 use super::sample::GpuSample;
-use super::{raw, GpuState};
+use super::{fields, raw, GpuState};
 use crate::FamilyDef;
 
 pub const PCIE_LINK_GENERATION: FamilyDef = FamilyDef::gauge(
@@ -89,10 +90,21 @@ pub const PCIE_REPLAY_ERRORS: FamilyDef = FamilyDef::counter(
 .source("`nvmlDeviceGetPcieReplayCounter`")
 .equivalent("`DCGM_FI_DEV_PCIE_REPLAY_COUNTER`");
 
+/// Asks for the PCIe byte counters unless the driver is known to lack them.
+pub(super) fn want_pcie(batch: &mut fields::Batch, state: &GpuState) -> Option<Range<usize>> {
+    (state.pcie_counters != Some(false)).then(|| {
+        batch.want(&[
+            (raw::FI_PCIE_COUNT_TX_BYTES, 0),
+            (raw::FI_PCIE_COUNT_RX_BYTES, 0),
+        ])
+    })
+}
+
 pub(super) fn pcie(
     g: &mut GpuSample<'_>,
     dev: &Device<'_>,
-    raw: Option<&raw::Raw>,
+    batch: &fields::Batch,
+    at: Option<Range<usize>>,
     state: &mut GpuState,
     now: Instant,
 ) {
@@ -134,42 +146,34 @@ pub(super) fn pcie(
             g.add(def, f64::from(v));
         }
     }
-    // Throughput from the byte counters where the driver has them (one
-    // field-values call); nvmlDeviceGetPcieThroughput instead measures for
-    // 20 ms inside the call, 42 ms a GPU per sample on an H100.
-    let counters = match (raw, state.pcie_counters) {
-        (Some(raw), None | Some(true)) => {
-            let r = raw.field_values(
-                dev,
-                &[
-                    (raw::FI_PCIE_COUNT_TX_BYTES, 0),
-                    (raw::FI_PCIE_COUNT_RX_BYTES, 0),
-                ],
-            );
-            match r.as_deref().map_err(|&e| e) {
-                Ok([Ok(tx), Ok(rx)]) => {
-                    state.pcie_counters = Some(true);
-                    Some((*tx, *rx))
-                }
-                Err(raw::GPU_IS_LOST) | Ok([Err(raw::GPU_IS_LOST), ..]) => {
-                    g.lost = true;
-                    return;
-                }
-                Ok(_) | Err(raw::NOT_SUPPORTED | raw::NOT_FOUND) => {
-                    g.unsupported("nvmlDeviceGetFieldValues(PCIE_COUNT_TX/RX_BYTES)");
-                    state.pcie_counters = Some(false);
-                    None
-                }
-                Err(code) => {
-                    g.get_raw::<()>(
-                        "nvmlDeviceGetFieldValues(PCIE_COUNT_TX/RX_BYTES)",
-                        Err(code),
-                    );
-                    None
-                }
+    // Throughput from the byte counters where the driver has them (two
+    // fields of the sample's one field-values call); nvmlDeviceGetPcieThroughput
+    // instead measures for 20 ms inside the call, 42 ms a GPU per sample on
+    // an H100.
+    let counters = match at.map(|at| batch.get(&at)) {
+        None => None,
+        Some(r) => match r {
+            Ok([Ok(tx), Ok(rx)]) => {
+                state.pcie_counters = Some(true);
+                Some((*tx, *rx))
             }
-        }
-        _ => None,
+            Err(raw::GPU_IS_LOST) | Ok([Err(raw::GPU_IS_LOST), ..]) => {
+                g.lost = true;
+                return;
+            }
+            Ok(_) | Err(raw::NOT_SUPPORTED | raw::NOT_FOUND) => {
+                g.unsupported("nvmlDeviceGetFieldValues(PCIE_COUNT_TX/RX_BYTES)");
+                state.pcie_counters = Some(false);
+                None
+            }
+            Err(code) => {
+                g.get_raw::<()>(
+                    "nvmlDeviceGetFieldValues(PCIE_COUNT_TX/RX_BYTES)",
+                    Err(code),
+                );
+                None
+            }
+        },
     };
     if let Some((tx, rx)) = counters {
         g.add(&PCIE_TRANSMIT_BYTES, tx);

@@ -7,8 +7,8 @@ use std::ffi::OsStr;
 
 use nvml_wrapper::Device;
 use nvml_wrapper_sys::bindings::{
-    nvmlFieldValue_t, nvmlReturn_enum_NVML_SUCCESS, nvmlValueType_enum_NVML_VALUE_TYPE_DOUBLE,
-    nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_INT,
+    nvmlFieldValue_t, nvmlProcessUtilizationSample_t, nvmlReturn_enum_NVML_SUCCESS,
+    nvmlValueType_enum_NVML_VALUE_TYPE_DOUBLE, nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_INT,
     nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_LONG_LONG,
     nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_INT,
     nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_LONG,
@@ -31,6 +31,35 @@ pub const FI_PERF_POLICY_THERMAL: u32 = 75;
 pub const FI_PERF_POLICY_SYNC_BOOST: u32 = 76;
 /// See [`FI_PERF_POLICY_POWER`].
 pub const FI_PERF_POLICY_RELIABILITY: u32 = 79;
+/// NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN, _HW_THERM_SLOWDOWN
+/// and _HW_POWER_BRAKE_SLOWDOWN (ns), in NVML 12's numbering; see
+/// [`field_id`] for drivers from 580.82 on.
+pub const FI_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN: u32 = 251;
+/// See [`FI_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN`].
+pub const FI_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN: u32 = 252;
+/// See [`FI_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN`].
+pub const FI_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN: u32 = 253;
+/// NVLink5 counters (Blackwell), scope id = link:
+/// NVML_FI_DEV_NVLINK_COUNT_LINK_RECOVERY_SUCCESSFUL_EVENTS.
+pub const FI_NVLINK_COUNT_RECOVERY_SUCCESSFUL: u32 = 213;
+/// NVML_FI_DEV_NVLINK_COUNT_LINK_RECOVERY_FAILED_EVENTS.
+pub const FI_NVLINK_COUNT_RECOVERY_FAILED: u32 = 214;
+/// NVML_FI_DEV_NVLINK_COUNT_EFFECTIVE_ERRORS: errors left after FEC.
+pub const FI_NVLINK_COUNT_EFFECTIVE_ERRORS: u32 = 219;
+/// NVML_FI_DEV_NVLINK_COUNT_SYMBOL_ERRORS: symbol errors FEC corrected.
+pub const FI_NVLINK_COUNT_SYMBOL_ERRORS: u32 = 221;
+
+/// A field id in NVML 12's numbering as the loaded driver numbers it:
+/// CUDA 13.0 Update 1 (driver 580.82) moved 251-255 to 269-273 and
+/// 256-273 to 251-268 (`v13`: `Nvml::field_id_scheme()` says so).
+pub fn field_id(id: u32, v13: bool) -> u32 {
+    match id {
+        251..=255 if v13 => id + 18,
+        256..=273 if v13 => id - 5,
+        _ => id,
+    }
+}
+
 /// NVML_FI_DEV_PCIE_COUNT_TX_BYTES and _RX_BYTES: PCIe byte counters.
 pub const FI_PCIE_COUNT_TX_BYTES: u32 = 197;
 /// See [`FI_PCIE_COUNT_TX_BYTES`].
@@ -147,6 +176,54 @@ impl Raw {
         Ok((info.state as u32, info.status as u32))
     }
 }
+
+/// One process's utilisation sample: (pid, timestamp in µs, SM %).
+pub type ProcessSample = (u32, u64, u32);
+
+impl Raw {
+    /// Per-process utilisation samples newer than `since` (µs), in one call
+    /// with a buffer of `room` samples (nvml-wrapper asks for the count
+    /// first: two calls of about 1.4 ms each on an H200); again with the
+    /// size the driver asks for if `room` was too small. No sample
+    /// (NVML_ERROR_NOT_FOUND) is an empty list.
+    pub fn process_utilization(
+        &self,
+        dev: &Device<'_>,
+        since: u64,
+        room: usize,
+    ) -> Result<Vec<ProcessSample>, u32> {
+        let f = self
+            .lib
+            .nvmlDeviceGetProcessUtilization
+            .as_ref()
+            .map_err(|_| NOT_FOUND)?;
+        let mut room = room.clamp(1, 1024);
+        for _ in 0..2 {
+            // SAFETY: nvmlProcessUtilizationSample_t is plain data.
+            let mut buf: Vec<nvmlProcessUtilizationSample_t> =
+                vec![unsafe { std::mem::zeroed() }; room];
+            let mut count = room as u32;
+            // SAFETY: valid device handle (see field_values); `buf` holds
+            // `count` elements, and NVML writes at most `count`.
+            let ret = unsafe { f(dev.handle(), buf.as_mut_ptr(), &mut count, since) };
+            match ret {
+                r if r == nvmlReturn_enum_NVML_SUCCESS => {
+                    buf.truncate((count as usize).min(room));
+                    return Ok(buf.iter().map(|s| (s.pid, s.timeStamp, s.smUtil)).collect());
+                }
+                NOT_FOUND_SAMPLES => return Ok(Vec::new()),
+                INSUFFICIENT_SIZE if (count as usize) > room => room = (count as usize).min(1024),
+                r => return Err(r),
+            }
+        }
+        Err(INSUFFICIENT_SIZE)
+    }
+}
+
+/// NVML_ERROR_NOT_FOUND (no sample newer than the timestamp).
+const NOT_FOUND_SAMPLES: u32 = 6;
+/// NVML_ERROR_INSUFFICIENT_SIZE.
+const INSUFFICIENT_SIZE: u32 = 7;
 
 /// The type of nvmlDeviceGetGpuInstanceId and nvmlDeviceGetComputeInstanceId.
 type InstanceIdFn = unsafe extern "C" fn(nvml_wrapper_sys::bindings::nvmlDevice_t, *mut u32) -> u32;

@@ -4,7 +4,7 @@
 use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError, RetirementCause};
 use nvml_wrapper::Device;
 
-use super::raw;
+use super::{fields, raw};
 use super::sample::GpuSample;
 use crate::FamilyDef;
 
@@ -147,28 +147,36 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
     }
 }
 
-/// The driver's recovery action and the NVSwitch fabric state, for the
-/// health collector only (no series). `probed` remembers whether each call
-/// works on this GPU, so an older driver or a GPU without NVSwitch costs one
-/// call each, once.
+/// Asks for the driver's recovery action in the sample's field batch while
+/// the driver may have it.
+pub(super) fn want_recovery(
+    batch: &mut fields::Batch,
+    probed: &(Option<bool>, Option<bool>),
+) -> Option<std::ops::Range<usize>> {
+    (probed.0 != Some(false)).then(|| batch.want(&[(raw::FI_GPU_RECOVERY_ACTION, 0)]))
+}
+
+/// The driver's recovery action (from the batch) and the NVSwitch fabric
+/// state, for the health collector only (no series). `probed` remembers
+/// whether each works on this GPU, so an older driver or a GPU without
+/// NVSwitch costs one field and one call, once.
 pub(super) fn recovery(
     g: &mut GpuSample<'_>,
     dev: &Device<'_>,
     raw: Option<&raw::Raw>,
+    batch: &fields::Batch,
+    at: Option<std::ops::Range<usize>>,
     probed: &mut (Option<bool>, Option<bool>),
 ) {
     let Some(raw) = raw else { return };
-    if probed.0 != Some(false) {
-        match raw.field_values(dev, &[(raw::FI_GPU_RECOVERY_ACTION, 0)]) {
-            Ok(v) => match v.first() {
-                Some(Ok(a)) => {
-                    probed.0 = Some(true);
-                    g.health.recovery_action = Some(*a as u32);
-                }
-                _ => probed.0 = Some(false),
-            },
-            Err(raw::GPU_IS_LOST) => g.lost = true,
-            Err(_) => probed.0 = Some(false),
+    if let Some(at) = at {
+        match batch.get(&at).map(|v| v.first().copied()) {
+            Ok(Some(Ok(a))) => {
+                probed.0 = Some(true);
+                g.health.recovery_action = Some(a as u32);
+            }
+            Err(raw::GPU_IS_LOST) | Ok(Some(Err(raw::GPU_IS_LOST))) => g.lost = true,
+            _ => probed.0 = Some(false),
         }
     }
     if probed.1 != Some(false) {

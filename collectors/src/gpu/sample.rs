@@ -109,7 +109,10 @@ impl GpuSample<'_> {
             def.name,
             def.labels
         );
-        let mut labels: Vec<(&'static str, &str)> = vec![("gpu", &self.gpu), ("uuid", &self.uuid)];
+        // Sized once: this runs for every series of every GPU.
+        let mut labels: Vec<(&'static str, &str)> = Vec::with_capacity(2 + extra.len());
+        labels.push(("gpu", &self.gpu));
+        labels.push(("uuid", &self.uuid));
         labels.extend_from_slice(extra);
         self.out.add(def).add(&labels, value);
     }

@@ -2,13 +2,15 @@
 //! domain, the performance state, the clock event (throttle) reasons and
 //! the time spent below the requested clocks per policy.
 
+use std::ops::Range;
+
 use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::enum_wrappers::device::{Clock, PerformancePolicy};
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::Device;
 
-use super::raw;
 use super::sample::GpuSample;
+use super::{fields, raw};
 use crate::FamilyDef;
 
 pub const CLOCK_HERTZ: FamilyDef = FamilyDef::gauge(
@@ -54,8 +56,8 @@ pub const THROTTLE_SECONDS: FamilyDef = FamilyDef::counter(
     "Time clocks were held below the requested level, by reason, in seconds.",
 )
 .labels(&["gpu", "uuid", "reason"])
-.doc("seconds clocks were held below the requested level, by policy: `power`, `thermal`, `sync_boost`, `reliability`")
-.source("one `nvmlDeviceGetFieldValues` call for `NVML_FI_DEV_PERF_POLICY_POWER` / `_THERMAL` / `_SYNC_BOOST` / `_RELIABILITY` (ns; 0.5 ms on an H100, checked against the power cap: 1.009 s/s while `sw_power_cap` was set), else `nvmlDeviceGetViolationStatus` per policy `violationTime` (ns; 0.7 ms each)")
+.doc("seconds clocks were held below the requested level, by policy: `power`, `thermal`, `sync_boost`, `reliability`, and where the driver has the clock event reason counters (570 and newer) `hw_thermal` and `hw_power_brake`. Read every `--collector.gpu.counter-interval` (10 s); in between the last reading is repeated")
+.source("the GPU's one `nvmlDeviceGetFieldValues` call of the sample: `NVML_FI_DEV_PERF_POLICY_POWER` / `_THERMAL` / `_SYNC_BOOST` / `_RELIABILITY` (ns; checked against the power cap on an H100: 1.009 s/s while `sw_power_cap` was set) and `NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN` / `_HW_THERM_SLOWDOWN` / `_HW_POWER_BRAKE_SLOWDOWN` (251-253, 269-271 from driver 580.82 on; SW thermal stands in for `thermal` where `_PERF_POLICY_THERMAL` is not supported, as on Blackwell); else `nvmlDeviceGetViolationStatus` per policy `violationTime` (ns; 0.7 ms each; deprecated in 580)")
 .equivalent("`DCGM_FI_DEV_POWER_VIOLATION`, `DCGM_FI_DEV_THERMAL_VIOLATION`, `DCGM_FI_DEV_SYNC_BOOST_VIOLATION`, `DCGM_FI_DEV_RELIABILITY_VIOLATION`");
 
 const CLOCKS: [(Clock, &str); 4] = [
@@ -95,24 +97,135 @@ const SLOWDOWNS: [&str; 4] = [
     "hw_power_brake_slowdown",
 ];
 
-const VIOLATIONS: [(PerformancePolicy, u32, &str); 4] = [
-    (PerformancePolicy::Power, raw::FI_PERF_POLICY_POWER, "power"),
+const VIOLATIONS: [(PerformancePolicy, &str); 4] = [
+    (PerformancePolicy::Power, "power"),
+    (PerformancePolicy::Thermal, "thermal"),
+    (PerformancePolicy::SyncBoost, "sync_boost"),
+    (PerformancePolicy::Reliability, "reliability"),
+];
+
+/// The violation-time fields, in NVML 12's numbering, and the reason each
+/// is exported as. `thermal` appears twice: the policy field first, the
+/// SW thermal clock event counter where the policy field is missing.
+const VIOLATION_FIELDS: [(u32, &str); 7] = [
+    (raw::FI_PERF_POLICY_POWER, "power"),
+    (raw::FI_PERF_POLICY_THERMAL, "thermal"),
+    (raw::FI_PERF_POLICY_SYNC_BOOST, "sync_boost"),
+    (raw::FI_PERF_POLICY_RELIABILITY, "reliability"),
+    (raw::FI_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN, "thermal"),
+    (raw::FI_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN, "hw_thermal"),
     (
-        PerformancePolicy::Thermal,
-        raw::FI_PERF_POLICY_THERMAL,
-        "thermal",
-    ),
-    (
-        PerformancePolicy::SyncBoost,
-        raw::FI_PERF_POLICY_SYNC_BOOST,
-        "sync_boost",
-    ),
-    (
-        PerformancePolicy::Reliability,
-        raw::FI_PERF_POLICY_RELIABILITY,
-        "reliability",
+        raw::FI_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN,
+        "hw_power_brake",
     ),
 ];
+
+/// Violation times of one GPU between reads.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Violations {
+    /// The fields that answered at the first read (NVML 12 numbering);
+    /// `None` until probed; empty: the driver has none, use
+    /// `nvmlDeviceGetViolationStatus`.
+    fields: Option<Vec<(u32, &'static str)>>,
+    /// The policies no field answers for, read with
+    /// `nvmlDeviceGetViolationStatus` (dropped when it is not supported).
+    calls: Vec<(PerformancePolicy, &'static str)>,
+    /// The last reading, seconds by reason.
+    last: Vec<(&'static str, f64)>,
+}
+
+/// Asks for the violation fields when they are due and may work.
+pub(super) fn want_violations(
+    batch: &mut fields::Batch,
+    state: &Violations,
+    v13: bool,
+) -> Option<Range<usize>> {
+    let ids: Vec<(u32, u32)> = match &state.fields {
+        None => VIOLATION_FIELDS
+            .iter()
+            .map(|f| (raw::field_id(f.0, v13), 0))
+            .collect(),
+        Some(f) if f.is_empty() => return None,
+        Some(f) => f.iter().map(|f| (raw::field_id(f.0, v13), 0)).collect(),
+    };
+    Some(batch.want(&ids))
+}
+
+/// Reads the violation times when `due` (from the batch, else one call per
+/// policy), and exports the last reading.
+pub(super) fn violations(
+    g: &mut GpuSample<'_>,
+    dev: &Device<'_>,
+    batch: &fields::Batch,
+    at: Option<Range<usize>>,
+    state: &mut Violations,
+    due: bool,
+) {
+    if due {
+        state.last.clear();
+        if let Some(at) = at {
+            let asked: Vec<(u32, &'static str)> = state
+                .fields
+                .clone()
+                .unwrap_or_else(|| VIOLATION_FIELDS.to_vec());
+            match batch.get(&at) {
+                Ok(values) => {
+                    let mut working = Vec::new();
+                    for (&(id, name), v) in asked.iter().zip(values) {
+                        match v {
+                            Ok(ns) => {
+                                working.push((id, name));
+                                if !state.last.iter().any(|(n, _)| *n == name) {
+                                    state.last.push((name, ns / 1e9));
+                                }
+                            }
+                            Err(raw::GPU_IS_LOST) => g.lost = true,
+                            Err(_) => {}
+                        }
+                    }
+                    // What answered the first time is what is asked for
+                    // from now on; the policies none answered for: the
+                    // old call.
+                    if state.fields.is_none() && !g.lost {
+                        state.calls = VIOLATIONS
+                            .iter()
+                            .filter(|(_, n)| !working.iter().any(|w| w.1 == *n))
+                            .cloned()
+                            .collect();
+                        state.fields = Some(working);
+                    }
+                }
+                Err(raw::GPU_IS_LOST) => g.lost = true,
+                Err(_) => {
+                    state.fields = Some(Vec::new());
+                    state.calls = VIOLATIONS.to_vec();
+                }
+            }
+        }
+        let mut unsupported = Vec::new();
+        for &(policy, name) in &state.calls {
+            match dev.violation_status(policy) {
+                Err(
+                    NvmlError::NotSupported
+                    | NvmlError::FailedToLoadSymbol(_)
+                    | NvmlError::FunctionNotFound,
+                ) => {
+                    g.unsupported("nvmlDeviceGetViolationStatus");
+                    unsupported.push(name);
+                }
+                r => {
+                    if let Some(v) = g.get("nvmlDeviceGetViolationStatus", r) {
+                        state.last.push((name, v.violation_time as f64 / 1e9));
+                    }
+                }
+            }
+        }
+        state.calls.retain(|c| !unsupported.contains(&c.1));
+    }
+    for (name, seconds) in state.last.clone() {
+        g.with(&THROTTLE_SECONDS, "reason", name, seconds);
+    }
+}
 
 /// Current clocks, and the maximum clocks kept in `max_clocks` once read.
 pub(super) fn clocks(
@@ -172,45 +285,6 @@ pub(super) fn reasons(g: &mut GpuSample<'_>, dev: &Device<'_>) {
                 "reason",
                 name,
                 if r.contains(bit) { 1.0 } else { 0.0 },
-            );
-        }
-    }
-}
-
-/// Violation times: the four in one field-values call (0.5 ms on an H100)
-/// where the driver has the fields, else one call per policy (0.7 ms each).
-pub(super) fn violations(
-    g: &mut GpuSample<'_>,
-    dev: &Device<'_>,
-    raw: Option<&raw::Raw>,
-    fields: &mut Option<bool>,
-) {
-    if let (Some(raw), None | Some(true)) = (raw, *fields) {
-        let ids: Vec<(u32, u32)> = VIOLATIONS.iter().map(|v| (v.1, 0)).collect();
-        match raw.field_values(dev, &ids) {
-            Ok(values) if values.iter().all(Result::is_ok) => {
-                *fields = Some(true);
-                for ((_, _, name), v) in VIOLATIONS.iter().zip(values) {
-                    let ns = v.unwrap_or(0.0);
-                    g.with(&THROTTLE_SECONDS, "reason", name, ns / 1e9);
-                }
-                return;
-            }
-            Err(raw::GPU_IS_LOST) => {
-                g.lost = true;
-                return;
-            }
-            // Some fields missing, or the call failed: the old way, for good.
-            _ => *fields = Some(false),
-        }
-    }
-    for (policy, _, name) in VIOLATIONS {
-        if let Some(v) = g.get("nvmlDeviceGetViolationStatus", dev.violation_status(policy)) {
-            g.with(
-                &THROTTLE_SECONDS,
-                "reason",
-                name,
-                v.violation_time as f64 / 1e9,
             );
         }
     }

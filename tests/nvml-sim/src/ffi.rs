@@ -1840,11 +1840,22 @@ pub unsafe extern "C" fn nvmlDeviceGetFieldValues(
     };
     device_call("nvmlDeviceGetFieldValues", device, |sim, g, t| {
         let fields = fields.ok_or(INVALID)?;
+        crate::cost::charge_fields(&fields.iter().map(|f| f.fieldId).collect::<Vec<_>>());
         let now = sim.wall_us() as i64;
         for f in fields {
             f.timestamp = now;
             f.latencyUsec = 0;
-            match field_value(g, f.fieldId, f.scopeId, t) {
+            let v = match crate::blackwell::field(
+                g,
+                &sim.scenario.driver_version,
+                f.fieldId,
+                f.scopeId,
+                t,
+            ) {
+                Some(r) => r.map(Value::U64),
+                None => field_value(g, f.fieldId, f.scopeId, t),
+            };
+            match v {
                 Ok(Value::U32(v)) => {
                     f.valueType = nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_INT;
                     f.value.uiVal = v;

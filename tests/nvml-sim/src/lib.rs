@@ -11,6 +11,8 @@
 // NVML constants (nvml-wrapper-sys) keep their C names, also in patterns.
 #![allow(non_upper_case_globals)]
 
+pub mod blackwell;
+pub mod cost;
 pub mod curve;
 pub mod ffi;
 pub mod gpu;

@@ -25,7 +25,53 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("a100-sxm4-80gb", A100_SXM4_80GB),
     ("l4", L4),
     ("t4", T4),
+    ("b200", B200),
 ];
+
+/// A B200-like Blackwell board (HGX B200): 18 NVLink5 links; see
+/// `blackwell.rs` for what the generation answers differently.
+const B200: &str = r#"
+name = "NVIDIA B200"
+architecture = "blackwell"
+cuda_compute_capability = [10, 0]
+brand = "nvidia"
+memory_total_mib = 183359
+memory_reserved_mib = 1024
+bar1_total_mib = 262144
+bar1_used_mib = 5
+power_limit_w = 1000
+power_min_limit_w = 200
+power_max_limit_w = 1000
+idle_power_w = 140
+busy_power_w = 920
+max_clocks = { graphics = 1965, sm = 1965, memory = 3996, video = 1680 }
+idle_sm_clock_mhz = 120
+pcie_max_gen = 5
+pcie_max_width = 16
+nvlink_links = 18
+nvlink_version = 5
+nvlink_speed_mbps = 53125
+gpm = true
+mig_capable = true
+fans = 0
+ecc = true
+row_remapping = true
+idle_pstate = 0
+shutdown_temp_c = 95
+slowdown_temp_c = 92
+max_operating_temp_c = 90
+memory_max_temp_c = 95
+idle_temp_c = 30
+busy_temp_c = 68
+vbios_version = "97.00.A5.00.01"
+pci_device_id = 0x290110DE
+pci_subsystem_id = 0x199910DE
+serial_prefix = "1655024"
+board_part_number = "692-2G525-0200-000"
+inforom_version = "G525.0200.00.05"
+num_cores = 18944
+memory_bus_width = 8192
+"#;
 
 const H100_SXM5_80GB: &str = r#"
 name = "NVIDIA H100 80GB HBM3"

@@ -158,6 +158,7 @@ pub fn shutdown() -> Result<(), nvmlReturn_t> {
         return Err(nvmlReturn_enum_NVML_ERROR_UNINITIALIZED);
     }
     g.refcount -= 1;
+    crate::cost::flush();
     Ok(())
 }
 
@@ -219,6 +220,7 @@ impl Sim {
     /// it ends), then a lost GPU, then an injected NOT_SUPPORTED.
     pub fn enter(&self, name: &str, gpu: Option<&Gpu>) -> Result<(), nvmlReturn_t> {
         gate();
+        crate::cost::charge(name);
         let faults = gpu.map_or(&self.scenario.global, |g| &g.faults);
         let t = self.now();
         if let Some(h) = faults
@@ -237,7 +239,12 @@ impl Sim {
         if gpu.is_some_and(|g| g.lost(self.now())) {
             return Err(nvmlReturn_enum_NVML_ERROR_GPU_IS_LOST);
         }
-        if faults.not_supported.contains(name) {
+        if faults.not_supported.contains(name)
+            || gpu.is_some_and(|g| {
+                crate::blackwell::is_blackwell(g)
+                    && crate::blackwell::UNSUPPORTED_CALLS.contains(&name)
+            })
+        {
             return Err(nvmlReturn_enum_NVML_ERROR_NOT_SUPPORTED);
         }
         Ok(())

@@ -1,0 +1,196 @@
+//! What the GPU collector asks of NVML, counted by the simulator
+//! (`NVML_SIM_CALL_COUNTS`): one field-values call per GPU per sample, the
+//! expensive calls (energy, per-process utilisation, NVLink counters) at
+//! their own cadences, and on Blackwell the new fields instead of the old
+//! calls. The CPU these calls cost is measured by `bench/gpu-cpu`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::gpu::sim_lib;
+use crate::util::{value, Agent, TempDir};
+
+/// The simulator's call counts (`function count` lines).
+fn counts(path: &std::path::Path) -> HashMap<String, f64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+        .collect()
+}
+
+/// Runs `scenario` at 100 ms with `extra` flags until the collector has
+/// made `samples` samples; returns the call counts, the samples, the GPUs,
+/// the seconds since the agent started, and the agent's scrapes.
+fn run(
+    scenario: &str,
+    extra: &[&str],
+    samples: f64,
+) -> (HashMap<String, f64>, f64, f64, f64, Vec<String>) {
+    let dir = TempDir::new("gpucpu");
+    let file = dir.0.join("calls");
+    let lib = format!("--nvml.library={}", sim_lib().display());
+    let mut args = vec![
+        lib.as_str(),
+        "--collector.disable-defaults",
+        "--collector.gpu",
+        "--collector.gpu.interval=100ms",
+    ];
+    args.extend_from_slice(extra);
+    let started = Instant::now();
+    let agent = Agent::start_env(
+        &args,
+        &[
+            ("NVML_SIM_SCENARIO", scenario),
+            ("NVML_SIM_CALL_COUNTS", file.to_str().unwrap()),
+        ],
+    );
+    agent.wait_ready();
+    let mut scrapes = Vec::new();
+    let samples_of =
+        |t: &str| value(t, "accel_collector_samples_total{collector=\"gpu\"}").unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = agent.get("/metrics").text();
+        let n = samples_of(&text);
+        scrapes.push(text);
+        if n >= samples {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {n} samples in 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Stop the agent: nvmlShutdown (or the last periodic write) leaves the
+    // counts of every sample made.
+    let last = scrapes.last().unwrap().clone();
+    let gpus = last
+        .lines()
+        .filter(|l| l.starts_with("accel_gpu_up{"))
+        .count() as f64;
+    drop(agent);
+    std::thread::sleep(Duration::from_millis(300));
+    let elapsed = started.elapsed().as_secs_f64();
+    let c = counts(&file);
+    assert!(!c.is_empty(), "no call counts written");
+    (c, samples_of(&last), gpus, elapsed, scrapes)
+}
+
+#[test]
+fn the_expensive_calls_keep_their_cadence() {
+    let (c, samples, gpus, elapsed, scrapes) = run(
+        "8xh100-training",
+        &[
+            "--collector.gpu.energy-interval=1s",
+            "--collector.gpu.counter-interval=1s",
+            "--collector.gpu.process-utilization-interval=1s",
+        ],
+        25.0,
+    );
+    let per_gpu = |k: &str| c.get(k).copied().unwrap_or(0.0) / gpus;
+    // Samples counted may trail the calls made by the sample in flight.
+    let most = samples + 2.0;
+    assert_eq!(gpus, 8.0);
+    // One field-values call per GPU per sample, whatever it reads.
+    let fv = per_gpu("nvmlDeviceGetFieldValues");
+    assert!(
+        fv >= samples - 1.0 && fv <= most,
+        "{fv} field-value calls per GPU in {samples} samples"
+    );
+    // The slow readings at most once a second each (the agent ran for
+    // `elapsed` seconds), and at least once.
+    let reads = elapsed.ceil() + 1.0;
+    let energy = per_gpu("nvmlDeviceGetTotalEnergyConsumption");
+    assert!(
+        (1.0..=reads).contains(&energy),
+        "{energy} energy reads per GPU in {elapsed:.1} s"
+    );
+    // One nvmlDeviceGetProcessUtilization call per read (nvml-wrapper's
+    // would make two: the count, then the samples).
+    let pu = per_gpu("nvmlDeviceGetProcessUtilization");
+    assert!(
+        (1.0..=reads).contains(&pu),
+        "{pu} per-process utilisation calls per GPU"
+    );
+    // 18 links x 4 error counters per read, plus the probe.
+    let errs = per_gpu("nvmlDeviceGetNvLinkErrorCounter");
+    assert!(
+        (72.0..=72.0 * reads + 1.0).contains(&errs),
+        "{errs} NVLink error counter calls per GPU"
+    );
+    // 36 NVLink fields per read, 7 violation fields at the first read (4
+    // after), 3 (PCIe, memory temperature) per sample.
+    let fields = per_gpu("nvmlDeviceGetFieldValues (fields)");
+    assert!(
+        fields <= 3.0 * most + (36.0 + 7.0) * reads,
+        "{fields} fields per GPU"
+    );
+    assert_eq!(
+        c.get("nvmlDeviceGetViolationStatus"),
+        None,
+        "the fields answer"
+    );
+
+    // The energy counter never decreases and grows as the power gauge says.
+    let series = |t: &str, f: &str| {
+        t.lines()
+            .find(|l| l.starts_with(&format!("{f}{{gpu=\"0\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let energy: Vec<f64> = scrapes
+        .iter()
+        .filter_map(|t| series(t, "accel_gpu_energy_joules_total"))
+        .collect();
+    assert!(energy.len() >= 10, "{} scrapes with energy", energy.len());
+    assert!(
+        energy.windows(2).all(|w| w[1] >= w[0]),
+        "energy went back: {energy:?}"
+    );
+    assert!(
+        energy.last() > energy.first(),
+        "energy did not grow: {energy:?}"
+    );
+}
+
+#[test]
+fn per_process_utilisation_only_while_a_process_holds_the_gpu() {
+    // idle-allocated: GPUs 6 and 7 hold no process.
+    let (c, _, gpus, _, _) = run("idle-allocated", &[], 5.0);
+    assert_eq!(gpus, 8.0);
+    // Default cadence 10 s: one read (one call) per held GPU in this run.
+    let pu = c
+        .get("nvmlDeviceGetProcessUtilization")
+        .copied()
+        .unwrap_or(0.0);
+    assert_eq!(pu, 6.0, "calls for 6 held GPUs");
+}
+
+#[test]
+fn blackwell_reads_the_new_fields_not_the_old_calls() {
+    let (c, samples, gpus, _, scrapes) = run("b200-training", &[], 5.0);
+    assert_eq!(gpus, 8.0);
+    // The old error counter call is tried once per GPU (NOT_SUPPORTED),
+    // the deprecated violation call never: the fields answer.
+    let errs = c
+        .get("nvmlDeviceGetNvLinkErrorCounter")
+        .copied()
+        .unwrap_or(0.0);
+    assert_eq!(errs, gpus, "one probe per GPU");
+    assert_eq!(c.get("nvmlDeviceGetViolationStatus"), None);
+    let fv = c.get("nvmlDeviceGetFieldValues").copied().unwrap_or(0.0) / gpus;
+    assert!(fv <= samples + 2.0, "{fv} field-value calls per GPU");
+    // NVLink5 errors with the same family, new types; the thermal time
+    // from the SW thermal clock event counter.
+    let last = scrapes.last().unwrap();
+    for want in [
+        "accel_gpu_nvlink_errors_total{gpu=\"2\",",
+        "type=\"effective\"",
+        "type=\"symbol\"",
+        "accel_gpu_throttle_seconds_total{gpu=\"0\",",
+        "reason=\"thermal\"",
+        "reason=\"hw_power_brake\"",
+    ] {
+        assert!(last.contains(want), "no {want}");
+    }
+    assert!(!last.contains("type=\"crc_flit\""));
+}
