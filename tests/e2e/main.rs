@@ -23,6 +23,7 @@ mod process;
 mod profile;
 mod profile_faults;
 mod prometheus;
+mod series;
 mod systemd;
 mod time;
 mod tls;

@@ -91,6 +91,14 @@ pub struct GpuOptions {
         value_parser = crate::options::parse_path
     )]
     pub job_mapping_dir: Option<PathBuf>,
+    /// Every NVLink link's series, not only the unhealthy links'.
+    #[arg(
+        id = "collector.gpu.nvlink.per-link",
+        long = "collector.gpu.nvlink.per-link",
+        help = "Export every NVLink link's series (accel_gpu_nvlink_up, accel_gpu_nvlink_link_*: 7 per link, 126 per 18-link GPU). By default they are exported only for links that are down or count errors; the per-GPU sums and link counts always are.",
+        action = clap::ArgAction::SetTrue
+    )]
+    pub nvlink_per_link: bool,
 }
 
 /// The GPU collector's registry entry.
@@ -149,11 +157,17 @@ pub const FAMILIES: &[FamilyDef] = &[
     reliability::REMAPPED_ROWS,
     reliability::REMAPPED_ROWS_PENDING,
     reliability::REMAPPED_ROWS_FAILURE,
-    nvlink::NVLINK_UP,
-    nvlink::NVLINK_ERRORS,
+    nvlink::NVLINK_LINKS,
+    nvlink::NVLINK_LINKS_UP,
     nvlink::NVLINK_TRANSMIT_BYTES,
     nvlink::NVLINK_RECEIVE_BYTES,
+    nvlink::NVLINK_ERRORS,
+    nvlink::NVLINK_UP,
+    nvlink::NVLINK_LINK_ERRORS,
+    nvlink::NVLINK_LINK_TRANSMIT_BYTES,
+    nvlink::NVLINK_LINK_RECEIVE_BYTES,
     events::XID_ERRORS,
+    events::XID_EVENTS,
     events::LAST_XID_TIMESTAMP_SECONDS,
     gpm::SM_ACTIVE_RATIO,
     gpm::SM_OCCUPANCY_RATIO,
@@ -205,8 +219,8 @@ struct GpuState {
     gpm: Option<bool>,
     /// The previous GPM sample: GPM metrics come from two samples.
     gpm_prev: Option<GpmSample<'static>>,
-    /// NVLink links that exist on this GPU, once probed.
-    nvlinks: Option<Vec<u32>>,
+    /// Its NVLink links, once probed, and which are shown per link.
+    nvlinks: nvlink::Links,
     /// Timestamp of the newest per-process utilisation sample seen.
     proc_util_seen: u64,
     /// Maximum clocks by domain, read once.
@@ -419,7 +433,13 @@ impl Gpu {
             "nvlink",
             "nvlink (NVLink state and nvmlDeviceGetFieldValues (NVLink counters))",
         );
-        nvlink::nvlink(&mut g, &dev, raw.as_ref(), &mut state.nvlinks);
+        nvlink::nvlink(
+            &mut g,
+            &dev,
+            raw.as_ref(),
+            &mut state.nvlinks,
+            self.opts.nvlink_per_link,
+        );
         tm.start("gpm", "gpm (nvmlGpmSampleGet, nvmlGpmMetricsGet)");
         gpm::gpm(&mut g, &dev, nvml, &mut state.gpm, &mut state.gpm_prev);
         tm.start("mig", "mig (the MIG instance calls)");

@@ -1,5 +1,16 @@
 //! NVLink: link state and error counters through nvml-wrapper, data
 //! counters through raw field values with the link as scope id.
+//!
+//! What is exported is lean by default: per GPU, the number of links and of
+//! active links, the data counters and the error counters by type, summed
+//! over the links (9 series per GPU where per-link series would be 7 per
+//! link, 126 on an 18-link H100). Per-link series are exported only for the
+//! links that are not healthy: a link that is inactive while another link of
+//! its GPU has been active since the agent started, or whose error counters
+//! are not all 0. Once shown, a link stays shown (its series do not come and
+//! go). `--collector.gpu.nvlink.per-link` exports every link.
+
+use std::collections::BTreeSet;
 
 use nvml_wrapper::enum_wrappers::nv_link::ErrorCounter;
 use nvml_wrapper::Device;
@@ -8,40 +19,85 @@ use super::raw;
 use super::sample::GpuSample;
 use crate::FamilyDef;
 
+pub const NVLINK_LINKS: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_nvlink_links",
+    "NVLink links of the GPU, active or not.",
+)
+.labels(&["gpu", "uuid"])
+.doc("links NVML reports a state for (probed once); `accel_gpu_nvlink_links - accel_gpu_nvlink_links_up` is the number down")
+.source("`nvmlDeviceGetNvLinkState(link)` for links 0–17: a link that answers exists")
+.equivalent("`DCGM_FI_DEV_NVLINK_LINK_COUNT`");
+
+pub const NVLINK_LINKS_UP: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_nvlink_links_up",
+    "NVLink links of the GPU that are active.",
+)
+.labels(&["gpu", "uuid"])
+.doc("links active now (left out of a sample where a link's state could not be read)")
+.source("`nvmlDeviceGetNvLinkState(link)`, counted over the links")
+.equivalent("`DCGM_FI_DEV_NVLINK_GET_STATE` counted over the link entities");
+
 pub const NVLINK_UP: FamilyDef = FamilyDef::gauge(
     "accel_gpu_nvlink_up",
     "1 while the NVLink link is active.",
 )
 .labels(&["gpu", "uuid", "link"])
-.doc("1 while the link is active")
+.doc("1 while the link is active. By default only for links that are not healthy (inactive, or counting errors) and have been since the agent started; every link with `--collector.gpu.nvlink.per-link`")
 .source("`nvmlDeviceGetNvLinkState(link)`")
 .equivalent("`DCGM_FI_DEV_NVLINK_GET_STATE` (DCGM ≥ 4.5, a link entity); not in dcgm-exporter's default lists");
 
 pub const NVLINK_ERRORS: FamilyDef = FamilyDef::counter(
     "accel_gpu_nvlink_errors_total",
-    "NVLink errors by link and type (replay, recovery, crc_flit, crc_data).",
+    "NVLink errors of the GPU by type (replay, recovery, crc_flit, crc_data), summed over its links.",
 )
-.labels(&["gpu", "uuid", "link", "type"])
-.doc("data-link errors per link: `replay`, `recovery`, `crc_flit`, `crc_data`")
-.source("`nvmlDeviceGetNvLinkErrorCounter(link, NVML_NVLINK_ERROR_DL_REPLAY / _DL_RECOVERY / _DL_CRC_FLIT / _DL_CRC_DATA)`")
-.equivalent("`DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_L<n>` (and their `_TOTAL` over links)");
+.labels(&["gpu", "uuid", "type"])
+.doc("data-link errors over all the GPU's links: `replay`, `recovery`, `crc_flit`, `crc_data` (left out of a sample where a link's counter could not be read). Which link: `accel_gpu_nvlink_link_errors_total`")
+.source("`nvmlDeviceGetNvLinkErrorCounter(link, NVML_NVLINK_ERROR_DL_REPLAY / _DL_RECOVERY / _DL_CRC_FLIT / _DL_CRC_DATA)`, summed over the links")
+.equivalent("`DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL`, `DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL`, `DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL`, `DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL`");
 
 pub const NVLINK_TRANSMIT_BYTES: FamilyDef = FamilyDef::counter(
     "accel_gpu_nvlink_transmit_bytes_total",
-    "NVLink data bytes by link (payload, without protocol overhead).",
+    "NVLink data bytes sent over all the GPU's links (payload, without protocol overhead).",
 )
-.labels(&["gpu", "uuid", "link"])
-.doc("payload bytes sent on the link (data only, without protocol overhead)")
-.source("`nvmlDeviceGetFieldValues`, field 138 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX`, scope id = link (KiB). One call per GPU per sample fetches every link in both directions. The raw NVML call is used because nvml-wrapper always sends scope 0")
-.equivalent("`DCGM_FI_DEV_NVLINK_TX_BANDWIDTH_L<n>` (DCGM ≥ 4.1; the same NVML field, in KiB). dcgm-exporter's default `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL` is transmit + receive summed over all links. As a rate: `DCGM_FI_PROF_NVLINK_L<n>_TX_BYTES`");
+.labels(&["gpu", "uuid"])
+.doc("payload bytes sent, summed over the links (data only, without protocol overhead; left out of a sample where a link's counter could not be read)")
+.source("`nvmlDeviceGetFieldValues`, field 138 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX`, scope id = link (KiB), summed over the links. One call per GPU per sample fetches every link in both directions. The raw NVML call is used because nvml-wrapper always sends scope 0")
+.equivalent("dcgm-exporter's default `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL` is transmit + receive summed over all links; `DCGM_FI_PROF_NVLINK_TX_BYTES` as a rate");
 
 pub const NVLINK_RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
     "accel_gpu_nvlink_receive_bytes_total",
-    "NVLink data bytes by link (payload, without protocol overhead).",
+    "NVLink data bytes received over all the GPU's links (payload, without protocol overhead).",
+)
+.labels(&["gpu", "uuid"])
+.doc("payload bytes received, summed over the links")
+.source("`nvmlDeviceGetFieldValues`, field 139 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX`, scope id = link (KiB), summed over the links")
+.equivalent("`DCGM_FI_PROF_NVLINK_RX_BYTES` as a rate");
+
+pub const NVLINK_LINK_ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_gpu_nvlink_link_errors_total",
+    "NVLink errors by link and type (replay, recovery, crc_flit, crc_data).",
+)
+.labels(&["gpu", "uuid", "link", "type"])
+.doc("data-link errors per link, as `accel_gpu_nvlink_errors_total`. By default only for links that are not healthy; every link with `--collector.gpu.nvlink.per-link`")
+.source("`nvmlDeviceGetNvLinkErrorCounter(link, …)`")
+.equivalent("`DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_L<n>`");
+
+pub const NVLINK_LINK_TRANSMIT_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_gpu_nvlink_link_transmit_bytes_total",
+    "NVLink data bytes sent by link (payload, without protocol overhead).",
 )
 .labels(&["gpu", "uuid", "link"])
-.doc("payload bytes received on the link")
-.source("`nvmlDeviceGetFieldValues`, field 139 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX`, scope id = link (KiB)")
+.doc("payload bytes sent on the link. By default only for links that are not healthy; every link with `--collector.gpu.nvlink.per-link`")
+.source("`nvmlDeviceGetFieldValues`, field 138, scope id = link (KiB)")
+.equivalent("`DCGM_FI_DEV_NVLINK_TX_BANDWIDTH_L<n>` (DCGM ≥ 4.1; the same NVML field, in KiB); `DCGM_FI_PROF_NVLINK_L<n>_TX_BYTES` as a rate");
+
+pub const NVLINK_LINK_RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_gpu_nvlink_link_receive_bytes_total",
+    "NVLink data bytes received by link (payload, without protocol overhead).",
+)
+.labels(&["gpu", "uuid", "link"])
+.doc("payload bytes received on the link; shown as `accel_gpu_nvlink_link_transmit_bytes_total`")
+.source("`nvmlDeviceGetFieldValues`, field 139, scope id = link (KiB)")
 .equivalent("`DCGM_FI_DEV_NVLINK_RX_BANDWIDTH_L<n>` (DCGM ≥ 4.1); `DCGM_FI_PROF_NVLINK_L<n>_RX_BYTES` as a rate");
 
 /// Most NVLink links a GPU can have (NVML_NVLINK_MAX_LINKS).
@@ -54,56 +110,131 @@ const ERROR_COUNTERS: [(ErrorCounter, &str); 4] = [
     (ErrorCounter::DlCrcData, "crc_data"),
 ];
 
+/// One GPU's NVLink links, kept between samples.
+#[derive(Debug, Default)]
+pub(super) struct Links {
+    /// The links that exist, once probed.
+    present: Option<Vec<u32>>,
+    /// Whether some link has been active since the agent started: until
+    /// then an inactive link is not wired (a PCIe card without a bridge),
+    /// not a fault, and is not shown.
+    ever_up: bool,
+    /// Links exported per link; a link stays once shown.
+    shown: BTreeSet<u32>,
+}
+
+/// One link's readings in one sample.
+struct Reading {
+    link: u32,
+    up: Option<bool>,
+    errors: [Option<u64>; 4],
+    /// Transmit and receive bytes.
+    bytes: [Option<f64>; 2],
+}
+
 pub(super) fn nvlink(
     g: &mut GpuSample<'_>,
     dev: &Device<'_>,
     raw: Option<&raw::Raw>,
-    links: &mut Option<Vec<u32>>,
+    links: &mut Links,
+    per_link: bool,
 ) {
     // Which links exist is probed once: a link that does not exist answers
     // NotSupported or InvalidArg.
-    let links = links.get_or_insert_with(|| {
+    let present = links.present.get_or_insert_with(|| {
         (0..MAX_NVLINKS)
             .filter(|&l| dev.link_wrapper_for(l).is_active().is_ok())
             .collect()
     });
-    if links.is_empty() {
+    if present.is_empty() {
         return;
     }
-    let mut fields = Vec::with_capacity(links.len() * 2);
-    for &l in links.iter() {
-        let link = l.to_string();
-        if let Some(up) = g.get(
+    let mut readings = Vec::with_capacity(present.len());
+    let mut fields = Vec::with_capacity(present.len() * 2);
+    for &l in present.iter() {
+        let up = g.get(
             "nvmlDeviceGetNvLinkState",
             dev.link_wrapper_for(l).is_active(),
-        ) {
-            g.with(&NVLINK_UP, "link", &link, if up { 1.0 } else { 0.0 });
-        }
-        for (counter, name) in ERROR_COUNTERS {
-            if let Some(n) = g.get(
+        );
+        let errors = ERROR_COUNTERS.map(|(counter, _)| {
+            g.get(
                 "nvmlDeviceGetNvLinkErrorCounter",
                 dev.link_wrapper_for(l).error_counter(counter),
-            ) {
-                g.put(&NVLINK_ERRORS, &[("link", &link), ("type", name)], n as f64);
-            }
-        }
+            )
+        });
+        readings.push(Reading {
+            link: l,
+            up,
+            errors,
+            bytes: [None, None],
+        });
         fields.push((raw::FI_NVLINK_THROUGHPUT_DATA_TX, l));
         fields.push((raw::FI_NVLINK_THROUGHPUT_DATA_RX, l));
     }
-    let Some(raw) = raw else { return };
-    let Some(values) = g.get_raw(
-        "nvmlDeviceGetFieldValues(NVLINK_THROUGHPUT)",
-        raw.field_values(dev, &fields),
-    ) else {
-        return;
-    };
-    for ((field, l), v) in fields.iter().zip(values) {
-        let Ok(kib) = v else { continue };
-        let def = if *field == raw::FI_NVLINK_THROUGHPUT_DATA_TX {
-            &NVLINK_TRANSMIT_BYTES
-        } else {
-            &NVLINK_RECEIVE_BYTES
-        };
-        g.with(def, "link", &l.to_string(), kib * 1024.0);
+    if let Some(raw) = raw {
+        if let Some(values) = g.get_raw(
+            "nvmlDeviceGetFieldValues(NVLINK_THROUGHPUT)",
+            raw.field_values(dev, &fields),
+        ) {
+            // Two values per link, transmit then receive, in `fields` order.
+            for (i, v) in values.into_iter().enumerate() {
+                if let (Some(r), Ok(kib)) = (readings.get_mut(i / 2), v) {
+                    r.bytes[i % 2] = Some(kib * 1024.0);
+                }
+            }
+        }
+    }
+    export(g, links, &readings, per_link);
+}
+
+/// Adds the per-GPU series, and the per-link series of the links shown.
+fn export(g: &mut GpuSample<'_>, links: &mut Links, readings: &[Reading], per_link: bool) {
+    g.add(&NVLINK_LINKS, readings.len() as f64);
+    // A sum over the links is left out when one link could not be read: a
+    // partial sum would make a counter go back.
+    let ups: Option<Vec<bool>> = readings.iter().map(|r| r.up).collect();
+    if let Some(ups) = ups {
+        g.add(&NVLINK_LINKS_UP, ups.iter().filter(|&&u| u).count() as f64);
+    }
+    let bytes = [&NVLINK_TRANSMIT_BYTES, &NVLINK_RECEIVE_BYTES];
+    for (i, def) in bytes.into_iter().enumerate() {
+        if let Some(sum) = readings.iter().map(|r| r.bytes[i]).sum::<Option<f64>>() {
+            g.add(def, sum);
+        }
+    }
+    for (i, (_, name)) in ERROR_COUNTERS.iter().enumerate() {
+        if let Some(sum) = readings.iter().map(|r| r.errors[i]).sum::<Option<u64>>() {
+            g.put(&NVLINK_ERRORS, &[("type", name)], sum as f64);
+        }
+    }
+    links.ever_up |= readings.iter().any(|r| r.up == Some(true));
+    for r in readings {
+        let down = r.up == Some(false) && links.ever_up;
+        let erring = r.errors.iter().any(|e| e.is_some_and(|n| n > 0));
+        if down || erring {
+            links.shown.insert(r.link);
+        }
+        if !per_link && !links.shown.contains(&r.link) {
+            continue;
+        }
+        let link = r.link.to_string();
+        if let Some(up) = r.up {
+            g.with(&NVLINK_UP, "link", &link, if up { 1.0 } else { 0.0 });
+        }
+        for ((_, name), n) in ERROR_COUNTERS.iter().zip(r.errors) {
+            if let Some(n) = n {
+                g.put(
+                    &NVLINK_LINK_ERRORS,
+                    &[("link", &link), ("type", name)],
+                    n as f64,
+                );
+            }
+        }
+        let bytes = [&NVLINK_LINK_TRANSMIT_BYTES, &NVLINK_LINK_RECEIVE_BYTES];
+        for (def, b) in bytes.into_iter().zip(r.bytes) {
+            if let Some(b) = b {
+                g.with(def, "link", &link, b);
+            }
+        }
     }
 }
