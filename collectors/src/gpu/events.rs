@@ -228,3 +228,54 @@ pub(super) fn export(out: &mut Sample, xids: &Mutex<Xids>, gpus: &[GpuState], wa
         last.add(&[("gpu", &gpu.to_string()), ("uuid", uuid(*gpu))], *t);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpus(n: usize) -> Vec<GpuState> {
+        (0..n)
+            .map(|i| GpuState {
+                info: Some(Vec::new()),
+                uuid: format!("GPU-{i}"),
+                ..GpuState::default()
+            })
+            .collect()
+    }
+
+    fn text(xids: &Xids, gpus: &[GpuState], watched: bool) -> String {
+        let x = Mutex::new(Xids {
+            counts: xids.counts.clone(),
+            last: xids.last.clone(),
+        });
+        let mut out = Sample::new();
+        export(&mut out, &x, gpus, watched);
+        let mut t = String::new();
+        out.encode_text(&mut t);
+        t
+    }
+
+    #[test]
+    fn only_xids_seen_with_a_total_per_watched_gpu() {
+        let mut x = Xids::default();
+        let t = text(&x, &gpus(2), true);
+        assert!(!t.contains("accel_gpu_xid_errors_total{"), "{t}");
+        assert!(
+            t.contains("accel_gpu_xid_events_total{gpu=\"0\",uuid=\"GPU-0\"} 0\n"),
+            "{t}"
+        );
+        assert!(t.contains("accel_gpu_xid_events_total{gpu=\"1\",uuid=\"GPU-1\"} 0\n"));
+        x.counts.insert((1, 79), 2);
+        x.counts.insert((1, 13), 1);
+        let t = text(&x, &gpus(2), true);
+        assert!(
+            t.contains("accel_gpu_xid_errors_total{gpu=\"1\",uuid=\"GPU-1\",xid=\"79\"} 2\n"),
+            "{t}"
+        );
+        assert!(t.contains("accel_gpu_xid_events_total{gpu=\"1\",uuid=\"GPU-1\"} 3\n"));
+        assert!(t.contains("accel_gpu_xid_events_total{gpu=\"0\",uuid=\"GPU-0\"} 0\n"));
+        // Not watched: no total at 0, which would claim the GPU is.
+        let t = text(&Xids::default(), &gpus(2), false);
+        assert!(!t.contains("accel_gpu_xid_events_total{"), "{t}");
+    }
+}

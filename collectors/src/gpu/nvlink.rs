@@ -238,3 +238,132 @@ fn export(g: &mut GpuSample<'_>, links: &mut Links, readings: &[Reading], per_li
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn reading(link: u32, up: Option<bool>, replay: Option<u64>) -> Reading {
+        Reading {
+            link,
+            up,
+            errors: [replay, Some(0), Some(0), Some(0)],
+            bytes: [Some(1024.0), Some(2048.0)],
+        }
+    }
+
+    /// One sample's exposition of `readings`, as the collector exports it.
+    fn sample(links: &mut Links, readings: &[Reading], per_link: bool) -> String {
+        let mut unsupported = HashSet::new();
+        let mut g = GpuSample {
+            index: 0,
+            gpu: "0".into(),
+            uuid: "GPU-x".into(),
+            out: crate::Sample::new(),
+            lost: false,
+            unsupported: &mut unsupported,
+        };
+        export(&mut g, links, readings, per_link);
+        let mut text = String::new();
+        g.out.encode_text(&mut text);
+        text
+    }
+
+    fn count(text: &str, family: &str) -> usize {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .count()
+    }
+
+    #[test]
+    fn healthy_links_are_summed_and_not_shown() {
+        let mut links = Links::default();
+        let r: Vec<Reading> = (0..4).map(|l| reading(l, Some(true), Some(0))).collect();
+        let text = sample(&mut links, &r, false);
+        assert!(
+            text.contains("accel_gpu_nvlink_links{gpu=\"0\",uuid=\"GPU-x\"} 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("accel_gpu_nvlink_links_up{gpu=\"0\",uuid=\"GPU-x\"} 4\n"));
+        assert!(
+            text.contains("accel_gpu_nvlink_transmit_bytes_total{gpu=\"0\",uuid=\"GPU-x\"} 4096\n")
+        );
+        assert!(
+            text.contains("accel_gpu_nvlink_receive_bytes_total{gpu=\"0\",uuid=\"GPU-x\"} 8192\n")
+        );
+        assert_eq!(count(&text, "accel_gpu_nvlink_errors_total"), 4);
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 0);
+        // Every link with the flag.
+        let text = sample(&mut links, &r, true);
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 4);
+        assert_eq!(count(&text, "accel_gpu_nvlink_link_errors_total"), 16);
+        assert_eq!(
+            count(&text, "accel_gpu_nvlink_link_transmit_bytes_total"),
+            4
+        );
+    }
+
+    #[test]
+    fn a_link_that_goes_down_stays_shown_after_it_recovers() {
+        let mut links = Links::default();
+        let up: Vec<Reading> = (0..3).map(|l| reading(l, Some(true), Some(0))).collect();
+        sample(&mut links, &up, false);
+        let mut down: Vec<Reading> = (0..3).map(|l| reading(l, Some(true), Some(0))).collect();
+        down[1].up = Some(false);
+        let text = sample(&mut links, &down, false);
+        assert!(
+            text.contains("accel_gpu_nvlink_links_up{gpu=\"0\",uuid=\"GPU-x\"} 2\n"),
+            "{text}"
+        );
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 1);
+        assert!(text.contains("accel_gpu_nvlink_up{gpu=\"0\",uuid=\"GPU-x\",link=\"1\"} 0\n"));
+        assert_eq!(count(&text, "accel_gpu_nvlink_link_errors_total"), 4);
+        // Back up: its series go on, at 1, rather than vanish.
+        let text = sample(&mut links, &up, false);
+        assert!(
+            text.contains("accel_gpu_nvlink_up{gpu=\"0\",uuid=\"GPU-x\",link=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 1);
+    }
+
+    #[test]
+    fn links_never_active_are_not_shown_but_errors_are() {
+        // A PCIe card without a bridge: every link inactive from the start.
+        let mut links = Links::default();
+        let r: Vec<Reading> = (0..4).map(|l| reading(l, Some(false), Some(0))).collect();
+        let text = sample(&mut links, &r, false);
+        assert!(
+            text.contains("accel_gpu_nvlink_links_up{gpu=\"0\",uuid=\"GPU-x\"} 0\n"),
+            "{text}"
+        );
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 0);
+        // A link counting errors is shown whatever its state.
+        let mut r = r;
+        r[2].errors[0] = Some(5);
+        let text = sample(&mut links, &r, false);
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 1);
+        assert!(text.contains("accel_gpu_nvlink_link_errors_total{gpu=\"0\",uuid=\"GPU-x\",link=\"2\",type=\"replay\"} 5\n"), "{text}");
+        assert!(text.contains(
+            "accel_gpu_nvlink_errors_total{gpu=\"0\",uuid=\"GPU-x\",type=\"replay\"} 5\n"
+        ));
+    }
+
+    #[test]
+    fn a_sum_with_an_unreadable_link_is_left_out() {
+        let mut links = Links::default();
+        let mut r: Vec<Reading> = (0..3).map(|l| reading(l, Some(true), Some(0))).collect();
+        r[0].up = None;
+        r[1].errors[0] = None;
+        r[2].bytes[0] = None;
+        let text = sample(&mut links, &r, false);
+        assert_eq!(count(&text, "accel_gpu_nvlink_links"), 1);
+        assert_eq!(count(&text, "accel_gpu_nvlink_links_up"), 0, "{text}");
+        assert_eq!(count(&text, "accel_gpu_nvlink_transmit_bytes_total"), 0);
+        assert_eq!(count(&text, "accel_gpu_nvlink_receive_bytes_total"), 1);
+        // The other three types are still summed.
+        assert_eq!(count(&text, "accel_gpu_nvlink_errors_total"), 3);
+        assert!(!text.contains("type=\"replay\""));
+    }
+}
