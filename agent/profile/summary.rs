@@ -273,7 +273,7 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
     let pcie_tx = gauge(gpu::pcie::PCIE_TRANSMIT_BYTES_PER_SECOND.name);
     let nv_rx = gauge(gpu::nvlink::NVLINK_RECEIVE_BYTES.name);
     let nv_tx = gauge(gpu::nvlink::NVLINK_TRANSMIT_BYTES.name);
-    let nv_up = gauge(gpu::nvlink::NVLINK_UP.name);
+    let nv_up = gauge(gpu::nvlink::NVLINK_LINKS_UP.name);
     let clock_of = |f: &str| {
         points(all, f, |s| {
             (label(s, "clock") == Some("sm")).then(|| label(s, "gpu").unwrap_or("").to_owned())

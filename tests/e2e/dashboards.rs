@@ -444,7 +444,7 @@ fn prometheus_with_the_rules_serves_every_panel_and_fires_the_alerts() {
     let rules: Vec<(&str, String)> = rules.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
     let prom = Prometheus::start_with(&targets, &rules);
     let listen = |i: usize| format!("--web.listen-address={}", ports[i]);
-    // gpu-lost, later: Prometheus must see the XID counter at 0 first.
+    // gpu-lost, later: Prometheus scrapes the node before its XID 79.
     let dir = TempDir::new("late-loss");
     let late = dir.0.join("gpu-lost-late.toml");
     let scenario =

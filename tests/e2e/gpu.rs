@@ -105,7 +105,9 @@ fn simulated_h100_node() {
     assert!((580.0..=700.0).contains(&power), "{power}");
     let sm = gpu(&text, "accel_gpu_sm_active_ratio", 0).unwrap();
     assert!((sm - 0.88).abs() < 0.01, "{sm}");
-    assert_eq!(count_series(&text, "accel_gpu_nvlink_up"), 8 * 18);
+    // Healthy links: summed per GPU, no per-link series (tests/e2e/series.rs).
+    assert_eq!(count_series(&text, "accel_gpu_nvlink_links_up"), 8);
+    assert_eq!(count_series(&text, "accel_gpu_nvlink_up"), 0);
     assert!(text.contains("accel_gpu_clock_hertz{gpu=\"0\","));
     assert!(text.contains("accel_gpu_process_memory_used_bytes{gpu=\"0\","));
     assert!(text.contains("accel_gpu_process_info{gpu=\"0\",") && text.contains("comm=\""));
@@ -300,6 +302,7 @@ fn not_supported_leaves_series_out_and_logs_once() {
     for absent in [
         "accel_gpu_sm_active_ratio",
         "accel_gpu_nvlink_up",
+        "accel_gpu_nvlink_links",
         "accel_gpu_fan_speed_ratio",
     ] {
         assert!(!text.contains(absent), "{absent} should be left out");
@@ -365,7 +368,7 @@ fn every_scenario_matches_its_golden() {
         crate::util::fixtures().join("proc").display()
     );
     // (scenario, frozen time, what to wait for before the golden scrape)
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 10] = [
         ("mig-h100", "4", "accel_gpu_mig_sm_active_ratio{"),
         ("8xh100-training", "12.5", "accel_gpu_sm_active_ratio{"),
         ("4xa100", "30", "accel_gpu_nvlink_up{"),
@@ -379,6 +382,8 @@ fn every_scenario_matches_its_golden() {
         // NVLink5 errors and clock event reason counters through the new
         // fields, the old calls NOT_SUPPORTED.
         ("b200-training", "12.5", "accel_gpu_sm_active_ratio{"),
+        // The XID is due at the frozen time, so it is delivered.
+        ("sick-links", "2", "accel_gpu_xid_errors_total{"),
     ];
     let mut failures = Vec::new();
     for (scenario, t, ready) in cases {

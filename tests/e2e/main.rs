@@ -27,6 +27,7 @@ mod profile;
 mod profile_faults;
 mod prometheus;
 mod storage;
+mod series;
 mod systemd;
 mod time;
 mod tls;

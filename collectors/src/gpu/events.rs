@@ -27,9 +27,18 @@ pub const XID_ERRORS: FamilyDef = FamilyDef::counter(
     "XID errors reported by the driver, by XID (counted as they happen, from NVML events).",
 )
 .labels(&["gpu", "uuid", "xid"])
-.doc("XID errors by XID number (the event's `eventData`), counted from the agent's start. XIDs raised before it started, or while NVML was being re-initialised, are not seen. On every GPU whose events are watched, the 16 XIDs operators alert on (13, 31, 43, 45, 48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120) are exported at 0 from the start; any other XID's series appears with its first event, at 1")
+.doc("XID errors by XID number (the event's `eventData`), counted from the agent's start. XIDs raised before it started, or while NVML was being re-initialised, are not seen. A series appears with its XID's first event, at 1: the shipped rules and panels count a new series as its value (`x unless x offset 10m`); `accel_gpu_xid_events_total` is the per-GPU total that is there from the start")
 .source("`nvmlEventSetWait_v2`")
 .equivalent("`DCGM_FI_DEV_XID_ERRORS`: a gauge holding the value of the last XID, which says neither how many there were nor when they stopped");
+
+pub const XID_EVENTS: FamilyDef = FamilyDef::counter(
+    "accel_gpu_xid_events_total",
+    "XID errors reported by the driver, of any XID (counted as they happen, from NVML events).",
+)
+.labels(&["gpu", "uuid"])
+.doc("XID errors of any XID: the sum of `accel_gpu_xid_errors_total` over `xid`, exported at 0 from the start on every GPU whose events are watched, so `increase()` sees the first XID and its presence says the GPU's XIDs are watched")
+.source("`nvmlEventSetWait_v2`")
+.equivalent("`DCGM_FI_DEV_XID_ERRORS` (a last-value gauge)");
 
 pub const LAST_XID_TIMESTAMP_SECONDS: FamilyDef = FamilyDef::gauge(
     "accel_gpu_last_xid_timestamp_seconds",
@@ -38,13 +47,6 @@ pub const LAST_XID_TIMESTAMP_SECONDS: FamilyDef = FamilyDef::gauge(
 .labels(&["gpu", "uuid"])
 .doc("Unix time at which the agent received the GPU's last XID")
 .source("`nvmlEventSetWait_v2`");
-
-/// XIDs exported at 0 before they first happen: the ones operators alert
-/// on (application faults 13, 31, 43, 45; memory 48, 63, 64, 92, 94, 95;
-/// engine and firmware 61, 62, 119, 120; NVLink 74; off the bus 79).
-const KNOWN_XIDS: [u64; 16] = [
-    13, 31, 43, 45, 48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120,
-];
 
 /// How long nvmlEventSetWait waits for an event before it returns TIMEOUT,
 /// in ms; the thread beats after each wait.
@@ -188,33 +190,92 @@ fn wait_loop(
 /// an event thread watches this session's GPUs.
 pub(super) fn export(out: &mut Sample, xids: &Mutex<Xids>, gpus: &[GpuState], watched: bool) {
     let x = xids.lock().unwrap_or_else(|e| e.into_inner());
-    // The XIDs the alert rules name start at 0 on every GPU whose events are
-    // watched, so `increase()` sees their first error.
-    let mut counts = x.counts.clone();
-    if watched {
-        for (gpu, state) in gpus.iter().enumerate() {
-            if state.info.is_some() {
-                for xid in KNOWN_XIDS {
-                    counts.entry((gpu as u32, xid)).or_insert(0);
-                }
-            }
-        }
-    }
-    let total = out.add(&XID_ERRORS);
-    for ((gpu, xid), n) in &counts {
-        let uuid = gpus.get(*gpu as usize).map_or("", |s| s.uuid.as_str());
-        total.add(
+    let uuid = |gpu: u32| gpus.get(gpu as usize).map_or("", |s| s.uuid.as_str());
+    // Only the XIDs seen: 16 XIDs at 0 on every GPU were 128 series on an
+    // 8-GPU node that said nothing but "watched", which the per-GPU total
+    // says in one.
+    let by_xid = out.add(&XID_ERRORS);
+    for ((gpu, xid), n) in &x.counts {
+        by_xid.add(
             &[
                 ("gpu", &gpu.to_string()),
-                ("uuid", uuid),
+                ("uuid", uuid(*gpu)),
                 ("xid", &xid.to_string()),
             ],
             *n as f64,
         );
     }
+    let mut totals: BTreeMap<u32, u64> = BTreeMap::new();
+    if watched {
+        for (gpu, state) in gpus.iter().enumerate() {
+            if state.info.is_some() {
+                totals.insert(gpu as u32, 0);
+            }
+        }
+    }
+    for ((gpu, _), n) in &x.counts {
+        *totals.entry(*gpu).or_default() += n;
+    }
+    let total = out.add(&XID_EVENTS);
+    for (gpu, n) in &totals {
+        total.add(
+            &[("gpu", &gpu.to_string()), ("uuid", uuid(*gpu))],
+            *n as f64,
+        );
+    }
     let last = out.add(&LAST_XID_TIMESTAMP_SECONDS);
     for (gpu, t) in &x.last {
-        let uuid = gpus.get(*gpu as usize).map_or("", |s| s.uuid.as_str());
-        last.add(&[("gpu", &gpu.to_string()), ("uuid", uuid)], *t);
+        last.add(&[("gpu", &gpu.to_string()), ("uuid", uuid(*gpu))], *t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpus(n: usize) -> Vec<GpuState> {
+        (0..n)
+            .map(|i| GpuState {
+                info: Some(Vec::new()),
+                uuid: format!("GPU-{i}"),
+                ..GpuState::default()
+            })
+            .collect()
+    }
+
+    fn text(xids: &Xids, gpus: &[GpuState], watched: bool) -> String {
+        let x = Mutex::new(Xids {
+            counts: xids.counts.clone(),
+            last: xids.last.clone(),
+        });
+        let mut out = Sample::new();
+        export(&mut out, &x, gpus, watched);
+        let mut t = String::new();
+        out.encode_text(&mut t);
+        t
+    }
+
+    #[test]
+    fn only_xids_seen_with_a_total_per_watched_gpu() {
+        let mut x = Xids::default();
+        let t = text(&x, &gpus(2), true);
+        assert!(!t.contains("accel_gpu_xid_errors_total{"), "{t}");
+        assert!(
+            t.contains("accel_gpu_xid_events_total{gpu=\"0\",uuid=\"GPU-0\"} 0\n"),
+            "{t}"
+        );
+        assert!(t.contains("accel_gpu_xid_events_total{gpu=\"1\",uuid=\"GPU-1\"} 0\n"));
+        x.counts.insert((1, 79), 2);
+        x.counts.insert((1, 13), 1);
+        let t = text(&x, &gpus(2), true);
+        assert!(
+            t.contains("accel_gpu_xid_errors_total{gpu=\"1\",uuid=\"GPU-1\",xid=\"79\"} 2\n"),
+            "{t}"
+        );
+        assert!(t.contains("accel_gpu_xid_events_total{gpu=\"1\",uuid=\"GPU-1\"} 3\n"));
+        assert!(t.contains("accel_gpu_xid_events_total{gpu=\"0\",uuid=\"GPU-0\"} 0\n"));
+        // Not watched: no total at 0, which would claim the GPU is.
+        let t = text(&Xids::default(), &gpus(2), false);
+        assert!(!t.contains("accel_gpu_xid_events_total{"), "{t}");
     }
 }

@@ -124,6 +124,14 @@ pub struct GpuOptions {
         value_parser = crate::options::parse_duration
     )]
     pub process_utilization_interval: Duration,
+    /// Every NVLink link's series, not only the unhealthy links'.
+    #[arg(
+        id = "collector.gpu.nvlink.per-link",
+        long = "collector.gpu.nvlink.per-link",
+        help = "Export every NVLink link's series (accel_gpu_nvlink_up, accel_gpu_nvlink_link_*: 7 per link, 126 per 18-link GPU). By default they are exported only for links that are down or count errors; the per-GPU sums and link counts always are.",
+        action = clap::ArgAction::SetTrue
+    )]
+    pub nvlink_per_link: bool,
 }
 
 /// The GPU collector's registry entry.
@@ -182,11 +190,17 @@ pub const FAMILIES: &[FamilyDef] = &[
     reliability::REMAPPED_ROWS,
     reliability::REMAPPED_ROWS_PENDING,
     reliability::REMAPPED_ROWS_FAILURE,
-    nvlink::NVLINK_UP,
-    nvlink::NVLINK_ERRORS,
+    nvlink::NVLINK_LINKS,
+    nvlink::NVLINK_LINKS_UP,
     nvlink::NVLINK_TRANSMIT_BYTES,
     nvlink::NVLINK_RECEIVE_BYTES,
+    nvlink::NVLINK_ERRORS,
+    nvlink::NVLINK_UP,
+    nvlink::NVLINK_LINK_ERRORS,
+    nvlink::NVLINK_LINK_TRANSMIT_BYTES,
+    nvlink::NVLINK_LINK_RECEIVE_BYTES,
     events::XID_ERRORS,
+    events::XID_EVENTS,
     events::LAST_XID_TIMESTAMP_SECONDS,
     gpm::SM_ACTIVE_RATIO,
     gpm::SM_OCCUPANCY_RATIO,
@@ -541,7 +555,14 @@ impl Gpu {
             "nvlink",
             "nvlink (nvmlDeviceGetNvLinkState, nvmlDeviceGetNvLinkErrorCounter)",
         );
-        nvlink::nvlink(&mut g, &dev, &batch, nvlink_at, &mut state.nvlinks);
+        nvlink::nvlink(
+            &mut g,
+            &dev,
+            &batch,
+            nvlink_at,
+            &mut state.nvlinks,
+            self.opts.nvlink_per_link,
+        );
         tm.start("gpm", "gpm (nvmlGpmSampleGet, nvmlGpmMetricsGet)");
         gpm::gpm(&mut g, &dev, nvml, &mut state.gpm, &mut state.gpm_prev);
         tm.start("mig", "mig (the MIG instance calls)");

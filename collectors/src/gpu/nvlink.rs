@@ -6,7 +6,17 @@
 //! Blackwell, where it answers NOT_SUPPORTED) from the
 //! `NVML_FI_DEV_NVLINK_COUNT_*` fields in the same call. Between reads the
 //! last readings are exported again.
+//!
+//! What is exported is lean by default: per GPU, the number of links and of
+//! active links, the data counters and the error counters by type, summed
+//! over the links (9 series per GPU where per-link series would be 7 per
+//! link, 126 on an 18-link H100). Per-link series are exported only for the
+//! links that are not healthy: a link that is inactive while another link of
+//! its GPU has been active since the agent started, or whose error counters
+//! are not all 0. Once shown, a link stays shown (its series do not come and
+//! go). `--collector.gpu.nvlink.per-link` exports every link.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 
 use nvml_wrapper::enum_wrappers::nv_link::ErrorCounter;
@@ -17,40 +27,85 @@ use super::sample::GpuSample;
 use super::{fields, raw};
 use crate::FamilyDef;
 
+pub const NVLINK_LINKS: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_nvlink_links",
+    "NVLink links of the GPU, active or not.",
+)
+.labels(&["gpu", "uuid"])
+.doc("links NVML reports a state for (probed once); `accel_gpu_nvlink_links - accel_gpu_nvlink_links_up` is the number down")
+.source("`nvmlDeviceGetNvLinkState(link)` for links 0–17: a link that answers exists")
+.equivalent("`DCGM_FI_DEV_NVLINK_LINK_COUNT`");
+
+pub const NVLINK_LINKS_UP: FamilyDef = FamilyDef::gauge(
+    "accel_gpu_nvlink_links_up",
+    "NVLink links of the GPU that are active.",
+)
+.labels(&["gpu", "uuid"])
+.doc("links active now (left out of a sample where a link's state could not be read)")
+.source("`nvmlDeviceGetNvLinkState(link)`, counted over the links")
+.equivalent("`DCGM_FI_DEV_NVLINK_GET_STATE` counted over the link entities");
+
 pub const NVLINK_UP: FamilyDef = FamilyDef::gauge(
     "accel_gpu_nvlink_up",
     "1 while the NVLink link is active.",
 )
 .labels(&["gpu", "uuid", "link"])
-.doc("1 while the link is active")
+.doc("1 while the link is active. By default only for links that are not healthy (inactive, or counting errors) and have been since the agent started; every link with `--collector.gpu.nvlink.per-link`")
 .source("`nvmlDeviceGetNvLinkState(link)`")
 .equivalent("`DCGM_FI_DEV_NVLINK_GET_STATE` (DCGM ≥ 4.5, a link entity); not in dcgm-exporter's default lists");
 
 pub const NVLINK_ERRORS: FamilyDef = FamilyDef::counter(
     "accel_gpu_nvlink_errors_total",
-    "NVLink errors by link and type (replay, recovery, crc_flit, crc_data).",
+    "NVLink errors of the GPU by type (replay, recovery, crc_flit, crc_data), summed over its links.",
 )
-.labels(&["gpu", "uuid", "link", "type"])
-.doc("data-link errors per link: `replay`, `recovery`, `crc_flit`, `crc_data`; on NVLink5 (Blackwell), where those answer NOT_SUPPORTED: `symbol` (symbol errors FEC corrected), `effective` (errors left after FEC), `recovery` (successful link recoveries), `recovery_failed`. Read every `--collector.gpu.counter-interval` (10 s), the last reading repeated in between")
-.source("`nvmlDeviceGetNvLinkErrorCounter(link, NVML_NVLINK_ERROR_DL_REPLAY / _DL_RECOVERY / _DL_CRC_FLIT / _DL_CRC_DATA)`; NVLink5: `nvmlDeviceGetFieldValues` `NVML_FI_DEV_NVLINK_COUNT_SYMBOL_ERRORS` / `_EFFECTIVE_ERRORS` / `_LINK_RECOVERY_SUCCESSFUL_EVENTS` / `_LINK_RECOVERY_FAILED_EVENTS`, scope id = link")
-.equivalent("`DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_L<n>` (and their `_TOTAL` over links)");
+.labels(&["gpu", "uuid", "type"])
+.doc("data-link errors over all the GPU's links: `replay`, `recovery`, `crc_flit`, `crc_data`; on NVLink5 (Blackwell), where those answer NOT_SUPPORTED: `symbol` (symbol errors FEC corrected), `effective` (errors left after FEC), `recovery` (successful link recoveries), `recovery_failed` (left out of a sample where a link's counter could not be read). Read every `--collector.gpu.counter-interval` (10 s), the last reading repeated in between. Which link: `accel_gpu_nvlink_link_errors_total`")
+.source("`nvmlDeviceGetNvLinkErrorCounter(link, NVML_NVLINK_ERROR_DL_REPLAY / _DL_RECOVERY / _DL_CRC_FLIT / _DL_CRC_DATA)`; NVLink5: `nvmlDeviceGetFieldValues` `NVML_FI_DEV_NVLINK_COUNT_SYMBOL_ERRORS` / `_EFFECTIVE_ERRORS` / `_LINK_RECOVERY_SUCCESSFUL_EVENTS` / `_LINK_RECOVERY_FAILED_EVENTS`, scope id = link; summed over the links")
+.equivalent("`DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL`, `DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL`, `DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL`, `DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL`");
 
 pub const NVLINK_TRANSMIT_BYTES: FamilyDef = FamilyDef::counter(
     "accel_gpu_nvlink_transmit_bytes_total",
-    "NVLink data bytes by link (payload, without protocol overhead).",
+    "NVLink data bytes sent over all the GPU's links (payload, without protocol overhead).",
 )
-.labels(&["gpu", "uuid", "link"])
-.doc("payload bytes sent on the link (data only, without protocol overhead)")
-.source("`nvmlDeviceGetFieldValues`, field 138 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX`, scope id = link (KiB), every `--collector.gpu.counter-interval` (10 s: 36 fields cost about 4 ms of CPU on an H200), in the GPU's one field-values call; the last reading is repeated in between. The raw NVML call is used because nvml-wrapper always sends scope 0")
-.equivalent("`DCGM_FI_DEV_NVLINK_TX_BANDWIDTH_L<n>` (DCGM ≥ 4.1; the same NVML field, in KiB). dcgm-exporter's default `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL` is transmit + receive summed over all links. As a rate: `DCGM_FI_PROF_NVLINK_L<n>_TX_BYTES`");
+.labels(&["gpu", "uuid"])
+.doc("payload bytes sent, summed over the links (data only, without protocol overhead; left out of a sample where a link's counter could not be read)")
+.source("`nvmlDeviceGetFieldValues`, field 138 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX`, scope id = link (KiB), summed over the links, every `--collector.gpu.counter-interval` (10 s: 36 fields cost about 4 ms of CPU on an H200), in the GPU's one field-values call; the last reading is repeated in between. The raw NVML call is used because nvml-wrapper always sends scope 0")
+.equivalent("dcgm-exporter's default `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL` is transmit + receive summed over all links; `DCGM_FI_PROF_NVLINK_TX_BYTES` as a rate");
 
 pub const NVLINK_RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
     "accel_gpu_nvlink_receive_bytes_total",
-    "NVLink data bytes by link (payload, without protocol overhead).",
+    "NVLink data bytes received over all the GPU's links (payload, without protocol overhead).",
+)
+.labels(&["gpu", "uuid"])
+.doc("payload bytes received, summed over the links")
+.source("`nvmlDeviceGetFieldValues`, field 139 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX`, scope id = link (KiB), summed over the links")
+.equivalent("`DCGM_FI_PROF_NVLINK_RX_BYTES` as a rate");
+
+pub const NVLINK_LINK_ERRORS: FamilyDef = FamilyDef::counter(
+    "accel_gpu_nvlink_link_errors_total",
+    "NVLink errors by link and type (replay, recovery, crc_flit, crc_data).",
+)
+.labels(&["gpu", "uuid", "link", "type"])
+.doc("data-link errors per link, as `accel_gpu_nvlink_errors_total`. By default only for links that are not healthy; every link with `--collector.gpu.nvlink.per-link`")
+.source("`nvmlDeviceGetNvLinkErrorCounter(link, …)`")
+.equivalent("`DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_L<n>`, `DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_L<n>`");
+
+pub const NVLINK_LINK_TRANSMIT_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_gpu_nvlink_link_transmit_bytes_total",
+    "NVLink data bytes sent by link (payload, without protocol overhead).",
 )
 .labels(&["gpu", "uuid", "link"])
-.doc("payload bytes received on the link")
-.source("`nvmlDeviceGetFieldValues`, field 139 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX`, scope id = link (KiB)")
+.doc("payload bytes sent on the link. By default only for links that are not healthy; every link with `--collector.gpu.nvlink.per-link`")
+.source("`nvmlDeviceGetFieldValues`, field 138, scope id = link (KiB)")
+.equivalent("`DCGM_FI_DEV_NVLINK_TX_BANDWIDTH_L<n>` (DCGM ≥ 4.1; the same NVML field, in KiB); `DCGM_FI_PROF_NVLINK_L<n>_TX_BYTES` as a rate");
+
+pub const NVLINK_LINK_RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
+    "accel_gpu_nvlink_link_receive_bytes_total",
+    "NVLink data bytes received by link (payload, without protocol overhead).",
+)
+.labels(&["gpu", "uuid", "link"])
+.doc("payload bytes received on the link; shown as `accel_gpu_nvlink_link_transmit_bytes_total`")
+.source("`nvmlDeviceGetFieldValues`, field 139, scope id = link (KiB)")
 .equivalent("`DCGM_FI_DEV_NVLINK_RX_BANDWIDTH_L<n>` (DCGM ≥ 4.1); `DCGM_FI_PROF_NVLINK_L<n>_RX_BYTES` as a rate");
 
 /// Most NVLink links a GPU can have (NVML_NVLINK_MAX_LINKS).
@@ -82,12 +137,19 @@ enum ErrorSource {
     Neither,
 }
 
-/// One GPU's NVLink links and their last counter readings.
+/// One GPU's NVLink links, their last counter readings, and which are
+/// shown per link.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Links {
     /// The links that exist, once probed.
     present: Option<Vec<u32>>,
     errors: Option<ErrorSource>,
+    /// Whether some link has been active since the agent started: until
+    /// then an inactive link is not wired (a PCIe card without a bridge),
+    /// not a fault, and is not shown.
+    ever_up: bool,
+    /// Links exported per link; a link stays once shown.
+    shown: BTreeSet<u32>,
     /// Last readings: (link, transmit bytes, receive bytes).
     bytes: Vec<(u32, Option<f64>, Option<f64>)>,
     /// Last readings: (link, type, count).
@@ -153,14 +215,25 @@ pub(super) fn want(batch: &mut fields::Batch, links: &Links, due: bool) -> Optio
     Some(Wanted { bytes, errors })
 }
 
+/// One link's readings in one sample.
+struct Reading {
+    link: u32,
+    up: Option<bool>,
+    /// Each error type the GPU counts, and this link's count.
+    errors: Vec<(&'static str, Option<f64>)>,
+    /// Transmit and receive bytes.
+    bytes: [Option<f64>; 2],
+}
+
 /// Link state every sample; the counters from the batch (or the error
-/// calls) when due, else the last readings.
+/// calls) when due, else the last readings; then what is exported.
 pub(super) fn nvlink(
     g: &mut GpuSample<'_>,
     dev: &Device<'_>,
     batch: &fields::Batch,
     at: Option<Wanted>,
     links: &mut Links,
+    per_link: bool,
 ) {
     let Some(present) = links.present.clone().filter(|p| !p.is_empty()) else {
         return;
@@ -172,28 +245,94 @@ pub(super) fn nvlink(
         read_errors(g, dev, batch, at, links, &present);
         read_bytes(g, batch, at, links, &present);
     }
-    let mut errs = links.errs.iter().peekable();
+    let types: Vec<&'static str> = match links.errors {
+        Some(ErrorSource::Calls) => ERROR_COUNTERS.iter().map(|c| c.1).collect(),
+        Some(ErrorSource::Fields) => ERROR_FIELDS.iter().map(|f| f.1).collect(),
+        _ => Vec::new(),
+    };
+    let mut readings = Vec::with_capacity(present.len());
     for &l in &present {
-        let link = l.to_string();
-        if let Some(up) = g.get(
+        let up = g.get(
             "nvmlDeviceGetNvLinkState",
             dev.link_wrapper_for(l).is_active(),
-        ) {
-            if !up {
-                g.health.nvlink_down.push(l);
-            }
-            g.with(&NVLINK_UP, "link", &link, if up { 1.0 } else { 0.0 });
+        );
+        if up == Some(false) {
+            g.health.nvlink_down.push(l);
         }
-        while let Some((_, name, n)) = errs.next_if(|e| e.0 == l) {
-            g.put(&NVLINK_ERRORS, &[("link", &link), ("type", name)], *n);
+        let errors = types
+            .iter()
+            .map(|&t| {
+                let n = links.errs.iter().find(|e| e.0 == l && e.1 == t);
+                (t, n.map(|e| e.2))
+            })
+            .collect();
+        let bytes = links
+            .bytes
+            .iter()
+            .find(|b| b.0 == l)
+            .map_or([None, None], |b| [b.1, b.2]);
+        readings.push(Reading {
+            link: l,
+            up,
+            errors,
+            bytes,
+        });
+    }
+    export(g, links, &readings, per_link);
+}
+
+/// Adds the per-GPU series, and the per-link series of the links shown.
+fn export(g: &mut GpuSample<'_>, links: &mut Links, readings: &[Reading], per_link: bool) {
+    g.add(&NVLINK_LINKS, readings.len() as f64);
+    // A sum over the links is left out when one link could not be read: a
+    // partial sum would make a counter go back.
+    let ups: Option<Vec<bool>> = readings.iter().map(|r| r.up).collect();
+    if let Some(ups) = ups {
+        g.add(&NVLINK_LINKS_UP, ups.iter().filter(|&&u| u).count() as f64);
+    }
+    let bytes = [&NVLINK_TRANSMIT_BYTES, &NVLINK_RECEIVE_BYTES];
+    for (i, def) in bytes.into_iter().enumerate() {
+        if let Some(sum) = readings.iter().map(|r| r.bytes[i]).sum::<Option<f64>>() {
+            g.add(def, sum);
         }
     }
-    for (l, tx, rx) in links.bytes.clone() {
-        if let Some(tx) = tx {
-            g.with(&NVLINK_TRANSMIT_BYTES, "link", &l.to_string(), tx);
+    let types: Vec<&'static str> = readings
+        .first()
+        .map(|r| r.errors.iter().map(|e| e.0).collect())
+        .unwrap_or_default();
+    for (i, name) in types.iter().enumerate() {
+        let sum = readings
+            .iter()
+            .map(|r| r.errors.get(i).and_then(|e| e.1))
+            .sum::<Option<f64>>();
+        if let Some(sum) = sum {
+            g.put(&NVLINK_ERRORS, &[("type", name)], sum);
         }
-        if let Some(rx) = rx {
-            g.with(&NVLINK_RECEIVE_BYTES, "link", &l.to_string(), rx);
+    }
+    links.ever_up |= readings.iter().any(|r| r.up == Some(true));
+    for r in readings {
+        let down = r.up == Some(false) && links.ever_up;
+        let erring = r.errors.iter().any(|e| e.1.is_some_and(|n| n > 0.0));
+        if down || erring {
+            links.shown.insert(r.link);
+        }
+        if !per_link && !links.shown.contains(&r.link) {
+            continue;
+        }
+        let link = r.link.to_string();
+        if let Some(up) = r.up {
+            g.with(&NVLINK_UP, "link", &link, if up { 1.0 } else { 0.0 });
+        }
+        for (name, n) in &r.errors {
+            if let Some(n) = n {
+                g.put(&NVLINK_LINK_ERRORS, &[("link", &link), ("type", name)], *n);
+            }
+        }
+        let bytes = [&NVLINK_LINK_TRANSMIT_BYTES, &NVLINK_LINK_RECEIVE_BYTES];
+        for (def, b) in bytes.into_iter().zip(r.bytes) {
+            if let Some(b) = b {
+                g.with(def, "link", &link, b);
+            }
         }
     }
 }
@@ -266,5 +405,139 @@ fn read_bytes(
     for (&l, pair) in present.iter().zip(values.chunks(2)) {
         let kib = |i: usize| pair.get(i).and_then(|v| v.ok()).map(|k| k * 1024.0);
         links.bytes.push((l, kib(0), kib(1)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn reading(link: u32, up: Option<bool>, replay: Option<u64>) -> Reading {
+        Reading {
+            link,
+            up,
+            errors: vec![
+                ("replay", replay.map(|n| n as f64)),
+                ("recovery", Some(0.0)),
+                ("crc_flit", Some(0.0)),
+                ("crc_data", Some(0.0)),
+            ],
+            bytes: [Some(1024.0), Some(2048.0)],
+        }
+    }
+
+    /// One sample's exposition of `readings`, as the collector exports it.
+    fn sample(links: &mut Links, readings: &[Reading], per_link: bool) -> String {
+        let mut unsupported = HashSet::new();
+        let mut g = GpuSample {
+            index: 0,
+            gpu: "0".into(),
+            uuid: "GPU-x".into(),
+            out: crate::Sample::new(),
+            lost: false,
+            unsupported: &mut unsupported,
+        };
+        export(&mut g, links, readings, per_link);
+        let mut text = String::new();
+        g.out.encode_text(&mut text);
+        text
+    }
+
+    fn count(text: &str, family: &str) -> usize {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .count()
+    }
+
+    #[test]
+    fn healthy_links_are_summed_and_not_shown() {
+        let mut links = Links::default();
+        let r: Vec<Reading> = (0..4).map(|l| reading(l, Some(true), Some(0))).collect();
+        let text = sample(&mut links, &r, false);
+        assert!(
+            text.contains("accel_gpu_nvlink_links{gpu=\"0\",uuid=\"GPU-x\"} 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("accel_gpu_nvlink_links_up{gpu=\"0\",uuid=\"GPU-x\"} 4\n"));
+        assert!(
+            text.contains("accel_gpu_nvlink_transmit_bytes_total{gpu=\"0\",uuid=\"GPU-x\"} 4096\n")
+        );
+        assert!(
+            text.contains("accel_gpu_nvlink_receive_bytes_total{gpu=\"0\",uuid=\"GPU-x\"} 8192\n")
+        );
+        assert_eq!(count(&text, "accel_gpu_nvlink_errors_total"), 4);
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 0);
+        // Every link with the flag.
+        let text = sample(&mut links, &r, true);
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 4);
+        assert_eq!(count(&text, "accel_gpu_nvlink_link_errors_total"), 16);
+        assert_eq!(
+            count(&text, "accel_gpu_nvlink_link_transmit_bytes_total"),
+            4
+        );
+    }
+
+    #[test]
+    fn a_link_that_goes_down_stays_shown_after_it_recovers() {
+        let mut links = Links::default();
+        let up: Vec<Reading> = (0..3).map(|l| reading(l, Some(true), Some(0))).collect();
+        sample(&mut links, &up, false);
+        let mut down: Vec<Reading> = (0..3).map(|l| reading(l, Some(true), Some(0))).collect();
+        down[1].up = Some(false);
+        let text = sample(&mut links, &down, false);
+        assert!(
+            text.contains("accel_gpu_nvlink_links_up{gpu=\"0\",uuid=\"GPU-x\"} 2\n"),
+            "{text}"
+        );
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 1);
+        assert!(text.contains("accel_gpu_nvlink_up{gpu=\"0\",uuid=\"GPU-x\",link=\"1\"} 0\n"));
+        assert_eq!(count(&text, "accel_gpu_nvlink_link_errors_total"), 4);
+        // Back up: its series go on, at 1, rather than vanish.
+        let text = sample(&mut links, &up, false);
+        assert!(
+            text.contains("accel_gpu_nvlink_up{gpu=\"0\",uuid=\"GPU-x\",link=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 1);
+    }
+
+    #[test]
+    fn links_never_active_are_not_shown_but_errors_are() {
+        // A PCIe card without a bridge: every link inactive from the start.
+        let mut links = Links::default();
+        let r: Vec<Reading> = (0..4).map(|l| reading(l, Some(false), Some(0))).collect();
+        let text = sample(&mut links, &r, false);
+        assert!(
+            text.contains("accel_gpu_nvlink_links_up{gpu=\"0\",uuid=\"GPU-x\"} 0\n"),
+            "{text}"
+        );
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 0);
+        // A link counting errors is shown whatever its state.
+        let mut r = r;
+        r[2].errors[0].1 = Some(5.0);
+        let text = sample(&mut links, &r, false);
+        assert_eq!(count(&text, "accel_gpu_nvlink_up"), 1);
+        assert!(text.contains("accel_gpu_nvlink_link_errors_total{gpu=\"0\",uuid=\"GPU-x\",link=\"2\",type=\"replay\"} 5\n"), "{text}");
+        assert!(text.contains(
+            "accel_gpu_nvlink_errors_total{gpu=\"0\",uuid=\"GPU-x\",type=\"replay\"} 5\n"
+        ));
+    }
+
+    #[test]
+    fn a_sum_with_an_unreadable_link_is_left_out() {
+        let mut links = Links::default();
+        let mut r: Vec<Reading> = (0..3).map(|l| reading(l, Some(true), Some(0))).collect();
+        r[0].up = None;
+        r[1].errors[0].1 = None;
+        r[2].bytes[0] = None;
+        let text = sample(&mut links, &r, false);
+        assert_eq!(count(&text, "accel_gpu_nvlink_links"), 1);
+        assert_eq!(count(&text, "accel_gpu_nvlink_links_up"), 0, "{text}");
+        assert_eq!(count(&text, "accel_gpu_nvlink_transmit_bytes_total"), 0);
+        assert_eq!(count(&text, "accel_gpu_nvlink_receive_bytes_total"), 1);
+        // The other three types are still summed.
+        assert_eq!(count(&text, "accel_gpu_nvlink_errors_total"), 3);
+        assert!(!text.contains("type=\"replay\""));
     }
 }

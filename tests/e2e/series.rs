@@ -1,0 +1,203 @@
+//! Series per node (issue 25): the lean default of the GPU collector and the
+//! detail one flag away. NVLink is summed per GPU by default, with per-link
+//! series only for links that are down or count errors; XIDs are exported
+//! as they are seen, with a per-GPU total from the start.
+
+use std::time::Duration;
+
+use crate::gpu::sim_agent;
+use crate::util::fixtures;
+
+/// Most series the GPU collector may export per GPU with default flags
+/// (8x H100 training: 1,784 before issue 25, 126 of them per GPU NVLink
+/// links and 16 XIDs at 0; 720 after). The host collectors' part depends on
+/// the machine: docs/fleet.md has the whole node's figures.
+const BUDGET_PER_GPU: usize = 90;
+
+fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+    let prefix = format!("{family}{{");
+    text.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+/// The value of the first series whose line starts with `prefix`.
+fn value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+fn sum(text: &str, family: &str, labels: &str) -> f64 {
+    series(text, family)
+        .iter()
+        .filter(|l| l.contains(labels))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// The agent with every default collector on the fixture host and the
+/// simulated `scenario`, scraped once the GPU collector has sampled twice
+/// (GPM needs two samples).
+fn scrape_on_fixtures(scenario: &str, extra: &[&str]) -> String {
+    let fx = fixtures();
+    let procfs = format!("--path.procfs={}", fx.join("proc").display());
+    let sysfs = format!("--path.sysfs={}", fx.join("sys").display());
+    let udev = format!("--path.udev.data={}", fx.join("run/udev/data").display());
+    let mut args = vec![
+        procfs.as_str(),
+        sysfs.as_str(),
+        udev.as_str(),
+        "--no-collector.cloud",
+    ];
+    args.extend_from_slice(extra);
+    let agent = sim_agent(scenario, "200ms", &args);
+    agent.wait_ready();
+    agent.wait_for("GPM metrics", Duration::from_secs(10), |t| {
+        t.contains("accel_gpu_sm_active_ratio{")
+    })
+}
+
+#[test]
+fn an_h100_training_node_fits_the_budget_and_keeps_its_sums() {
+    let text = scrape_on_fixtures("8xh100-training", &[]);
+    let all = text.lines().filter(|l| !l.starts_with('#')).count();
+    // The GPU collector's series (accel_gpu_peak_flops is the goodput
+    // collector's, and comes once that collector has read the GPUs).
+    let gpu = text
+        .lines()
+        .filter(|l| {
+            let name = l.split(['{', ' ']).next().unwrap_or("");
+            accel_collectors::gpu::FAMILIES
+                .iter()
+                .any(|f| f.name == name)
+        })
+        .count();
+    assert!(
+        gpu <= 8 * BUDGET_PER_GPU,
+        "GPU collector {gpu} series (all collectors {all}), budget {}",
+        8 * BUDGET_PER_GPU
+    );
+    // Healthy links: no per-link series, the per-GPU ones for every GPU.
+    for family in [
+        "accel_gpu_nvlink_up",
+        "accel_gpu_nvlink_link_errors_total",
+        "accel_gpu_nvlink_link_transmit_bytes_total",
+        "accel_gpu_nvlink_link_receive_bytes_total",
+        "accel_gpu_xid_errors_total",
+    ] {
+        assert!(series(&text, family).is_empty(), "{family} exported");
+    }
+    for family in [
+        "accel_gpu_nvlink_links",
+        "accel_gpu_nvlink_links_up",
+        "accel_gpu_nvlink_transmit_bytes_total",
+        "accel_gpu_nvlink_receive_bytes_total",
+        "accel_gpu_xid_events_total",
+    ] {
+        assert_eq!(series(&text, family).len(), 8, "{family}");
+    }
+    assert_eq!(sum(&text, "accel_gpu_nvlink_links", ""), 8.0 * 18.0);
+    assert_eq!(sum(&text, "accel_gpu_nvlink_links_up", ""), 8.0 * 18.0);
+    assert_eq!(series(&text, "accel_gpu_nvlink_errors_total").len(), 8 * 4);
+    assert_eq!(sum(&text, "accel_gpu_xid_events_total", ""), 0.0);
+    // ~8 GB/s per link and direction in the scenario: 18 links.
+    let tx = value(&text, "accel_gpu_nvlink_transmit_bytes_total{gpu=\"0\"").unwrap();
+    assert!(tx > 0.0, "{tx}");
+}
+
+#[test]
+fn the_per_link_flag_exports_every_link_and_the_sums_agree() {
+    let text = scrape_on_fixtures("8xh100-training", &["--collector.gpu.nvlink.per-link"]);
+    assert_eq!(series(&text, "accel_gpu_nvlink_up").len(), 8 * 18);
+    assert_eq!(
+        series(&text, "accel_gpu_nvlink_link_errors_total").len(),
+        8 * 18 * 4
+    );
+    for dir in ["transmit", "receive"] {
+        let per_link = format!("accel_gpu_nvlink_link_{dir}_bytes_total");
+        let per_gpu = format!("accel_gpu_nvlink_{dir}_bytes_total");
+        assert_eq!(series(&text, &per_link).len(), 8 * 18);
+        // One sample: the per-GPU sum is the sum of the links' readings.
+        for g in 0..8 {
+            let gpu = format!("{{gpu=\"{g}\",");
+            let links = sum(&text, &per_link, &gpu);
+            let total = sum(&text, &per_gpu, &gpu);
+            assert!(
+                total > 0.0 && (links - total).abs() <= total * 1e-9,
+                "GPU {g} {dir}: links {links}, GPU {total}"
+            );
+        }
+    }
+    // The per-GPU families are there too.
+    assert_eq!(series(&text, "accel_gpu_nvlink_links_up").len(), 8);
+}
+
+#[test]
+fn a_link_down_or_counting_errors_is_shown_by_default() {
+    // 4xa100: GPU 3's link 11 is down; the other links are healthy.
+    let agent = sim_agent(
+        "4xa100",
+        "200ms",
+        &["--collector.disable-defaults", "--collector.gpu"],
+    );
+    agent.wait_ready();
+    let text = agent.wait_for("NVLink", Duration::from_secs(10), |t| {
+        t.contains("accel_gpu_nvlink_links_up{")
+    });
+    let up = series(&text, "accel_gpu_nvlink_up");
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert!(
+        up[0].starts_with("accel_gpu_nvlink_up{gpu=\"3\",") && up[0].ends_with(",link=\"11\"} 0"),
+        "{}",
+        up[0]
+    );
+    assert_eq!(series(&text, "accel_gpu_nvlink_link_errors_total").len(), 4);
+    assert_eq!(
+        series(&text, "accel_gpu_nvlink_link_transmit_bytes_total").len(),
+        1
+    );
+    assert_eq!(value(&text, "accel_gpu_nvlink_links{gpu=\"3\""), Some(12.0));
+    assert_eq!(
+        value(&text, "accel_gpu_nvlink_links_up{gpu=\"3\""),
+        Some(11.0)
+    );
+    assert_eq!(
+        value(&text, "accel_gpu_nvlink_links_up{gpu=\"0\""),
+        Some(12.0)
+    );
+
+    // Replay errors on the second GPU's links from t = 1 s: its links are
+    // shown once they count, the first GPU's are not.
+    let dir = crate::util::TempDir::new("nvlink-errors");
+    let scenario = dir.0.join("nvlink-errors.toml");
+    std::fs::write(
+        &scenario,
+        "driver_version = \"550.54.15\"\n\
+         [[gpus]]\ncount = 1\nmodel = \"h100-sxm5-80gb\"\nutilization = 90\n\
+         [[gpus]]\ncount = 1\nmodel = \"h100-sxm5-80gb\"\nutilization = 90\n\
+         nvlink_replay_errors = { kind = \"steps\", points = [[0, 0], [1, 3]] }\n",
+    )
+    .unwrap();
+    let agent = sim_agent(
+        scenario.to_str().unwrap(),
+        "200ms",
+        &["--collector.disable-defaults", "--collector.gpu"],
+    );
+    agent.wait_ready();
+    let text = agent.wait_for("per-link errors", Duration::from_secs(10), |t| {
+        t.contains("accel_gpu_nvlink_link_errors_total{")
+    });
+    let errors = series(&text, "accel_gpu_nvlink_link_errors_total");
+    assert_eq!(errors.len(), 18 * 4, "{errors:?}");
+    assert!(errors
+        .iter()
+        .all(|l| l.starts_with("accel_gpu_nvlink_link_errors_total{gpu=\"1\",")));
+    assert_eq!(series(&text, "accel_gpu_nvlink_up").len(), 18);
+    assert_eq!(
+        sum(&text, "accel_gpu_nvlink_errors_total", "gpu=\"1\","),
+        18.0 * 3.0
+    );
+    assert_eq!(
+        sum(&text, "accel_gpu_nvlink_errors_total", "gpu=\"0\","),
+        0.0
+    );
+}
