@@ -437,6 +437,7 @@ mod tests {
             out: crate::Sample::new(),
             lost: false,
             unsupported: &mut unsupported,
+            health: Default::default(),
         };
         export(&mut g, links, readings, per_link);
         let mut text = String::new();
