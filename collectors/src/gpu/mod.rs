@@ -538,10 +538,7 @@ impl Gpu {
             "reliability (ECC counters, retired pages, remapped rows)",
         );
         reliability::reliability(&mut g, &dev, raw.as_ref());
-        tm.start(
-            "recovery",
-            "recovery (nvmlDeviceGetGpuFabricInfo)",
-        );
+        tm.start("recovery", "recovery (nvmlDeviceGetGpuFabricInfo)");
         reliability::recovery(
             &mut g,
             &dev,

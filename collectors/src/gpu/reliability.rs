@@ -4,8 +4,8 @@
 use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError, RetirementCause};
 use nvml_wrapper::Device;
 
-use super::{fields, raw};
 use super::sample::GpuSample;
+use super::{fields, raw};
 use crate::FamilyDef;
 
 pub const ECC_ENABLED: FamilyDef = FamilyDef::gauge("accel_gpu_ecc_enabled", "1 when ECC is on.")
