@@ -540,8 +540,6 @@ pub(crate) fn curve<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Curve>, D:
         .map_err(serde::de::Error::custom)
 }
 
-/// A compute process on a GPU.
-
 /// The fabric registration a GPU reports (`nvmlDeviceGetGpuFabricInfo`).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -553,6 +551,7 @@ pub struct FabricSpec {
     pub status: u32,
 }
 
+/// A compute process on a GPU.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessSpec {
