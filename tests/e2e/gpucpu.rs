@@ -21,13 +21,14 @@ fn counts(path: &std::path::Path) -> HashMap<String, f64> {
 }
 
 /// Runs `scenario` at 100 ms with `extra` flags until the collector has
-/// made `samples` samples; returns the call counts, the samples, the GPUs,
+/// made `samples` samples; returns the call counts, the samples counted
+/// by the scrapes just before and just after the counts were read, the GPUs,
 /// the seconds since the agent started, and the agent's scrapes.
 fn run(
     scenario: &str,
     extra: &[&str],
     samples: f64,
-) -> (HashMap<String, f64>, f64, f64, f64, Vec<String>) {
+) -> (HashMap<String, f64>, (f64, f64), f64, f64, Vec<String>) {
     let dir = TempDir::new("gpucpu");
     let file = dir.0.join("calls");
     let lib = format!("--nvml.library={}", sim_lib().display());
@@ -61,24 +62,29 @@ fn run(
         assert!(Instant::now() < deadline, "only {n} samples in 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Stop the agent: nvmlShutdown (or the last periodic write) leaves the
-    // counts of every sample made.
-    let last = scrapes.last().unwrap().clone();
+    // The counts file is rewritten at most every 200 ms while calls are
+    // made (the agent is killed, not shut down): read it once it has been
+    // rewritten after the last scrape, then scrape again, so that the
+    // calls counted lie between the two scrapes' samples.
+    let before = samples_of(scrapes.last().unwrap());
+    std::thread::sleep(Duration::from_millis(700));
+    let c = counts(&file);
+    let last = agent.get("/metrics").text();
+    let after = samples_of(&last);
+    scrapes.push(last.clone());
     let gpus = last
         .lines()
         .filter(|l| l.starts_with("accel_gpu_up{"))
         .count() as f64;
-    drop(agent);
-    std::thread::sleep(Duration::from_millis(300));
     let elapsed = started.elapsed().as_secs_f64();
-    let c = counts(&file);
+    drop(agent);
     assert!(!c.is_empty(), "no call counts written");
-    (c, samples_of(&last), gpus, elapsed, scrapes)
+    (c, (before, after), gpus, elapsed, scrapes)
 }
 
 #[test]
 fn the_expensive_calls_keep_their_cadence() {
-    let (c, samples, gpus, elapsed, scrapes) = run(
+    let (c, (samples, after), gpus, elapsed, scrapes) = run(
         "8xh100-training",
         &[
             "--collector.gpu.energy-interval=1s",
@@ -89,13 +95,13 @@ fn the_expensive_calls_keep_their_cadence() {
     );
     let per_gpu = |k: &str| c.get(k).copied().unwrap_or(0.0) / gpus;
     // Samples counted may trail the calls made by the sample in flight.
-    let most = samples + 2.0;
+    let most = after + 2.0;
     assert_eq!(gpus, 8.0);
     // One field-values call per GPU per sample, whatever it reads.
     let fv = per_gpu("nvmlDeviceGetFieldValues");
     assert!(
         fv >= samples - 1.0 && fv <= most,
-        "{fv} field-value calls per GPU in {samples} samples"
+        "{fv} field-value calls per GPU in {samples} to {after} samples"
     );
     // The slow readings at most once a second each (the agent ran for
     // `elapsed` seconds), and at least once.
@@ -167,7 +173,7 @@ fn per_process_utilisation_only_while_a_process_holds_the_gpu() {
 
 #[test]
 fn blackwell_reads_the_new_fields_not_the_old_calls() {
-    let (c, samples, gpus, _, scrapes) = run("b200-training", &[], 5.0);
+    let (c, (_, samples), gpus, _, scrapes) = run("b200-training", &[], 5.0);
     assert_eq!(gpus, 8.0);
     // The old error counter call is tried once per GPU (NOT_SUPPORTED),
     // the deprecated violation call never: the fields answer.
