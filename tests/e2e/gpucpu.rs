@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 use crate::gpu::sim_lib;
 use crate::util::{value, Agent, TempDir};
 
+/// What `run` returns: the call counts, the samples counted by the scrapes
+/// just before and just after the counts were read, the GPUs, the seconds
+/// since the agent started, and the agent's scrapes.
+type Run = (HashMap<String, f64>, (f64, f64), f64, f64, Vec<String>);
+
 /// The simulator's call counts (`function count` lines).
 fn counts(path: &std::path::Path) -> HashMap<String, f64> {
     std::fs::read_to_string(path)
@@ -28,7 +33,7 @@ fn run(
     scenario: &str,
     extra: &[&str],
     samples: f64,
-) -> (HashMap<String, f64>, (f64, f64), f64, f64, Vec<String>) {
+) -> Run {
     let dir = TempDir::new("gpucpu");
     let file = dir.0.join("calls");
     let lib = format!("--nvml.library={}", sim_lib().display());
