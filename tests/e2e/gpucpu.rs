@@ -29,11 +29,7 @@ fn counts(path: &std::path::Path) -> HashMap<String, f64> {
 /// made `samples` samples; returns the call counts, the samples counted
 /// by the scrapes just before and just after the counts were read, the GPUs,
 /// the seconds since the agent started, and the agent's scrapes.
-fn run(
-    scenario: &str,
-    extra: &[&str],
-    samples: f64,
-) -> Run {
+fn run(scenario: &str, extra: &[&str], samples: f64) -> Run {
     let dir = TempDir::new("gpucpu");
     let file = dir.0.join("calls");
     let lib = format!("--nvml.library={}", sim_lib().display());
