@@ -87,10 +87,19 @@ pub const COLLECTOR_SAMPLES_TOTAL: FamilyDef = FamilyDef::counter(
 /// `accel_collector_errors_total`.
 pub const COLLECTOR_ERRORS_TOTAL: FamilyDef = FamilyDef::counter(
     "accel_collector_errors_total",
-    "Errors met by the collector, by kind (a failed sample, or a part of one).",
+    "Errors met by the collector, all kinds (a failed sample, or a part of one).",
+)
+.labels(&["collector"])
+.doc("errors of every kind; one series per running collector from 0, so `increase()` sees the first error. The kinds are in `accel_collector_errors_by_kind_total`")
+.source("`agent/state.rs`");
+
+/// `accel_collector_errors_by_kind_total`.
+pub const COLLECTOR_ERRORS_BY_KIND_TOTAL: FamilyDef = FamilyDef::counter(
+    "accel_collector_errors_by_kind_total",
+    "Errors met by the collector, by kind; a kind has a series once it has counted.",
 )
 .labels(&["collector", "kind"])
-.doc("errors by bounded `kind` (table below). Every running collector has all six kinds, starting at 0")
+.doc("errors by bounded `kind` (table below); a kind's series comes at its first error (six series a collector at 0 otherwise), so `increase()` of it misses that first error: `accel_collector_errors_total` counts it")
 .source("`agent/state.rs`; kinds in `collectors/src/lib.rs` (`ErrorKind`)");
 
 /// `accel_collector_overruns_total`.
@@ -138,6 +147,7 @@ pub const FAMILIES: &[FamilyDef] = &[
     COLLECTOR_LAST_SUCCESS_TIMESTAMP_SECONDS,
     COLLECTOR_SAMPLES_TOTAL,
     COLLECTOR_ERRORS_TOTAL,
+    COLLECTOR_ERRORS_BY_KIND_TOTAL,
     COLLECTOR_OVERRUNS_TOTAL,
     COLLECTOR_WORKER_RESTARTS_TOTAL,
     CONFIG_RELOAD_FAILURES,
@@ -564,11 +574,18 @@ impl Agent {
         }
         let e = s.add(&COLLECTOR_ERRORS_TOTAL);
         for (_, (c, snap)) in running() {
+            e.add(
+                &[("collector", c.name)],
+                snap.errors.iter().sum::<u64>() as f64,
+            );
+        }
+        let k = s.add(&COLLECTOR_ERRORS_BY_KIND_TOTAL);
+        for (_, (c, snap)) in running() {
             for kind in ErrorKind::ALL {
-                e.add(
-                    &[("collector", c.name), ("kind", kind.as_str())],
-                    snap.errors[kind.index()] as f64,
-                );
+                let n = snap.errors[kind.index()];
+                if n > 0 {
+                    k.add(&[("collector", c.name), ("kind", kind.as_str())], n as f64);
+                }
             }
         }
         let o = s.add(&COLLECTOR_OVERRUNS_TOTAL);

@@ -327,12 +327,17 @@ pub fn summarise(all: &[Vec<Record>], duration: f64) -> (Summary, BTreeMap<Strin
             (Some(c), Some(m)) => Some(ratio(c, m)),
             _ => None,
         };
+        // A throttle reason has a series only while it is in force: its
+        // share is of the GPU's samples (those with a utilisation reading),
+        // not of the samples where the reason's series was there.
+        let gpu_samples = util.get(g).map_or(0, Vec::len);
         let share = |p: Option<&Points>| {
             p.map_or(0.0, |p| {
-                if p.is_empty() {
+                let n = gpu_samples.max(p.len());
+                if n == 0 {
                     0.0
                 } else {
-                    p.iter().filter(|x| x.1 > 0.0).count() as f64 / p.len() as f64
+                    p.iter().filter(|x| x.1 > 0.0).count() as f64 / n as f64
                 }
             })
         };

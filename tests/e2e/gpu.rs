@@ -177,7 +177,7 @@ fn a_lost_gpu_is_data_and_comes_back() {
     assert!(
         value(
             &lost,
-            "accel_collector_errors_total{collector=\"gpu\",kind=\"gpu_lost\"}"
+            "accel_collector_errors_by_kind_total{collector=\"gpu\",kind=\"gpu_lost\"}"
         )
         .unwrap()
             >= 1.0
@@ -321,7 +321,7 @@ fn not_supported_leaves_series_out_and_logs_once() {
     assert!(!log.iter().any(|l| l.contains("FanSpeed")), "{log:#?}");
     let errors = value(
         &text,
-        "accel_collector_errors_total{collector=\"gpu\",kind=\"library\"}",
+        "accel_collector_errors_by_kind_total{collector=\"gpu\",kind=\"library\"}",
     )
     .unwrap_or(0.0);
     assert_eq!(errors, 0.0, "{text}");
@@ -480,7 +480,7 @@ fn a_driver_that_loads_late_is_picked_up() {
     assert!(
         value(
             &text,
-            "accel_collector_errors_total{collector=\"gpu\",kind=\"library\"}"
+            "accel_collector_errors_by_kind_total{collector=\"gpu\",kind=\"library\"}"
         )
         .unwrap()
             >= 1.0
@@ -574,10 +574,11 @@ fn mig_instances_are_reported() {
 #[test]
 fn pcie_throughput_from_byte_counters_and_the_fallback() {
     // GPU 0 has the PCIe byte counters (field values 197/198): the agent
-    // exports them as counters and the per-second gauges from their deltas,
-    // and never calls nvmlDeviceGetPcieThroughput, which blocks 20 ms per
-    // direction on a real H100. GPU 1 lacks the counters: the gauges come
-    // from the 20 ms call. GPU 1 also has two fans.
+    // exports them as counters (and with --collector.gpu.detail the
+    // per-second gauges from their deltas), and never calls
+    // nvmlDeviceGetPcieThroughput, which blocks 20 ms per direction on a
+    // real H100. GPU 1 lacks the counters: the gauges come from the 20 ms
+    // call, with or without the flag. GPU 1 also has two fans.
     let dir = crate::util::TempDir::new("pcie");
     let scenario = dir.0.join("pcie.toml");
     std::fs::write(
@@ -601,10 +602,39 @@ not_supported = ["nvmlDeviceGetFieldValues(197)", "nvmlDeviceGetFieldValues(198)
 "#,
     )
     .unwrap();
-    let agent = sim_agent(
+    // By default: GPU 0's counters without gauges, GPU 1's gauges.
+    let lean = sim_agent(
         scenario.to_str().unwrap(),
         "200ms",
         &["--collector.disable-defaults", "--collector.gpu"],
+    );
+    lean.wait_ready();
+    let text = wait_for(&lean, "PCIe counters", Duration::from_secs(10), |t| {
+        gpu(t, "accel_gpu_pcie_transmit_bytes_total", 0).is_some_and(|v| v > 0.0)
+            && gpu(t, "accel_gpu_pcie_transmit_bytes_per_second", 1).is_some()
+    });
+    assert_eq!(
+        gpu(&text, "accel_gpu_pcie_transmit_bytes_per_second", 0),
+        None
+    );
+    assert_eq!(
+        gpu(&text, "accel_gpu_pcie_receive_bytes_per_second", 0),
+        None
+    );
+    assert_eq!(
+        gpu(&text, "accel_gpu_pcie_receive_bytes_per_second", 1),
+        Some(200_000.0 * 1024.0)
+    );
+    drop(lean);
+
+    let agent = sim_agent(
+        scenario.to_str().unwrap(),
+        "200ms",
+        &[
+            "--collector.disable-defaults",
+            "--collector.gpu",
+            "--collector.gpu.detail",
+        ],
     );
     agent.wait_ready();
     let text = wait_for(&agent, "PCIe gauges", Duration::from_secs(10), |t| {
@@ -689,7 +719,7 @@ fn a_silent_xid_event_thread_fails_the_collector_until_it_waits_again() {
     assert!(
         value(
             &failed,
-            "accel_collector_errors_total{collector=\"gpu\",kind=\"timeout\"}"
+            "accel_collector_errors_by_kind_total{collector=\"gpu\",kind=\"timeout\"}"
         )
         .is_some_and(|n| n >= 1.0),
         "{failed}"

@@ -10,9 +10,10 @@ use crate::util::fixtures;
 
 /// Most series the GPU collector may export per GPU with default flags
 /// (8x H100 training: 1,784 before issue 25, 126 of them per GPU NVLink
-/// links and 16 XIDs at 0; 720 after). The host collectors' part depends on
+/// links and 16 XIDs at 0; 720 with the sparse NVLink and XIDs, 552 with
+/// the lean defaults of docs/metrics.md "Lean by default"). The host collectors' part depends on
 /// the machine: docs/fleet.md has the whole node's figures.
-const BUDGET_PER_GPU: usize = 90;
+const BUDGET_PER_GPU: usize = 70;
 
 fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
     let prefix = format!("{family}{{");
@@ -200,4 +201,92 @@ fn a_link_down_or_counting_errors_is_shown_by_default() {
         sum(&text, "accel_gpu_nvlink_errors_total", "gpu=\"0\","),
         0.0
     );
+}
+
+/// The families `--collector.gpu.detail` adds (and their NVML calls).
+const DETAIL: [&str; 8] = [
+    "accel_gpu_bar1_used_bytes",
+    "accel_gpu_bar1_total_bytes",
+    "accel_gpu_encoder_utilization_ratio",
+    "accel_gpu_decoder_utilization_ratio",
+    "accel_gpu_gpm_pcie_transmit_bytes_per_second",
+    "accel_gpu_gpm_nvlink_receive_bytes_per_second",
+    "accel_gpu_pcie_transmit_bytes_per_second",
+    "accel_gpu_pcie_receive_bytes_per_second",
+];
+
+#[test]
+fn lean_by_default_and_the_detail_one_flag_away() {
+    let text = scrape_on_fixtures("8xh100-training", &[]);
+    for family in DETAIL {
+        assert!(series(&text, family).is_empty(), "{family} exported");
+    }
+    // SM and memory clocks only, current and maximum.
+    for family in ["accel_gpu_clock_hertz", "accel_gpu_clock_max_hertz"] {
+        let clocks = series(&text, family);
+        assert_eq!(clocks.len(), 8 * 2, "{clocks:?}");
+        assert!(clocks
+            .iter()
+            .all(|l| l.contains("clock=\"sm\"") || l.contains("clock=\"memory\"")));
+    }
+    // Throttle reasons only while in force; pending modes only while a
+    // change waits (none in the scenario).
+    let reasons = series(&text, "accel_gpu_throttle_reason");
+    assert!(reasons.len() < 8 * 9, "{reasons:?}");
+    assert!(reasons.iter().all(|l| l.ends_with(" 1")), "{reasons:?}");
+    for family in [
+        "accel_gpu_mig_mode_pending",
+        "accel_gpu_ecc_pending_enabled",
+    ] {
+        assert!(series(&text, family).is_empty(), "{family} exported");
+    }
+    assert_eq!(series(&text, "accel_gpu_ecc_enabled").len(), 8);
+    // The agent's errors: one total per collector from 0, kinds as counted.
+    let totals = series(&text, "accel_collector_errors_total");
+    assert!(!totals.is_empty() && totals.iter().all(|l| !l.contains("kind=")));
+    assert!(
+        series(&text, "accel_collector_errors_by_kind_total").is_empty(),
+        "{text}"
+    );
+
+    let text = scrape_on_fixtures("8xh100-training", &["--collector.gpu.detail"]);
+    for family in DETAIL {
+        assert_eq!(series(&text, family).len(), 8, "{family}");
+    }
+    for family in ["accel_gpu_clock_hertz", "accel_gpu_clock_max_hertz"] {
+        assert_eq!(series(&text, family).len(), 8 * 4, "{family}");
+    }
+}
+
+#[test]
+fn a_pending_mode_change_is_shown() {
+    // GPU 0: MIG goes on at the next reset; GPU 1: ECC goes off at the next
+    // reboot. Only those two pending series are exported.
+    let dir = crate::util::TempDir::new("pending");
+    let scenario = dir.0.join("pending.toml");
+    std::fs::write(
+        &scenario,
+        "[[gpus]]\nmodel = \"h100-sxm5-80gb\"\nmig_pending = true\n\
+         [[gpus]]\nmodel = \"h100-sxm5-80gb\"\necc_pending = false\n",
+    )
+    .unwrap();
+    let agent = sim_agent(
+        scenario.to_str().unwrap(),
+        "200ms",
+        &["--collector.disable-defaults", "--collector.gpu"],
+    );
+    agent.wait_ready();
+    let text = agent.wait_for("GPU series", Duration::from_secs(10), |t| {
+        t.contains("accel_gpu_ecc_enabled{gpu=\"1\"")
+    });
+    let mig = series(&text, "accel_gpu_mig_mode_pending");
+    assert_eq!(mig.len(), 1, "{mig:?}");
+    assert!(mig[0].starts_with("accel_gpu_mig_mode_pending{gpu=\"0\",") && mig[0].ends_with(" 1"));
+    assert_eq!(value(&text, "accel_gpu_mig_mode{gpu=\"0\""), Some(0.0));
+    let ecc = series(&text, "accel_gpu_ecc_pending_enabled");
+    assert_eq!(ecc.len(), 1, "{ecc:?}");
+    assert!(
+        ecc[0].starts_with("accel_gpu_ecc_pending_enabled{gpu=\"1\",") && ecc[0].ends_with(" 0")
+    );
+    assert_eq!(value(&text, "accel_gpu_ecc_enabled{gpu=\"1\""), Some(1.0));
 }

@@ -442,7 +442,7 @@ fn storage_probe_matches_golden() {
     assert!(
         value(
             &text,
-            "accel_collector_errors_total{collector=\"storage-probe\",kind=\"io\"}"
+            "accel_collector_errors_by_kind_total{collector=\"storage-probe\",kind=\"io\"}"
         )
         .unwrap()
             >= 1.0
@@ -464,6 +464,7 @@ fn storage_probe_matches_golden() {
             "accel_storage_probe_duration_seconds",
             "accel_storage_probe_last_success_timestamp_seconds",
             "accel_collector_errors_total",
+            "accel_collector_errors_by_kind_total",
         ],
     );
     check_golden("storage-probe", &golden);
@@ -545,7 +546,7 @@ fn a_hung_storage_probe_fails_at_its_deadline_without_blocking_the_rest() {
     assert!(samples(&last, "load") >= samples(&first, "load") + 10.0);
     let timeouts = value(
         &last,
-        "accel_collector_errors_total{collector=\"storage-probe\",kind=\"timeout\"}",
+        "accel_collector_errors_by_kind_total{collector=\"storage-probe\",kind=\"timeout\"}",
     )
     .unwrap();
     assert!(timeouts >= 3.0, "{timeouts} timeouts");

@@ -59,7 +59,7 @@ pub const GPM_PCIE_TRANSMIT_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
     "PCIe bytes per second transmitted, averaged over the sample interval (GPM).",
 )
 .labels(&["gpu", "uuid"])
-.doc("PCIe bytes sent per second, mean over the interval")
+.doc("PCIe bytes sent per second, mean over the interval; with `--collector.gpu.detail` (the byte counters give the same)")
 .source("`NVML_GPM_METRIC_PCIE_TX_PER_SEC` (20), MiB/s")
 .equivalent("`DCGM_FI_PROF_PCIE_TX_BYTES`");
 
@@ -68,7 +68,7 @@ pub const GPM_PCIE_RECEIVE_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
     "PCIe bytes per second received, averaged over the sample interval (GPM).",
 )
 .labels(&["gpu", "uuid"])
-.doc("PCIe bytes received per second, mean over the interval")
+.doc("PCIe bytes received per second, mean over the interval; with `--collector.gpu.detail` (the byte counters give the same)")
 .source("`NVML_GPM_METRIC_PCIE_RX_PER_SEC` (21), MiB/s")
 .equivalent("`DCGM_FI_PROF_PCIE_RX_BYTES`");
 
@@ -77,7 +77,7 @@ pub const GPM_NVLINK_TRANSMIT_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
     "NVLink bytes per second transmitted, all links, averaged over the sample interval (GPM).",
 )
 .labels(&["gpu", "uuid"])
-.doc("NVLink bytes sent per second, all links, mean over the interval")
+.doc("NVLink bytes sent per second, all links, mean over the interval; with `--collector.gpu.detail` (the byte counters give the same)")
 .source("`NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC` (61), MiB/s")
 .equivalent("`DCGM_FI_PROF_NVLINK_TX_BYTES`");
 
@@ -86,7 +86,7 @@ pub const GPM_NVLINK_RECEIVE_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
     "NVLink bytes per second received, all links, averaged over the sample interval (GPM).",
 )
 .labels(&["gpu", "uuid"])
-.doc("NVLink bytes received per second, all links, mean over the interval")
+.doc("NVLink bytes received per second, all links, mean over the interval; with `--collector.gpu.detail` (the byte counters give the same)")
 .source("`NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC` (60), MiB/s")
 .equivalent("`DCGM_FI_PROF_NVLINK_RX_BYTES`");
 
@@ -186,7 +186,15 @@ pub(super) fn gpm(
     nvml: &'static Nvml,
     supported: &mut Option<bool>,
     prev: &mut Option<GpmSample<'static>>,
+    detail: bool,
 ) {
+    // The PCIe and NVLink rates (the last four) only with
+    // --collector.gpu.detail: the byte counters give the same.
+    let metrics = if detail {
+        &GPM_METRICS[..]
+    } else {
+        &GPM_METRICS[..GPM_METRICS.len() - 4]
+    };
     if supported.is_none() {
         *supported = Some(
             g.get("nvmlGpmQueryDeviceSupport", dev.gpm_support())
@@ -201,12 +209,12 @@ pub(super) fn gpm(
         return;
     };
     if let Some(p) = prev.as_ref() {
-        let ids: Vec<GpmMetricId> = GPM_METRICS.iter().map(|m| m.0).collect();
+        let ids: Vec<GpmMetricId> = metrics.iter().map(|m| m.0).collect();
         if let Some(results) = g.get(
             "nvmlGpmMetricsGet",
             nvml_wrapper::gpm::gpm_metrics_get(nvml, p, &cur, &ids),
         ) {
-            for ((_, family, extra, scale), r) in GPM_METRICS.iter().zip(results) {
+            for ((_, family, extra, scale), r) in metrics.iter().zip(results) {
                 let Some(m) = g.get("nvmlGpmMetricsGet", r) else {
                     continue;
                 };

@@ -42,14 +42,14 @@ pub const MEMORY_RESERVED_BYTES: FamilyDef = FamilyDef::gauge(
 pub const BAR1_USED_BYTES: FamilyDef =
     FamilyDef::gauge("accel_gpu_bar1_used_bytes", "BAR1 memory in use, in bytes.")
         .labels(&["gpu", "uuid"])
-        .doc("BAR1 (host-mapped) memory in use")
+        .doc("BAR1 (host-mapped) memory in use; with `--collector.gpu.detail`")
         .source("`nvmlDeviceGetBAR1MemoryInfo` `bar1Used`")
         .equivalent("`DCGM_FI_DEV_BAR1_USED` (MB)");
 
 pub const BAR1_TOTAL_BYTES: FamilyDef =
     FamilyDef::gauge("accel_gpu_bar1_total_bytes", "BAR1 memory size, in bytes.")
         .labels(&["gpu", "uuid"])
-        .doc("BAR1 size")
+        .doc("BAR1 size; with `--collector.gpu.detail`")
         .source("`nvmlDeviceGetBAR1MemoryInfo` `bar1Total`")
         .equivalent("`DCGM_FI_DEV_BAR1_TOTAL` (MB)");
 

@@ -29,7 +29,7 @@ pub const MIG_MODE_PENDING: FamilyDef = FamilyDef::gauge(
     "MIG mode after the next GPU reset (1 on).",
 )
 .labels(&["gpu", "uuid"])
-.doc("MIG mode after the next GPU reset")
+.doc("MIG mode after the next GPU reset; only while it differs from `accel_gpu_mig_mode` (a change waits for a reset): `accel_gpu_mig_mode_pending or accel_gpu_mig_mode` is the mode after a reset")
 .source("`nvmlDeviceGetMigMode` `pendingMode`");
 
 pub const MIG_INFO: FamilyDef = FamilyDef::gauge(
@@ -140,14 +140,18 @@ pub(super) fn sample(
             0.0
         },
     );
-    g.add(
-        &MIG_MODE_PENDING,
-        if mode.pending == MIG_ENABLED {
-            1.0
-        } else {
-            0.0
-        },
-    );
+    // Only while a change waits for a reset: the same value as
+    // accel_gpu_mig_mode otherwise.
+    if mode.pending != mode.current {
+        g.add(
+            &MIG_MODE_PENDING,
+            if mode.pending == MIG_ENABLED {
+                1.0
+            } else {
+                0.0
+            },
+        );
+    }
     if mode.current != MIG_ENABLED {
         prev.clear();
         return false;

@@ -132,6 +132,15 @@ pub struct GpuOptions {
         action = clap::ArgAction::SetTrue
     )]
     pub nvlink_per_link: bool,
+    /// The families a training node rarely needs (docs/metrics.md, "Lean
+    /// by default").
+    #[arg(
+        id = "collector.gpu.detail",
+        long = "collector.gpu.detail",
+        help = "Also export the families a training node rarely needs, and make their NVML calls: graphics and video clocks, BAR1 memory, encoder and decoder utilisation, GPM's PCIe and NVLink rates, and PCIe throughput gauges next to the byte counters (14 series per GPU). By default the SM and memory clocks are exported, and PCIe and NVLink throughput as byte counters.",
+        action = clap::ArgAction::SetTrue
+    )]
+    pub detail: bool,
 }
 
 /// The GPU collector's registry entry.
@@ -482,15 +491,20 @@ impl Gpu {
 
         tm.start("memory", "memory (nvmlDeviceGetMemoryInfo_v2)");
         memory::memory(&mut g, &dev);
-        tm.start("bar1", "bar1 (nvmlDeviceGetBAR1MemoryInfo)");
-        memory::bar1(&mut g, &dev);
+        let detail = self.opts.detail;
+        if detail {
+            tm.start("bar1", "bar1 (nvmlDeviceGetBAR1MemoryInfo)");
+            memory::bar1(&mut g, &dev);
+        }
         tm.start("utilization", "utilization (nvmlDeviceGetUtilizationRates)");
         let util = utilization::utilization(&mut g, &dev);
-        tm.start(
-            "encoder_decoder",
-            "encoder_decoder (nvmlDeviceGetEncoderUtilization, nvmlDeviceGetDecoderUtilization)",
-        );
-        utilization::codecs(&mut g, &dev);
+        if detail {
+            tm.start(
+                "encoder_decoder",
+                "encoder_decoder (nvmlDeviceGetEncoderUtilization, nvmlDeviceGetDecoderUtilization)",
+            );
+            utilization::codecs(&mut g, &dev);
+        }
         tm.start(
             "power",
             "power (nvmlDeviceGetPowerUsage and the power limits)",
@@ -516,7 +530,7 @@ impl Gpu {
             "clocks",
             "clocks (nvmlDeviceGetClockInfo, nvmlDeviceGetMaxClockInfo)",
         );
-        throttle::clocks(&mut g, &dev, &mut state.max_clocks);
+        throttle::clocks(&mut g, &dev, &mut state.max_clocks, detail);
         tm.start("pstate_reasons", "pstate_reasons (nvmlDeviceGetPerformanceState, nvmlDeviceGetCurrentClocksEventReasons)");
         throttle::reasons(&mut g, &dev);
         tm.start("violations", "violations (nvmlDeviceGetViolationStatus)");
@@ -532,7 +546,7 @@ impl Gpu {
             "pcie",
             "pcie (the PCIe link and replay calls, nvmlDeviceGetPcieThroughput)",
         );
-        pcie::pcie(&mut g, &dev, &batch, pcie_at, state, now);
+        pcie::pcie(&mut g, &dev, &batch, pcie_at, state, now, detail);
         tm.start(
             "reliability",
             "reliability (ECC counters, retired pages, remapped rows)",
@@ -561,7 +575,14 @@ impl Gpu {
             self.opts.nvlink_per_link,
         );
         tm.start("gpm", "gpm (nvmlGpmSampleGet, nvmlGpmMetricsGet)");
-        gpm::gpm(&mut g, &dev, nvml, &mut state.gpm, &mut state.gpm_prev);
+        gpm::gpm(
+            &mut g,
+            &dev,
+            nvml,
+            &mut state.gpm,
+            &mut state.gpm_prev,
+            detail,
+        );
         tm.start("mig", "mig (the MIG instance calls)");
         mig::sample(
             &mut g,

@@ -19,7 +19,7 @@ pub const ECC_PENDING_ENABLED: FamilyDef = FamilyDef::gauge(
     "ECC mode after the next reboot (1 on).",
 )
 .labels(&["gpu", "uuid"])
-.doc("ECC mode after the next reboot (1 on)")
+.doc("ECC mode after the next reboot (1 on); only while it differs from `accel_gpu_ecc_enabled` (a change waits for a reboot)")
 .source("`nvmlDeviceGetEccMode` (pending)")
 .equivalent("`DCGM_FI_DEV_ECC_PENDING`");
 
@@ -80,10 +80,13 @@ pub const REMAPPED_ROWS_FAILURE: FamilyDef = FamilyDef::gauge(
 pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&raw::Raw>) {
     if let Some(m) = g.get("nvmlDeviceGetEccMode", dev.is_ecc_enabled()) {
         g.add(&ECC_ENABLED, if m.currently_enabled { 1.0 } else { 0.0 });
-        g.add(
-            &ECC_PENDING_ENABLED,
-            if m.pending_enabled { 1.0 } else { 0.0 },
-        );
+        // Only while a change waits for a reboot.
+        if m.pending_enabled != m.currently_enabled {
+            g.add(
+                &ECC_PENDING_ENABLED,
+                if m.pending_enabled { 1.0 } else { 0.0 },
+            );
+        }
         if m.currently_enabled {
             for (err, e) in [
                 (MemoryError::Corrected, "corrected"),

@@ -18,7 +18,7 @@ pub const CLOCK_HERTZ: FamilyDef = FamilyDef::gauge(
     "Current clock frequency by domain, in hertz.",
 )
 .labels(&["gpu", "uuid", "clock"])
-.doc("current clock, Hz, per domain: `graphics`, `sm`, `memory`, `video`")
+.doc("current clock, Hz, per domain: `sm` and `memory`; `graphics` and `video` too with `--collector.gpu.detail`")
 .source("`nvmlDeviceGetClockInfo(NVML_CLOCK_GRAPHICS / _SM / _MEM / _VIDEO)` (MHz)")
 .equivalent("`DCGM_FI_DEV_SM_CLOCK`, `DCGM_FI_DEV_MEM_CLOCK`, `DCGM_FI_DEV_VIDEO_CLOCK` (MHz); none for `graphics`");
 
@@ -44,10 +44,10 @@ pub const PERFORMANCE_STATE: FamilyDef = FamilyDef::gauge(
 
 pub const THROTTLE_REASON: FamilyDef = FamilyDef::gauge(
     "accel_gpu_throttle_reason",
-    "1 while clocks are held down for this reason (clock event reasons).",
+    "1 while clocks are held down for this reason (clock event reasons); only the reasons in force have a series.",
 )
 .labels(&["gpu", "uuid", "reason"])
-.doc("1 while clocks are held down for this reason, else 0. One series per reason: `gpu_idle`, `applications_clocks_setting`, `sw_power_cap`, `hw_slowdown`, `sync_boost`, `sw_thermal_slowdown`, `hw_thermal_slowdown`, `hw_power_brake_slowdown`, `display_clock_setting` (NVML bits 0x1 to 0x100). Unknown bits are ignored")
+.doc("1 while clocks are held down for this reason; a reason not in force has no series (test with `== 1`, or `or on() vector(0)` for a 0). Reasons: `gpu_idle`, `applications_clocks_setting`, `sw_power_cap`, `hw_slowdown`, `sync_boost`, `sw_thermal_slowdown`, `hw_thermal_slowdown`, `hw_power_brake_slowdown`, `display_clock_setting` (NVML bits 0x1 to 0x100). Unknown bits are ignored")
 .source("`nvmlDeviceGetCurrentClocksThrottleReasons` (the older name of `nvmlDeviceGetCurrentClocksEventReasons`, same bits)")
 .equivalent("`DCGM_FI_DEV_CLOCKS_EVENT_REASONS` (`DCGM_FI_DEV_CLOCK_THROTTLE_REASONS` before DCGM 4.0): one bitmask value");
 
@@ -60,7 +60,11 @@ pub const THROTTLE_SECONDS: FamilyDef = FamilyDef::counter(
 .source("the GPU's one `nvmlDeviceGetFieldValues` call of the sample: `NVML_FI_DEV_PERF_POLICY_POWER` / `_THERMAL` / `_SYNC_BOOST` / `_RELIABILITY` (ns; checked against the power cap on an H100: 1.009 s/s while `sw_power_cap` was set) and `NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN` / `_HW_THERM_SLOWDOWN` / `_HW_POWER_BRAKE_SLOWDOWN` (251-253, 269-271 from driver 580.82 on; SW thermal stands in for `thermal` where `_PERF_POLICY_THERMAL` is not supported, as on Blackwell); else `nvmlDeviceGetViolationStatus` per policy `violationTime` (ns; 0.7 ms each; deprecated in 580)")
 .equivalent("`DCGM_FI_DEV_POWER_VIOLATION`, `DCGM_FI_DEV_THERMAL_VIOLATION`, `DCGM_FI_DEV_SYNC_BOOST_VIOLATION`, `DCGM_FI_DEV_RELIABILITY_VIOLATION`");
 
-const CLOCKS: [(Clock, &str); 4] = [
+/// The clock domains: SM and memory always (dcgm-exporter's default
+/// clocks), graphics and video with `--collector.gpu.detail` (graphics
+/// runs with SM on data-centre GPUs; video serves the video engines).
+const CLOCKS: [(Clock, &str); 2] = [(Clock::SM, "sm"), (Clock::Memory, "memory")];
+const ALL_CLOCKS: [(Clock, &str); 4] = [
     (Clock::Graphics, "graphics"),
     (Clock::SM, "sm"),
     (Clock::Memory, "memory"),
@@ -232,8 +236,10 @@ pub(super) fn clocks(
     g: &mut GpuSample<'_>,
     dev: &Device<'_>,
     max_clocks: &mut Option<Vec<(&'static str, f64)>>,
+    detail: bool,
 ) {
-    for (clock, name) in CLOCKS {
+    let domains: &[(Clock, &'static str)] = if detail { &ALL_CLOCKS } else { &CLOCKS };
+    for &(clock, name) in domains {
         if let Some(mhz) = g.get("nvmlDeviceGetClockInfo", dev.clock_info(clock)) {
             g.with(&CLOCK_HERTZ, "clock", name, f64::from(mhz) * 1e6);
         }
@@ -241,9 +247,9 @@ pub(super) fn clocks(
     // Maximum clocks are fixed by the board: read once (each call costs
     // about 2 ms on an H100), again only after a failure.
     if max_clocks.is_none() {
-        let mut max = Vec::with_capacity(CLOCKS.len());
+        let mut max = Vec::with_capacity(domains.len());
         let mut failed = false;
-        for (clock, name) in CLOCKS {
+        for &(clock, name) in domains {
             match dev.max_clock_info(clock) {
                 Ok(mhz) => max.push((name, f64::from(mhz) * 1e6)),
                 Err(e @ (NvmlError::NotSupported | NvmlError::FunctionNotFound)) => {
@@ -276,16 +282,17 @@ pub(super) fn reasons(g: &mut GpuSample<'_>, dev: &Device<'_>) {
         "nvmlDeviceGetCurrentClocksEventReasons",
         dev.current_throttle_reasons(),
     ) {
+        // Only the reasons in force: a reason's series comes while it holds
+        // the clocks down and goes when it ends (nine series a GPU at 0
+        // otherwise, the largest part of them on every GPU).
         for (bit, name) in THROTTLE_REASONS {
-            if r.contains(bit) && SLOWDOWNS.contains(&name) {
+            if !r.contains(bit) {
+                continue;
+            }
+            if SLOWDOWNS.contains(&name) {
                 g.health.slowdowns.push(name);
             }
-            g.with(
-                &THROTTLE_REASON,
-                "reason",
-                name,
-                if r.contains(bit) { 1.0 } else { 0.0 },
-            );
+            g.with(&THROTTLE_REASON, "reason", name, 1.0);
         }
     }
 }

@@ -31,7 +31,7 @@ pub const ENCODER_UTILIZATION_RATIO: FamilyDef = FamilyDef::gauge(
     "Video encoder utilisation (0-1).",
 )
 .labels(&["gpu", "uuid"])
-.doc("video encoder utilisation")
+.doc("video encoder utilisation; with `--collector.gpu.detail`")
 .source("`nvmlDeviceGetEncoderUtilization` ÷ 100")
 .equivalent("`DCGM_FI_DEV_ENC_UTIL` (%)");
 
@@ -40,7 +40,7 @@ pub const DECODER_UTILIZATION_RATIO: FamilyDef = FamilyDef::gauge(
     "Video decoder utilisation (0-1).",
 )
 .labels(&["gpu", "uuid"])
-.doc("video decoder utilisation")
+.doc("video decoder utilisation; with `--collector.gpu.detail`")
 .source("`nvmlDeviceGetDecoderUtilization` ÷ 100")
 .equivalent("`DCGM_FI_DEV_DEC_UTIL` (%)");
 

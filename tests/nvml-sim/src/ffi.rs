@@ -860,7 +860,14 @@ pub unsafe extern "C" fn nvmlDeviceGetMigMode(
             NVML_DEVICE_MIG_DISABLE
         };
         set(cur, mode)?;
-        set(pending, mode)
+        set(
+            pending,
+            match g.spec.mig_pending {
+                Some(true) => NVML_DEVICE_MIG_ENABLE,
+                Some(false) => NVML_DEVICE_MIG_DISABLE,
+                None => mode,
+            },
+        )
     })
 }
 
@@ -1382,7 +1389,14 @@ pub unsafe extern "C" fn nvmlDeviceGetEccMode(
     device_call("nvmlDeviceGetEccMode", device, |_, g, _| {
         let state = if g.spec.ecc { ENABLED } else { DISABLED };
         set(cur, state)?;
-        set(pend, state)
+        set(
+            pend,
+            if g.spec.ecc_pending.unwrap_or(g.spec.ecc) {
+                ENABLED
+            } else {
+                DISABLED
+            },
+        )
     })
 }
 

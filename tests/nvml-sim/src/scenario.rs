@@ -408,6 +408,12 @@ pub struct GpuSpec {
     pub mig_capable: bool,
     pub fans: u32,
     pub ecc: bool,
+    /// ECC mode after the next reboot; default: `ecc` (no change pending).
+    #[serde(default)]
+    pub ecc_pending: Option<bool>,
+    /// MIG mode after the next GPU reset; default: the current mode.
+    #[serde(default)]
+    pub mig_pending: Option<bool>,
     pub row_remapping: bool,
     pub idle_pstate: u32,
     pub shutdown_temp_c: u32,
