@@ -40,10 +40,10 @@ pub const POWER_DEFAULT_LIMIT_WATTS: FamilyDef = FamilyDef::gauge(
 
 pub const ENERGY_JOULES: FamilyDef = FamilyDef::counter(
     "accel_gpu_energy_joules_total",
-    "Energy used by the GPU since the driver loaded, in joules (read every --collector.gpu.energy-interval, advanced by the power draw in between).",
+    "Energy used by the GPU since the driver loaded, in joules (NVIDIA: read every --collector.gpu.energy-interval, advanced by the power draw in between; AMD: read every sample).",
 )
 .labels(&["gpu", "uuid"])
-.doc("energy used since the driver loaded, J. It restarts from 0 when the driver reloads. The driver's counter is read every `--collector.gpu.energy-interval` (10 s; one read costs 2.4 ms of CPU on an H200, more than the rest of the GPU's sample); between reads the counter advances by `accel_gpu_power_watts` × time. It never decreases: at each read it takes the driver's value, or holds where the estimate had run ahead until the driver's counter passes it (see \"Energy between reads\" below)")
+.doc("energy used since the driver loaded, J. It restarts from 0 when the driver reloads. The driver's counter is read every `--collector.gpu.energy-interval` (10 s; one read costs 2.4 ms of CPU on an H200, more than the rest of the GPU's sample); between reads the counter advances by `accel_gpu_power_watts` × time. It never decreases: at each read it takes the driver's value, or holds where the estimate had run ahead until the driver's counter passes it (see \"Energy between reads\" below). AMD GPUs: the hwmon `energy1_input` or `gpu_metrics` energy accumulator, read every sample (a file read, not a driver round trip)")
 .source("`nvmlDeviceGetTotalEnergyConsumption` (mJ), and `nvmlDeviceGetPowerUsage` between reads")
 .equivalent("`DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION` (mJ)");
 

@@ -1182,10 +1182,10 @@ fn mig_h100_instances_answer_through_nvml_wrapper() {
     ));
     drop((a1, a2, i1, i2, p1, p2));
 
-    // GPU 1 runs without MIG.
+    // GPU 1 runs without MIG; MIG waits for its next reset (mig_pending).
     let d1 = nvml.device_by_index(1).unwrap();
     let mode = d1.mig_mode().unwrap();
-    assert_eq!((mode.current, mode.pending), (0, 0));
+    assert_eq!((mode.current, mode.pending), (0, 1));
     assert_eq!(d1.mig_device_count().unwrap(), 0);
     assert!(matches!(
         d1.mig_device_by_index(0),
