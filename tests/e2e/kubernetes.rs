@@ -314,6 +314,15 @@ fn pod_info(text: &str) -> Vec<String> {
     v
 }
 
+/// The pods are known and joined with the GPU collector's GPUs: at start
+/// the kubernetes collector may sample before the GPU collector has
+/// published its GPUs, and then every `gpu` label is empty for a sample.
+fn joined(text: &str) -> bool {
+    pod_info(text)
+        .iter()
+        .any(|l| !l.starts_with("accel_gpu_pod_info{gpu=\"\""))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn info(
     gpu: &str,
@@ -418,7 +427,7 @@ fn gpus_replicas_and_other_resources() {
     let procfs_flag = format!("--path.procfs={}", proc.display());
     let agent = k8s_agent("8xh100-training", &socket, "10s", &[&procfs_flag]);
     let text = agent.wait_for("pods and process pods", Duration::from_secs(15), |t| {
-        !pod_info(t).is_empty() && process_pod(t, 4100).is_some_and(|p| !p.1.is_empty())
+        joined(t) && process_pod(t, 4100).is_some_and(|p| !p.1.is_empty())
     });
     assert_eq!(
         pod_info(&text),
@@ -625,9 +634,7 @@ fn a_response_over_4_mib() {
     assert!(msg.len() > 5 << 20, "{} bytes", msg.len());
     let _kubelet = FakeKubelet::start(&socket, Answer::Message(msg.clone()));
     let agent = k8s_agent("8xh100-training", &socket, "10s", &["--log.level=debug"]);
-    let text = agent.wait_for("the big answer", Duration::from_secs(20), |t| {
-        !pod_info(t).is_empty()
-    });
+    let text = agent.wait_for("the big answer", Duration::from_secs(20), joined);
     // What the call cost (shown with --no-capture; docs/kubernetes.md).
     for l in agent.log_lines() {
         if l.contains("kubelet PodResources List") {
