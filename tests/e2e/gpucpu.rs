@@ -125,12 +125,14 @@ fn the_expensive_calls_keep_their_cadence() {
         (72.0..=72.0 * reads + 1.0).contains(&errs),
         "{errs} NVLink error counter calls per GPU"
     );
-    // 36 NVLink fields per read, 7 violation fields at the first read (4
-    // after), 3 (PCIe, memory temperature) per sample.
+    // 3 fields (PCIe, memory temperature) per sample; at the first
+    // counter read 36 NVLink fields (18 links), the 2 aggregates and 7
+    // violation fields; after it, the data moving, the 2 aggregates and 4
+    // violation fields (every link again would be 40).
     let fields = per_gpu("nvmlDeviceGetFieldValues (fields)");
     assert!(
-        fields <= 3.0 * most + (36.0 + 7.0) * reads,
-        "{fields} fields per GPU"
+        fields <= 3.0 * most + 45.0 + 6.0 * (reads - 1.0),
+        "{fields} fields per GPU in {reads} counter reads"
     );
     assert_eq!(
         c.get("nvmlDeviceGetViolationStatus"),
@@ -200,4 +202,50 @@ fn blackwell_reads_the_new_fields_not_the_old_calls() {
         assert!(last.contains(want), "no {want}");
     }
     assert!(!last.contains("type=\"crc_flit\""));
+}
+
+#[test]
+fn nvlink_bytes_per_gpu_in_two_fields_unless_the_driver_refuses() {
+    // The driver's sum over the links (scope UINT_MAX) stands for the 36
+    // per-link fields once it matched them; a driver that refuses it keeps
+    // the per-link fields, and the per-GPU counters are the same either way.
+    let dir = TempDir::new("nvlink-aggregate");
+    let mut per_read = Vec::new();
+    for refuse in [false, true] {
+        let scenario = dir.0.join(format!("refuse-{refuse}.toml"));
+        let mut text = String::from(
+            "[[gpus]]\ncount = 2\nmodel = \"h100-sxm5-80gb\"\nutilization = 90\n",
+        );
+        if refuse {
+            text.push_str(
+                "[[faults]]\nnot_supported = [\"nvmlDeviceGetFieldValues(138, all links)\", \
+                 \"nvmlDeviceGetFieldValues(139, all links)\"]\n",
+            );
+        }
+        std::fs::write(&scenario, text).unwrap();
+        let (c, (_, samples), gpus, _, scrapes) = run(
+            scenario.to_str().unwrap(),
+            &["--collector.gpu.counter-interval=1ms"],
+            20.0,
+        );
+        assert_eq!(gpus, 2.0);
+        let fields = c
+            .get("nvmlDeviceGetFieldValues (fields)")
+            .copied()
+            .unwrap_or(0.0)
+            / gpus;
+        // Every sample reads the counters here: 3 fields (PCIe, memory
+        // temperature), 4 violation times (7 at the first), and NVLink's.
+        per_read.push((fields - 7.0 * samples) / samples);
+        let last = scrapes.last().unwrap();
+        let tx = last
+            .lines()
+            .find(|l| l.starts_with("accel_gpu_nvlink_transmit_bytes_total{gpu=\"1\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(tx > 0.0, "refuse {refuse}: {last}");
+    }
+    // Aggregate: 2 NVLink fields a read after the first; refused: 36.
+    assert!(per_read[0] < 6.0, "{per_read:?}");
+    assert!(per_read[1] > 30.0, "{per_read:?}");
 }

@@ -485,7 +485,12 @@ impl Gpu {
         let violations_at = counters_due
             .then(|| throttle::want_violations(&mut batch, &state.violations, v13))
             .flatten();
-        let nvlink_at = nvlink::want(&mut batch, &state.nvlinks, counters_due);
+        let nvlink_at = nvlink::want(
+            &mut batch,
+            &state.nvlinks,
+            counters_due,
+            self.opts.nvlink_per_link,
+        );
         let recovery_at = reliability::want_recovery(&mut batch, &state.recovery_probed);
         batch.fetch(raw.as_ref(), &dev);
 

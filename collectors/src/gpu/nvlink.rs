@@ -7,6 +7,14 @@
 //! `NVML_FI_DEV_NVLINK_COUNT_*` fields in the same call. Between reads the
 //! last readings are exported again.
 //!
+//! The data counters are read per GPU where the driver sums the links
+//! itself (scope id `UINT_MAX`, "aggregate value summed up across all
+//! links" in nvml.h): 2 fields a read instead of 2 per link (36 on an
+//! H100), plus the links shown per link. The first reads ask for both, and
+//! the aggregate is used once it has matched the links' sum while data
+//! moved; a driver that refuses it, or answers something else (one link's
+//! count), keeps the per-link fields.
+//!
 //! What is exported is lean by default: per GPU, the number of links and of
 //! active links, the data counters and the error counters by type, summed
 //! over the links (9 series per GPU where per-link series would be 7 per
@@ -69,7 +77,7 @@ pub const NVLINK_TRANSMIT_BYTES: FamilyDef = FamilyDef::counter(
 )
 .labels(&["gpu", "uuid"])
 .doc("payload bytes sent, summed over the links (data only, without protocol overhead; left out of a sample where a link's counter could not be read)")
-.source("`nvmlDeviceGetFieldValues`, field 138 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX`, scope id = link (KiB), summed over the links, every `--collector.gpu.counter-interval` (10 s: 36 fields cost about 4 ms of CPU on an H200), in the GPU's one field-values call; the last reading is repeated in between. The raw NVML call is used because nvml-wrapper always sends scope 0")
+.source("`nvmlDeviceGetFieldValues`, field 138 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX` (KiB), with scope id `UINT_MAX` (the driver's sum over the links, one field) once that matched the per-link fields' sum, else scope id = link summed over the links (36 fields on an H100: about 4 ms of CPU on an H200); every `--collector.gpu.counter-interval` (10 s), in the GPU's one field-values call; the last reading is repeated in between. The raw NVML call is used because nvml-wrapper always sends scope 0")
 .equivalent("dcgm-exporter's default `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL` is transmit + receive summed over all links; `DCGM_FI_PROF_NVLINK_TX_BYTES` as a rate");
 
 pub const NVLINK_RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
@@ -78,7 +86,7 @@ pub const NVLINK_RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
 )
 .labels(&["gpu", "uuid"])
 .doc("payload bytes received, summed over the links")
-.source("`nvmlDeviceGetFieldValues`, field 139 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX`, scope id = link (KiB), summed over the links")
+.source("`nvmlDeviceGetFieldValues`, field 139 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX` (KiB), likewise")
 .equivalent("`DCGM_FI_PROF_NVLINK_RX_BYTES` as a rate");
 
 pub const NVLINK_LINK_ERRORS: FamilyDef = FamilyDef::counter(
@@ -152,15 +160,27 @@ pub(super) struct Links {
     shown: BTreeSet<u32>,
     /// Last readings: (link, transmit bytes, receive bytes).
     bytes: Vec<(u32, Option<f64>, Option<f64>)>,
+    /// Whether the driver's aggregate of the data counters (scope id
+    /// `UINT_MAX`) is used: `None` until it has matched the links' sum.
+    aggregate: Option<bool>,
+    /// Last aggregate reading (transmit, receive bytes), when it is used.
+    total: Option<[Option<f64>; 2]>,
     /// Last readings: (link, type, count).
     errs: Vec<(u32, &'static str, f64)>,
 }
 
 /// Where a GPU's NVLink counters are in the sample's field batch.
 pub(super) struct Wanted {
+    /// The per-link data counters asked for, and where they are.
+    links: Vec<u32>,
     bytes: Range<usize>,
+    /// The aggregate data counters (transmit, receive), when asked for.
+    total: Option<Range<usize>>,
     errors: Option<Range<usize>>,
 }
+
+/// The scope id that asks for a counter summed over the links.
+const ALL_LINKS: u32 = u32::MAX;
 
 /// Finds the links that exist (once: a link that does not exist answers
 /// NotSupported or InvalidArg) and where their error counters come from.
@@ -189,13 +209,35 @@ pub(super) fn probe(dev: &Device<'_>, links: &mut Links) {
     }
 }
 
-/// Asks for the counters' fields when they are due.
-pub(super) fn want(batch: &mut fields::Batch, links: &Links, due: bool) -> Option<Wanted> {
+/// Asks for the counters' fields when they are due: every link's data
+/// counters with `per_link`, or until the aggregate is known to work; else
+/// the aggregate and the links shown per link.
+pub(super) fn want(
+    batch: &mut fields::Batch,
+    links: &Links,
+    due: bool,
+    per_link: bool,
+) -> Option<Wanted> {
     let present = links.present.as_deref().filter(|p| !p.is_empty())?;
     if !due {
         return None;
     }
-    let bytes: Vec<(u32, u32)> = present
+    let asked: Vec<u32> = if per_link || links.aggregate != Some(true) {
+        present.to_vec()
+    } else {
+        present
+            .iter()
+            .copied()
+            .filter(|l| links.shown.contains(l))
+            .collect()
+    };
+    let total = (!per_link && links.aggregate != Some(false)).then(|| {
+        batch.want(&[
+            (raw::FI_NVLINK_THROUGHPUT_DATA_TX, ALL_LINKS),
+            (raw::FI_NVLINK_THROUGHPUT_DATA_RX, ALL_LINKS),
+        ])
+    });
+    let bytes: Vec<(u32, u32)> = asked
         .iter()
         .flat_map(|&l| {
             [
@@ -212,7 +254,12 @@ pub(super) fn want(batch: &mut fields::Batch, links: &Links, due: bool) -> Optio
             .collect();
         batch.want(&ids)
     });
-    Some(Wanted { bytes, errors })
+    Some(Wanted {
+        links: asked,
+        bytes,
+        total,
+        errors,
+    })
 }
 
 /// One link's readings in one sample.
@@ -243,7 +290,8 @@ pub(super) fn nvlink(
         links.errs.clear();
         links.bytes.clear();
         read_errors(g, dev, batch, at, links, &present);
-        read_bytes(g, batch, at, links, &present);
+        read_bytes(g, batch, at, links);
+        read_total(g, batch, at, links, &present);
     }
     let types: Vec<&'static str> = match links.errors {
         Some(ErrorSource::Calls) => ERROR_COUNTERS.iter().map(|c| c.1).collect(),
@@ -278,11 +326,20 @@ pub(super) fn nvlink(
             bytes,
         });
     }
-    export(g, links, &readings, per_link);
+    let total = links
+        .total
+        .filter(|_| links.aggregate == Some(true) && !per_link);
+    export(g, links, &readings, total, per_link);
 }
 
 /// Adds the per-GPU series, and the per-link series of the links shown.
-fn export(g: &mut GpuSample<'_>, links: &mut Links, readings: &[Reading], per_link: bool) {
+fn export(
+    g: &mut GpuSample<'_>,
+    links: &mut Links,
+    readings: &[Reading],
+    total: Option<[Option<f64>; 2]>,
+    per_link: bool,
+) {
     g.add(&NVLINK_LINKS, readings.len() as f64);
     // A sum over the links is left out when one link could not be read: a
     // partial sum would make a counter go back.
@@ -292,7 +349,11 @@ fn export(g: &mut GpuSample<'_>, links: &mut Links, readings: &[Reading], per_li
     }
     let bytes = [&NVLINK_TRANSMIT_BYTES, &NVLINK_RECEIVE_BYTES];
     for (i, def) in bytes.into_iter().enumerate() {
-        if let Some(sum) = readings.iter().map(|r| r.bytes[i]).sum::<Option<f64>>() {
+        let sum = match total {
+            Some(t) => t[i],
+            None => readings.iter().map(|r| r.bytes[i]).sum::<Option<f64>>(),
+        };
+        if let Some(sum) = sum {
             g.add(def, sum);
         }
     }
@@ -388,24 +449,107 @@ fn read_errors(
     }
 }
 
-/// The data counters, from the batch.
-fn read_bytes(
-    g: &mut GpuSample<'_>,
-    batch: &fields::Batch,
-    at: &Wanted,
-    links: &mut Links,
-    present: &[u32],
-) {
+/// The per-link data counters, from the batch.
+fn read_bytes(g: &mut GpuSample<'_>, batch: &fields::Batch, at: &Wanted, links: &mut Links) {
+    if at.links.is_empty() {
+        return;
+    }
     let Some(values) = g.get_raw(
         "nvmlDeviceGetFieldValues(NVLINK_THROUGHPUT)",
         batch.get(&at.bytes).map(<[_]>::to_vec),
     ) else {
         return;
     };
-    for (&l, pair) in present.iter().zip(values.chunks(2)) {
+    for (&l, pair) in at.links.iter().zip(values.chunks(2)) {
         let kib = |i: usize| pair.get(i).and_then(|v| v.ok()).map(|k| k * 1024.0);
         links.bytes.push((l, kib(0), kib(1)));
     }
+}
+
+/// Whether the aggregate (transmit, receive) can stand for the links'
+/// sums read in the same call: `Some(true)` when each is within 1 % of its
+/// sum and data moved, `Some(false)` when one is missing or differs (a
+/// driver that ignores the scope answers one link's count), `None` while
+/// nothing moved (all 0 proves nothing).
+fn judge(total: [Option<f64>; 2], sums: [f64; 2]) -> Option<bool> {
+    let agree = total
+        .iter()
+        .zip(&sums)
+        .all(|(t, &s)| t.is_some_and(|t| (t - s).abs() <= s * 0.01));
+    if !agree {
+        Some(false)
+    } else if sums.iter().any(|&s| s > 0.0) {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// The aggregate data counters, and whether they can stand for the links'
+/// sum: once they matched it (within 1 %, the links being read one after
+/// another in the same call) while data moved, they do; a refusal or a
+/// mismatch (a driver that ignores the scope answers one link's count)
+/// keeps the per-link fields.
+fn read_total(
+    g: &mut GpuSample<'_>,
+    batch: &fields::Batch,
+    at: &Wanted,
+    links: &mut Links,
+    present: &[u32],
+) {
+    links.total = None;
+    let Some(range) = &at.total else {
+        return;
+    };
+    let values = match batch.get(range) {
+        Ok(v) => v,
+        Err(raw::GPU_IS_LOST) => {
+            g.lost = true;
+            return;
+        }
+        Err(_) => {
+            links.aggregate = Some(false);
+            return;
+        }
+    };
+    let kib = |i: usize| values.get(i).and_then(|v| v.ok()).map(|k| k * 1024.0);
+    let total = [kib(0), kib(1)];
+    if links.aggregate.is_none() {
+        if total.iter().any(Option::is_none) {
+            links.aggregate = Some(false);
+            return;
+        }
+        // Every link was read too: compare.
+        let sums: Option<Vec<f64>> = (0..2)
+            .map(|i| {
+                present
+                    .iter()
+                    .map(|l| {
+                        links
+                            .bytes
+                            .iter()
+                            .find(|b| b.0 == *l)
+                            .and_then(|b| [b.1, b.2][i])
+                    })
+                    .sum::<Option<f64>>()
+            })
+            .collect();
+        let Some(sums) = sums else {
+            return;
+        };
+        match judge(total, [sums[0], sums[1]]) {
+            Some(true) => {}
+            Some(false) => {
+                g.unsupported("nvmlDeviceGetFieldValues(NVLINK_THROUGHPUT, all links)");
+                links.aggregate = Some(false);
+                return;
+            }
+            None => return,
+        }
+        // From the next read on, only the links shown per link are read.
+        links.aggregate = Some(true);
+    }
+    links.total = Some(total);
 }
 
 #[cfg(test)]
@@ -439,7 +583,7 @@ mod tests {
             unsupported: &mut unsupported,
             health: Default::default(),
         };
-        export(&mut g, links, readings, per_link);
+        export(&mut g, links, readings, None, per_link);
         let mut text = String::new();
         g.out.encode_text(&mut text);
         text
@@ -449,6 +593,26 @@ mod tests {
         text.lines()
             .filter(|l| l.starts_with(&format!("{family}{{")))
             .count()
+    }
+
+    #[test]
+    fn the_aggregate_stands_for_the_sum_only_once_proven() {
+        // Within 1 % of the links read in the same call, data moving.
+        assert_eq!(
+            judge([Some(1000.0), Some(500.0)], [1005.0, 500.0]),
+            Some(true)
+        );
+        // All zero: proves nothing yet.
+        assert_eq!(judge([Some(0.0), Some(0.0)], [0.0, 0.0]), None);
+        // One link's count (a driver that ignores the scope): refused.
+        assert_eq!(
+            judge([Some(1000.0 / 18.0), Some(500.0)], [1000.0, 500.0]),
+            Some(false)
+        );
+        // A direction missing: refused.
+        assert_eq!(judge([Some(1000.0), None], [1000.0, 500.0]), Some(false));
+        // Something where the links say 0: refused.
+        assert_eq!(judge([Some(5.0), Some(0.0)], [0.0, 0.0]), Some(false));
     }
 
     #[test]

@@ -1716,9 +1716,14 @@ fn legacy_link_field(id: u32) -> Option<(c_uint, Option<u32>)> {
 
 fn field_value(g: &Gpu, id: u32, scope: u32, t: f64) -> Result<Value, nvmlReturn_t> {
     if !g.faults.not_supported.is_empty()
-        && g.faults
+        && (g
+            .faults
             .not_supported
             .contains(&format!("nvmlDeviceGetFieldValues({id})"))
+            || (scope == u32::MAX
+                && g.faults
+                    .not_supported
+                    .contains(&format!("nvmlDeviceGetFieldValues({id}, all links)"))))
     {
         return Err(NOT_SUPPORTED);
     }

@@ -795,10 +795,12 @@ fn resolve_fault(f: &RawFault) -> Result<Faults, String> {
         return Err("back_at needs lost_at".into());
     }
     for name in &f.not_supported {
-        // "nvmlDeviceGetFieldValues(197)": one field id answers NOT_SUPPORTED.
+        // "nvmlDeviceGetFieldValues(197)": one field id answers NOT_SUPPORTED;
+        // "nvmlDeviceGetFieldValues(138, all links)": only its scope UINT_MAX.
         let field = name
             .strip_prefix("nvmlDeviceGetFieldValues(")
-            .and_then(|r| r.strip_suffix(')'));
+            .and_then(|r| r.strip_suffix(')'))
+            .map(|r| r.strip_suffix(", all links").unwrap_or(r));
         match field {
             Some(id) => {
                 id.parse::<u32>()
