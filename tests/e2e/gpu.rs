@@ -634,6 +634,7 @@ not_supported = ["nvmlDeviceGetFieldValues(197)", "nvmlDeviceGetFieldValues(198)
             "--collector.disable-defaults",
             "--collector.gpu",
             "--collector.gpu.detail",
+            "--collector.gpu.counter-interval=200ms",
         ],
     );
     agent.wait_ready();

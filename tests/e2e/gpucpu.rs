@@ -125,13 +125,14 @@ fn the_expensive_calls_keep_their_cadence() {
         (72.0..=72.0 * reads + 1.0).contains(&errs),
         "{errs} NVLink error counter calls per GPU"
     );
-    // 3 fields (PCIe, memory temperature) per sample; at the first
-    // counter read 36 NVLink fields (18 links), the 2 aggregates and 7
-    // violation fields; after it, the data moving, the 2 aggregates and 4
-    // violation fields (every link again would be 40).
+    // 1 field (memory temperature) per sample; at the first counter read
+    // 36 NVLink fields (18 links), the 2 aggregates, 7 violation fields and
+    // the 2 PCIe byte counters; after it, the data moving, the 2
+    // aggregates, 4 violation fields and the 2 PCIe counters (every link
+    // again would be 42).
     let fields = per_gpu("nvmlDeviceGetFieldValues (fields)");
     assert!(
-        fields <= 3.0 * most + 45.0 + 6.0 * (reads - 1.0),
+        fields <= most + 47.0 + 8.0 * (reads - 1.0),
         "{fields} fields per GPU in {reads} counter reads"
     );
     assert_eq!(
@@ -213,9 +214,8 @@ fn nvlink_bytes_per_gpu_in_two_fields_unless_the_driver_refuses() {
     let mut per_read = Vec::new();
     for refuse in [false, true] {
         let scenario = dir.0.join(format!("refuse-{refuse}.toml"));
-        let mut text = String::from(
-            "[[gpus]]\ncount = 2\nmodel = \"h100-sxm5-80gb\"\nutilization = 90\n",
-        );
+        let mut text =
+            String::from("[[gpus]]\ncount = 2\nmodel = \"h100-sxm5-80gb\"\nutilization = 90\n");
         if refuse {
             text.push_str(
                 "[[faults]]\nnot_supported = [\"nvmlDeviceGetFieldValues(138, all links)\", \
@@ -234,8 +234,8 @@ fn nvlink_bytes_per_gpu_in_two_fields_unless_the_driver_refuses() {
             .copied()
             .unwrap_or(0.0)
             / gpus;
-        // Every sample reads the counters here: 3 fields (PCIe, memory
-        // temperature), 4 violation times (7 at the first), and NVLink's.
+        // Every sample reads the counters here: the memory temperature, the
+        // 2 PCIe counters, 4 violation times (7 at the first), and NVLink's.
         per_read.push((fields - 7.0 * samples) / samples);
         let last = scrapes.last().unwrap();
         let tx = last

@@ -249,7 +249,14 @@ fn lean_by_default_and_the_detail_one_flag_away() {
         "{text}"
     );
 
-    let text = scrape_on_fixtures("8xh100-training", &["--collector.gpu.detail"]);
+    // The PCIe rates need two counter reads.
+    let text = scrape_on_fixtures(
+        "8xh100-training",
+        &[
+            "--collector.gpu.detail",
+            "--collector.gpu.counter-interval=200ms",
+        ],
+    );
     for family in DETAIL {
         assert_eq!(series(&text, family).len(), 8, "{family}");
     }

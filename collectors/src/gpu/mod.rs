@@ -293,6 +293,8 @@ struct GpuState {
     /// their previous reading: (time, transmit bytes, receive bytes).
     pcie_counters: Option<bool>,
     pcie_prev: Option<(Instant, f64, f64)>,
+    /// The transmit and receive rates between the last two counter reads.
+    pcie_rates: Option<(f64, f64)>,
     /// The exported energy counter.
     energy: power::Energy,
     /// Previous GPM samples of the MIG instances.
@@ -480,7 +482,13 @@ impl Gpu {
         let v13 = nvml.field_id_scheme() == nvml_wrapper::FieldIdScheme::V13Update1;
         nvlink::probe(&dev, &mut state.nvlinks);
         let mut batch = fields::Batch::default();
-        let pcie_at = pcie::want_pcie(&mut batch, state);
+        // The PCIe byte counters are counters like NVLink's: read when the
+        // counters are due, the last reading exported in between.
+        let pcie_at = if counters_due {
+            pcie::want_pcie(&mut batch, state)
+        } else {
+            None
+        };
         let mem_temp_at = power::want_memory_temperature(&mut batch, state.memory_temperature);
         let violations_at = counters_due
             .then(|| throttle::want_violations(&mut batch, &state.violations, v13))

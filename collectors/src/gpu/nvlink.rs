@@ -86,7 +86,9 @@ pub const NVLINK_RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
 )
 .labels(&["gpu", "uuid"])
 .doc("payload bytes received, summed over the links")
-.source("`nvmlDeviceGetFieldValues`, field 139 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX` (KiB), likewise")
+.source(
+    "`nvmlDeviceGetFieldValues`, field 139 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX` (KiB), likewise",
+)
 .equivalent("`DCGM_FI_PROF_NVLINK_RX_BYTES` as a rate");
 
 pub const NVLINK_LINK_ERRORS: FamilyDef = FamilyDef::counter(

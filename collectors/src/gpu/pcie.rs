@@ -52,7 +52,7 @@ pub const PCIE_TRANSMIT_BYTES: FamilyDef = FamilyDef::counter(
     "Bytes the GPU sent over PCIe.",
 )
 .labels(&["gpu", "uuid"])
-.doc("bytes sent over PCIe, where the driver has the byte counters (H100, driver 580: yes)")
+.doc("bytes sent over PCIe, where the driver has the byte counters (H100, driver 580: yes). Read every `--collector.gpu.counter-interval` (10 s), as the NVLink counters; the last reading is repeated in between")
 .source("`nvmlDeviceGetFieldValues(NVML_FI_DEV_PCIE_COUNT_TX_BYTES)`");
 
 pub const PCIE_RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
@@ -68,7 +68,7 @@ pub const PCIE_TRANSMIT_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
     "PCIe transmit throughput since the previous sample (from accel_gpu_pcie_transmit_bytes_total), or over the driver's 20 ms window where the GPU has no byte counters, in bytes per second.",
 )
 .labels(&["gpu", "uuid"])
-.doc("PCIe transmit throughput, B/s: where the GPU has no byte counters, the driver's own 20 ms measurement; where it has them, only with `--collector.gpu.detail`, as the mean since the previous sample (by default `rate(accel_gpu_pcie_transmit_bytes_total[...])` gives it). The driver's measurement is a point sample (a point sample; `nvmlDeviceGetPcieThroughput` blocks for those 20 ms, per direction, which is why the counters come first: on an H100 they took a GPU's sample from 57 ms to 15 ms)")
+.doc("PCIe transmit throughput, B/s: where the GPU has no byte counters, the driver's own 20 ms measurement (every sample); where it has them, only with `--collector.gpu.detail`, as the mean between the last two counter reads (by default `rate(accel_gpu_pcie_transmit_bytes_total[...])` gives it). The driver's measurement is a point sample (a point sample; `nvmlDeviceGetPcieThroughput` blocks for those 20 ms, per direction, which is why the counters come first: on an H100 they took a GPU's sample from 57 ms to 15 ms)")
 .source("counter deltas, else `nvmlDeviceGetPcieThroughput(NVML_PCIE_UTIL_TX_BYTES)` (KB/s)")
 .equivalent("`DCGM_FI_DEV_PCIE_TX_THROUGHPUT` (KB/s, deprecated by DCGM in favour of `DCGM_FI_PROF_PCIE_TX_BYTES`)");
 
@@ -182,15 +182,29 @@ pub(super) fn pcie(
         // The rates are the counters' rate(): exported next to them only
         // with --collector.gpu.detail (profile sets it, its summary reads
         // the rates between samples).
-        if let (true, Some((t0, tx0, rx0))) = (detail, state.pcie_prev) {
+        state.pcie_rates = None;
+        if let Some((t0, tx0, rx0)) = state.pcie_prev {
             let dt = now.duration_since(t0).as_secs_f64();
             if dt > 0.0 && tx >= tx0 && rx >= rx0 {
-                g.add(&PCIE_TRANSMIT_BYTES_PER_SECOND, (tx - tx0) / dt);
-                g.add(&PCIE_RECEIVE_BYTES_PER_SECOND, (rx - rx0) / dt);
+                state.pcie_rates = Some(((tx - tx0) / dt, (rx - rx0) / dt));
             }
         }
         state.pcie_prev = Some((now, tx, rx));
-    } else if state.pcie_counters != Some(true) {
+        if let (true, Some((t, r))) = (detail, state.pcie_rates) {
+            g.add(&PCIE_TRANSMIT_BYTES_PER_SECOND, t);
+            g.add(&PCIE_RECEIVE_BYTES_PER_SECOND, r);
+        }
+    } else if state.pcie_counters == Some(true) {
+        // Between counter reads: the last reading, and its rates.
+        if let Some((_, tx, rx)) = state.pcie_prev {
+            g.add(&PCIE_TRANSMIT_BYTES, tx);
+            g.add(&PCIE_RECEIVE_BYTES, rx);
+        }
+        if let (true, Some((t, r))) = (detail, state.pcie_rates) {
+            g.add(&PCIE_TRANSMIT_BYTES_PER_SECOND, t);
+            g.add(&PCIE_RECEIVE_BYTES_PER_SECOND, r);
+        }
+    } else {
         if let Some(kb) = g.get(
             "nvmlDeviceGetPcieThroughput",
             dev.pcie_throughput(PcieUtilCounter::Send),
