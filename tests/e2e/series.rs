@@ -57,6 +57,21 @@ fn scrape_on_fixtures(scenario: &str, extra: &[&str]) -> String {
     })
 }
 
+/// The agent with only the GPU collector on the simulated node `toml`
+/// (written to a temporary directory, kept alive with the agent), ready.
+fn gpu_only(tag: &str, toml: &str) -> (crate::util::TempDir, crate::util::Agent) {
+    let dir = crate::util::TempDir::new(tag);
+    let scenario = dir.0.join(format!("{tag}.toml"));
+    std::fs::write(&scenario, toml).unwrap();
+    let agent = sim_agent(
+        scenario.to_str().unwrap(),
+        "200ms",
+        &["--collector.disable-defaults", "--collector.gpu"],
+    );
+    agent.wait_ready();
+    (dir, agent)
+}
+
 #[test]
 fn an_h100_training_node_fits_the_budget_and_keeps_its_sums() {
     let text = scrape_on_fixtures("8xh100-training", &[]);
@@ -168,22 +183,13 @@ fn a_link_down_or_counting_errors_is_shown_by_default() {
 
     // Replay errors on the second GPU's links from t = 1 s: its links are
     // shown once they count, the first GPU's are not.
-    let dir = crate::util::TempDir::new("nvlink-errors");
-    let scenario = dir.0.join("nvlink-errors.toml");
-    std::fs::write(
-        &scenario,
+    let (_dir, agent) = gpu_only(
+        "nvlink-errors",
         "driver_version = \"550.54.15\"\n\
          [[gpus]]\ncount = 1\nmodel = \"h100-sxm5-80gb\"\nutilization = 90\n\
          [[gpus]]\ncount = 1\nmodel = \"h100-sxm5-80gb\"\nutilization = 90\n\
          nvlink_replay_errors = { kind = \"steps\", points = [[0, 0], [1, 3]] }\n",
-    )
-    .unwrap();
-    let agent = sim_agent(
-        scenario.to_str().unwrap(),
-        "200ms",
-        &["--collector.disable-defaults", "--collector.gpu"],
     );
-    agent.wait_ready();
     let text = agent.wait_for("per-link errors", Duration::from_secs(10), |t| {
         t.contains("accel_gpu_nvlink_link_errors_total{")
     });
@@ -269,20 +275,11 @@ fn lean_by_default_and_the_detail_one_flag_away() {
 fn a_pending_mode_change_is_shown() {
     // GPU 0: MIG goes on at the next reset; GPU 1: ECC goes off at the next
     // reboot. Only those two pending series are exported.
-    let dir = crate::util::TempDir::new("pending");
-    let scenario = dir.0.join("pending.toml");
-    std::fs::write(
-        &scenario,
+    let (_dir, agent) = gpu_only(
+        "pending",
         "[[gpus]]\nmodel = \"h100-sxm5-80gb\"\nmig_pending = true\n\
          [[gpus]]\nmodel = \"h100-sxm5-80gb\"\necc_pending = false\n",
-    )
-    .unwrap();
-    let agent = sim_agent(
-        scenario.to_str().unwrap(),
-        "200ms",
-        &["--collector.disable-defaults", "--collector.gpu"],
     );
-    agent.wait_ready();
     let text = agent.wait_for("GPU series", Duration::from_secs(10), |t| {
         t.contains("accel_gpu_ecc_enabled{gpu=\"1\"")
     });
