@@ -236,15 +236,33 @@ pub struct Network {
     net_dev: [PathBuf; 2],
     class_net: PathBuf,
     filter: DeviceFilter,
+    /// `--collector.network.detail`: every netclass attribute.
+    detail: bool,
 }
 
 crate::device_filter_options!(
-    /// The network collector's options.
-    NetworkOptions,
+    /// The network collector's device filter.
+    NetworkFilterOptions,
     "collector.network",
     "network interfaces",
     DEFAULT_EXCLUDE
 );
+
+/// The network collector's options.
+#[derive(clap::Args, Clone, Debug, PartialEq)]
+pub struct NetworkOptions {
+    #[command(flatten)]
+    pub filter: NetworkFilterOptions,
+    /// Every netclass attribute node_exporter exports, not only the link
+    /// state, speed and MTU.
+    #[arg(
+        id = "collector.network.detail",
+        long = "collector.network.detail",
+        help = "Also export the netclass attributes no shipped panel or alert reads, as node_exporter does: address_assign_type, device_id, dormant, flags, iface_id, iface_link, iface_link_mode, name_assign_type, net_dev_group, protocol_type, carrier_up/down_changes_total, transmit_queue_length (13 series per interface). By default: info, up, carrier, carrier_changes_total, mtu_bytes, speed_bytes.",
+        action = clap::ArgAction::SetTrue
+    )]
+    pub detail: bool,
+}
 
 /// The network collector's registry entry.
 pub const SPEC: Spec = Spec {
@@ -301,11 +319,12 @@ pub const FAMILIES: &[FamilyDef] = &[
 /// Builds the collector.
 fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
     let (opts, o) = (ctx.paths, ctx.options::<NetworkOptions>());
-    let filter = o.filter()?;
+    let filter = o.filter.filter()?;
     Ok(Built::Ready(Box::new(Network {
         net_dev: [opts.procfs.join("1/net/dev"), opts.procfs.join("net/dev")],
         class_net: opts.sysfs.join("class/net"),
         filter,
+        detail: o.detail,
     })))
 }
 
@@ -335,7 +354,7 @@ pub const ADDRESS_ASSIGN_TYPE: FamilyDef = FamilyDef::gauge(
     "Network device property: address_assign_type",
 )
 .labels(&["device"])
-.doc("how the MAC address was assigned (kernel `NET_ADDR_*` code)")
+.doc("how the MAC address was assigned (kernel `NET_ADDR_*` code); with `--collector.network.detail`")
 .source("`addr_assign_type`; `collectors/src/network.rs`")
 .equivalent("`node_network_address_assign_type`");
 
@@ -353,7 +372,7 @@ pub const DEVICE_ID: FamilyDef = FamilyDef::gauge(
     "Network device property: device_id",
 )
 .labels(&["device"])
-.doc("device id among ports that share an address")
+.doc("device id among ports that share an address; with `--collector.network.detail`")
 .source("`dev_id`; `collectors/src/network.rs`")
 .equivalent("`node_network_device_id`");
 
@@ -361,7 +380,7 @@ pub const DEVICE_ID: FamilyDef = FamilyDef::gauge(
 pub const DORMANT: FamilyDef =
     FamilyDef::gauge("accel_network_dormant", "Network device property: dormant")
         .labels(&["device"])
-        .doc("1 when dormant (RFC 2863)")
+        .doc("1 when dormant (RFC 2863); with `--collector.network.detail`")
         .source("`dormant`; `collectors/src/network.rs`")
         .equivalent("`node_network_dormant`");
 
@@ -369,7 +388,7 @@ pub const DORMANT: FamilyDef =
 pub const FLAGS: FamilyDef =
     FamilyDef::gauge("accel_network_flags", "Network device property: flags")
         .labels(&["device"])
-        .doc("interface flags (`IFF_*` bit mask)")
+        .doc("interface flags (`IFF_*` bit mask); with `--collector.network.detail`")
         .source("`flags`; `collectors/src/network.rs`")
         .equivalent("`node_network_flags`");
 
@@ -379,7 +398,7 @@ pub const IFACE_ID: FamilyDef = FamilyDef::gauge(
     "Network device property: iface_id",
 )
 .labels(&["device"])
-.doc("interface index")
+.doc("interface index; with `--collector.network.detail`")
 .source("`ifindex`; `collectors/src/network.rs`")
 .equivalent("`node_network_iface_id`");
 
@@ -389,7 +408,7 @@ pub const IFACE_LINK: FamilyDef = FamilyDef::gauge(
     "Network device property: iface_link",
 )
 .labels(&["device"])
-.doc("index of the underlying interface (self for a physical one)")
+.doc("index of the underlying interface (self for a physical one); with `--collector.network.detail`")
 .source("`iflink`; `collectors/src/network.rs`")
 .equivalent("`node_network_iface_link`");
 
@@ -399,7 +418,7 @@ pub const IFACE_LINK_MODE: FamilyDef = FamilyDef::gauge(
     "Network device property: iface_link_mode",
 )
 .labels(&["device"])
-.doc("link mode (`IF_LINK_MODE_*`: 0 default, 1 dormant, 2 testing)")
+.doc("link mode (`IF_LINK_MODE_*`: 0 default, 1 dormant, 2 testing); with `--collector.network.detail`")
 .source("`link_mode`; `collectors/src/network.rs`")
 .equivalent("`node_network_iface_link_mode`");
 
@@ -409,7 +428,7 @@ pub const NAME_ASSIGN_TYPE: FamilyDef = FamilyDef::gauge(
     "Network device property: name_assign_type",
 )
 .labels(&["device"])
-.doc("how the name was assigned (kernel `NET_NAME_*` code)")
+.doc("how the name was assigned (kernel `NET_NAME_*` code); with `--collector.network.detail`")
 .source("`name_assign_type`; `collectors/src/network.rs`")
 .equivalent("`node_network_name_assign_type`");
 
@@ -419,7 +438,7 @@ pub const NET_DEV_GROUP: FamilyDef = FamilyDef::gauge(
     "Network device property: net_dev_group",
 )
 .labels(&["device"])
-.doc("interface group")
+.doc("interface group; with `--collector.network.detail`")
 .source("`netdev_group`; `collectors/src/network.rs`")
 .equivalent("`node_network_net_dev_group`");
 
@@ -429,7 +448,7 @@ pub const PROTOCOL_TYPE: FamilyDef = FamilyDef::gauge(
     "Network device property: protocol_type",
 )
 .labels(&["device"])
-.doc("ARP hardware type (`ARPHRD_*`: 1 Ethernet, 32 InfiniBand, 772 loopback)")
+.doc("ARP hardware type (`ARPHRD_*`: 1 Ethernet, 32 InfiniBand, 772 loopback); with `--collector.network.detail`")
 .source("`type`; `collectors/src/network.rs`")
 .equivalent("`node_network_protocol_type`");
 
@@ -449,7 +468,7 @@ pub const CARRIER_UP_CHANGES: FamilyDef = FamilyDef::counter(
     "Network device property: carrier_up_changes_total",
 )
 .labels(&["device"])
-.doc("carrier up transitions")
+.doc("carrier up transitions; with `--collector.network.detail`")
 .source("`carrier_up_count`; `collectors/src/network.rs`")
 .equivalent("`node_network_carrier_up_changes_total`");
 
@@ -459,7 +478,7 @@ pub const CARRIER_DOWN_CHANGES: FamilyDef = FamilyDef::counter(
     "Network device property: carrier_down_changes_total",
 )
 .labels(&["device"])
-.doc("carrier down transitions")
+.doc("carrier down transitions; with `--collector.network.detail`")
 .source("`carrier_down_count`; `collectors/src/network.rs`")
 .equivalent("`node_network_carrier_down_changes_total`");
 
@@ -479,7 +498,7 @@ pub const TRANSMIT_QUEUE_LENGTH: FamilyDef = FamilyDef::gauge(
     "Network device property: transmit_queue_length",
 )
 .labels(&["device"])
-.doc("transmit queue length, packets")
+.doc("transmit queue length, packets; with `--collector.network.detail`")
 .source("`tx_queue_len`; `collectors/src/network.rs`")
 .equivalent("`node_network_transmit_queue_length`");
 
@@ -493,10 +512,16 @@ pub const SPEED: FamilyDef = FamilyDef::gauge(
 .source("`speed`; `collectors/src/network.rs`")
 .equivalent("`node_network_speed_bytes` (which exports -125000 for -1)");
 
-/// sysfs attributes exported as plain gauges: file and family.
-const CLASS_GAUGES: [(&str, &FamilyDef); 11] = [
+/// sysfs attributes exported as plain gauges by default: file and family.
+const CLASS_GAUGES: [(&str, &FamilyDef); 1] = [("carrier", &CARRIER)];
+
+/// sysfs counters exported by default: file and family.
+const CLASS_COUNTERS: [(&str, &FamilyDef); 1] = [("carrier_changes", &CARRIER_CHANGES)];
+
+/// The attributes only `--collector.network.detail` exports (no shipped
+/// panel or alert reads them): file and family.
+const DETAIL_ATTRIBUTES: [(&str, &FamilyDef); 13] = [
     ("addr_assign_type", &ADDRESS_ASSIGN_TYPE),
-    ("carrier", &CARRIER),
     ("dev_id", &DEVICE_ID),
     ("dormant", &DORMANT),
     ("flags", &FLAGS),
@@ -506,13 +531,9 @@ const CLASS_GAUGES: [(&str, &FamilyDef); 11] = [
     ("name_assign_type", &NAME_ASSIGN_TYPE),
     ("netdev_group", &NET_DEV_GROUP),
     ("type", &PROTOCOL_TYPE),
-];
-
-/// sysfs counters: file and family.
-const CLASS_COUNTERS: [(&str, &FamilyDef); 3] = [
-    ("carrier_changes", &CARRIER_CHANGES),
     ("carrier_up_count", &CARRIER_UP_CHANGES),
     ("carrier_down_count", &CARRIER_DOWN_CHANGES),
+    ("tx_queue_len", &TRANSMIT_QUEUE_LENGTH),
 ];
 
 /// Parses a sysfs number: decimal, or hex with `0x` (flags).
@@ -558,7 +579,8 @@ impl Network {
                 &[("device", name)],
                 if operstate == "up" { 1.0 } else { 0.0 },
             );
-            for (file, family) in CLASS_GAUGES.iter().chain(&CLASS_COUNTERS) {
+            let detail: &[(&str, &FamilyDef)] = if self.detail { &DETAIL_ATTRIBUTES } else { &[] };
+            for (file, family) in CLASS_GAUGES.iter().chain(&CLASS_COUNTERS).chain(detail) {
                 if let Some(v) = attr(file)? {
                     let v = sysfs_number(&v, &dir.join(file))?;
                     out.add(family).add(&[("device", name)], v);
@@ -576,10 +598,6 @@ impl Network {
                     out.add(&SPEED)
                         .add(&[("device", name)], v * 1_000_000.0 / 8.0);
                 }
-            }
-            if let Some(v) = attr("tx_queue_len")? {
-                let v = sysfs_number(&v, &dir.join("tx_queue_len"))?;
-                out.add(&TRANSMIT_QUEUE_LENGTH).add(&[("device", name)], v);
             }
         }
         Ok(())
@@ -649,6 +667,7 @@ mod tests {
                 net_dev: [dir.join("1/net/dev"), dir.join("net/dev")],
                 class_net: dir.join("no-sysfs"),
                 filter: DeviceFilter::new(None, None).unwrap(),
+                detail: false,
             };
             let mut s = Sample::new();
             c.sample(&mut s).unwrap();

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use accel_collectors::network::NetworkOptions;
+use accel_collectors::network::{NetworkFilterOptions, NetworkOptions};
 use accel_collectors::{registry, BuildContext, Built, Paths, Sample, Shared, Spec, Workers};
 
 fn root() -> PathBuf {
@@ -98,8 +98,11 @@ fn every_collector_matches_its_golden() {
         // Loopback included, so every fixture interface is exercised.
         let options = match spec.name {
             "network" => Box::new(NetworkOptions {
-                device_include: None,
-                device_exclude: "^$".into(),
+                filter: NetworkFilterOptions {
+                    device_include: None,
+                    device_exclude: "^$".into(),
+                },
+                detail: true,
             }),
             _ => (spec.options.defaults)(),
         };

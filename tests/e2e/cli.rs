@@ -41,6 +41,7 @@ fn help_explains_every_flag() {
         "--collector.disk.device-include",
         "--collector.disk.device-exclude",
         "--collector.network.device-exclude",
+        "--collector.network.detail",
         "--collector.infiniband",
         "--collector.pressure",
         "--collector.cpu",

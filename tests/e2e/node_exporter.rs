@@ -297,6 +297,8 @@ fn scrape_agent() -> String {
         &format!("--path.sysfs={fx}/sys"),
         &format!("--path.udev.data={fx}/run/udev/data"),
         "--collector.network.device-exclude=^$",
+        // Every netclass attribute node_exporter exports.
+        "--collector.network.detail",
         &format!("--collector.identity.rootfs={fx}"),
     ]);
     let r = agent.get_ready("/metrics");
@@ -619,4 +621,51 @@ fn exposition_parser() {
     assert_eq!(e.series[&key("c", &[])], f64::NEG_INFINITY);
     assert!(e.series[&key("d", &[])].is_nan());
     assert!(same(1.0, 1.0 + 1e-12) && !same(1.0, 1.0 + 1e-6) && !same(0.0, 1e-300));
+}
+
+#[test]
+fn netclass_attributes_no_panel_reads_are_one_flag_away() {
+    let count = |text: &str, family: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .count()
+    };
+    let lean = crate::golden::fixture_agent(&[])
+        .get_ready("/metrics")
+        .text();
+    let full = crate::golden::fixture_agent(&["--collector.network.detail"])
+        .get_ready("/metrics")
+        .text();
+    // What the panels, alerts and profile read: there by default.
+    for family in [
+        "accel_network_info",
+        "accel_network_up",
+        "accel_network_carrier",
+        "accel_network_carrier_changes_total",
+        "accel_network_mtu_bytes",
+        "accel_network_speed_bytes",
+        "accel_network_receive_bytes_total",
+    ] {
+        assert!(count(&lean, family) > 0, "{family} missing by default");
+        assert_eq!(count(&lean, family), count(&full, family), "{family}");
+    }
+    // The rest only with the flag.
+    for family in [
+        "accel_network_address_assign_type",
+        "accel_network_device_id",
+        "accel_network_dormant",
+        "accel_network_flags",
+        "accel_network_iface_id",
+        "accel_network_iface_link",
+        "accel_network_iface_link_mode",
+        "accel_network_name_assign_type",
+        "accel_network_net_dev_group",
+        "accel_network_protocol_type",
+        "accel_network_carrier_up_changes_total",
+        "accel_network_carrier_down_changes_total",
+        "accel_network_transmit_queue_length",
+    ] {
+        assert_eq!(count(&lean, family), 0, "{family} exported by default");
+        assert!(count(&full, family) > 0, "{family} missing with the flag");
+    }
 }

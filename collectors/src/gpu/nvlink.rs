@@ -13,7 +13,9 @@
 //! H100), plus the links shown per link. The first reads ask for both, and
 //! the aggregate is used once it has matched the links' sum while data
 //! moved; a driver that refuses it, or answers something else (one link's
-//! count), keeps the per-link fields.
+//! count), keeps the per-link fields. A link newly shown per link (it went
+//! down or began counting errors) has its byte counters from the next read
+//! on.
 //!
 //! What is exported is lean by default: per GPU, the number of links and of
 //! active links, the data counters and the error counters by type, summed
