@@ -117,6 +117,7 @@ pub const COLLECTOR_WORKER_RESTARTS_TOTAL: FamilyDef = FamilyDef::counter(
     "Background workers of the collector (pollers, listeners, watchers) restarted after a panic.",
 )
 .labels(&["collector"])
+.doc("workers restarted after a panic; only for collectors that run background workers (pollers, listeners, watchers), from 0")
 .source("`agent/state.rs` (from `collectors/src/workers.rs`)");
 
 /// `accel_build_info`.
@@ -594,6 +595,10 @@ impl Agent {
         }
         let r = s.add(&COLLECTOR_WORKER_RESTARTS_TOTAL);
         for (_, (c, _)) in running() {
+            // Only collectors with background workers can restart one.
+            if c.workers.spawned.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
             r.add(
                 &[("collector", c.name)],
                 c.workers.restarts.load(Ordering::Relaxed) as f64,

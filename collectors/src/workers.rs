@@ -34,6 +34,9 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 pub struct WorkerStats {
     /// Workers restarted after a panic.
     pub restarts: AtomicU64,
+    /// Workers started: a collector that never started one can never
+    /// restart one (its restart counter is not exported).
+    pub spawned: AtomicU64,
 }
 
 /// One worker's state, shared by its thread, its handle and the checker.
@@ -149,6 +152,7 @@ impl Workers {
         let hb = Heartbeat(slot.clone());
         let collector = self.collector;
         let stats = self.stats.clone();
+        stats.spawned.fetch_add(1, Ordering::Relaxed);
         std::thread::Builder::new()
             .name(format!("{collector}-{name}"))
             .spawn(move || {
