@@ -30,6 +30,7 @@ pub mod options;
 pub mod pressure;
 pub mod process;
 pub mod procfs;
+mod protowire;
 mod sample;
 pub mod shared;
 pub mod storage_probe;

@@ -20,6 +20,8 @@
 
 use std::fmt;
 
+use crate::protowire::{Reader, Value, WireError};
+
 /// A pod and the devices its containers were given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pod {
@@ -61,74 +63,9 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// One field's value, by wire type.
-enum Value<'a> {
-    Varint,
-    Bytes(&'a [u8]),
-    Fixed,
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let (&b, rest) = self
-                .buf
-                .split_first()
-                .ok_or(DecodeError("truncated varint"))?;
-            self.buf = rest;
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(DecodeError("varint longer than 10 bytes"))
-    }
-
-    fn take(&mut self, n: u64) -> Result<&'a [u8], DecodeError> {
-        let n = usize::try_from(n).map_err(|_| DecodeError("length too large"))?;
-        if n > self.buf.len() {
-            return Err(DecodeError("length past the end of the message"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    /// The next field number and value, or `None` at the end.
-    fn next(&mut self) -> Result<Option<(u64, Value<'a>)>, DecodeError> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let field = key >> 3;
-        if field == 0 {
-            return Err(DecodeError("field number 0"));
-        }
-        let value = match key & 7 {
-            0 => {
-                self.varint()?;
-                Value::Varint
-            }
-            1 => {
-                self.take(8)?;
-                Value::Fixed
-            }
-            2 => {
-                let n = self.varint()?;
-                Value::Bytes(self.take(n)?)
-            }
-            5 => {
-                self.take(4)?;
-                Value::Fixed
-            }
-            _ => return Err(DecodeError("unsupported wire type (group)")),
-        };
-        Ok(Some((field, value)))
+impl From<WireError> for DecodeError {
+    fn from(e: WireError) -> Self {
+        DecodeError(e.0)
     }
 }
 
@@ -140,14 +77,14 @@ fn fields<'a>(
     wanted: &[u64],
     mut f: impl FnMut(u64, &'a [u8]) -> Result<(), DecodeError>,
 ) -> Result<(), DecodeError> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     while let Some((field, value)) = r.next()? {
         match value {
             Value::Bytes(b) => f(field, b)?,
-            Value::Varint | Value::Fixed if wanted.contains(&field) => {
+            _ if wanted.contains(&field) => {
                 return Err(DecodeError("wrong wire type for a known field"))
             }
-            Value::Varint | Value::Fixed => {}
+            _ => {}
         }
     }
     Ok(())

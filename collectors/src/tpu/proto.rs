@@ -43,6 +43,8 @@
 
 use std::fmt;
 
+use crate::protowire::{Reader, Value, WireError};
+
 /// Most buckets a distribution may have (GKE's device plugin caps at 200).
 pub const MAX_BUCKETS: usize = 512;
 /// Most attributes kept per metric.
@@ -224,100 +226,9 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// One field's value, by wire type.
-#[derive(Clone, Copy)]
-enum Value<'a> {
-    Varint(u64),
-    Fixed64(u64),
-    Bytes(&'a [u8]),
-    Fixed32,
-}
-
-impl<'a> Value<'a> {
-    fn bytes(self) -> Result<&'a [u8], DecodeError> {
-        match self {
-            Value::Bytes(b) => Ok(b),
-            _ => Err(DecodeError("wrong wire type for a message or string")),
-        }
-    }
-    fn varint(self) -> Result<u64, DecodeError> {
-        match self {
-            Value::Varint(v) => Ok(v),
-            _ => Err(DecodeError("wrong wire type for an integer")),
-        }
-    }
-    fn double(self) -> Result<f64, DecodeError> {
-        match self {
-            Value::Fixed64(v) => Ok(f64::from_bits(v)),
-            _ => Err(DecodeError("wrong wire type for a double")),
-        }
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf }
-    }
-
-    fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let (&b, rest) = self
-                .buf
-                .split_first()
-                .ok_or(DecodeError("truncated varint"))?;
-            self.buf = rest;
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(DecodeError("varint longer than 10 bytes"))
-    }
-
-    fn take(&mut self, n: u64) -> Result<&'a [u8], DecodeError> {
-        let n = usize::try_from(n).map_err(|_| DecodeError("length too large"))?;
-        if n > self.buf.len() {
-            return Err(DecodeError("length past the end of the message"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    /// The next field number and value, or `None` at the end.
-    fn next(&mut self) -> Result<Option<(u64, Value<'a>)>, DecodeError> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let field = key >> 3;
-        if field == 0 {
-            return Err(DecodeError("field number 0"));
-        }
-        let value = match key & 7 {
-            0 => Value::Varint(self.varint()?),
-            1 => {
-                let b = self.take(8)?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                Value::Fixed64(u64::from_le_bytes(a))
-            }
-            2 => {
-                let n = self.varint()?;
-                Value::Bytes(self.take(n)?)
-            }
-            5 => {
-                self.take(4)?;
-                Value::Fixed32
-            }
-            _ => return Err(DecodeError("unsupported wire type (group)")),
-        };
-        Ok(Some((field, value)))
+impl From<WireError> for DecodeError {
+    fn from(e: WireError) -> Self {
+        DecodeError(e.0)
     }
 }
 
@@ -463,7 +374,7 @@ fn decode_distribution(buf: &[u8]) -> Result<Distribution, DecodeError> {
                 // Packed (proto3's default) or one by one.
                 Value::Bytes(b) => {
                     let mut r = Reader::new(b);
-                    while !r.buf.is_empty() {
+                    while !r.is_empty() {
                         let c = r.varint()? as i64;
                         push_bounded(&mut d.counts, c)?;
                     }
