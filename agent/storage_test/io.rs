@@ -248,6 +248,31 @@ pub fn seq_read(
     Ok(start.elapsed())
 }
 
+/// Waits for the reader threads of a timed pattern, showing the rate of
+/// `count()` (`unit`) and the time spent against `duration`.
+fn wait_showing<T>(
+    threads: &[std::thread::JoinHandle<T>],
+    progress: &mut Progress,
+    start: Instant,
+    duration: Duration,
+    pattern: &str,
+    unit: &str,
+    count: impl Fn() -> f64,
+) {
+    while threads.iter().any(|t| !t.is_finished()) {
+        std::thread::sleep(Duration::from_millis(50));
+        progress.update(|| {
+            let s = start.elapsed().as_secs_f64();
+            format!(
+                "{pattern}: {:.0} {unit}, {:.0} of {:.0} s",
+                count() / s.max(1e-3),
+                s.min(duration.as_secs_f64()),
+                duration.as_secs_f64()
+            )
+        });
+    }
+}
+
 /// What the random reads measured.
 pub struct RandomReads {
     /// Reads done, all jobs together.
@@ -301,18 +326,15 @@ pub fn rand_read(
                 .map_err(|e| Failure::io("starting a reader thread", e))
         })
         .collect::<Result<_, _>>()?;
-    while threads.iter().any(|t| !t.is_finished()) {
-        std::thread::sleep(Duration::from_millis(50));
-        progress.update(|| {
-            let s = start.elapsed().as_secs_f64();
-            format!(
-                "random reads: {:.0} IOPS, {:.0} of {:.0} s",
-                done.load(Ordering::Relaxed) as f64 / s.max(1e-3),
-                s.min(duration.as_secs_f64()),
-                duration.as_secs_f64()
-            )
-        });
-    }
+    wait_showing(
+        &threads,
+        progress,
+        start,
+        duration,
+        "random reads",
+        "IOPS",
+        || done.load(Ordering::Relaxed) as f64,
+    );
     let elapsed = start.elapsed();
     let mut latencies_ns = Vec::new();
     for t in threads {
@@ -434,18 +456,15 @@ pub fn small_files(
                 .map_err(|e| Failure::io("starting a reader thread", e))
         })
         .collect::<Result<_, _>>()?;
-    while threads.iter().any(|t| !t.is_finished()) {
-        std::thread::sleep(Duration::from_millis(50));
-        progress.update(|| {
-            let s = start.elapsed().as_secs_f64();
-            format!(
-                "small files: {:.0} files/s, {:.0} of {:.0} s",
-                next.load(Ordering::Relaxed) as f64 / s.max(1e-3),
-                s.min(duration.as_secs_f64()),
-                duration.as_secs_f64()
-            )
-        });
-    }
+    wait_showing(
+        &threads,
+        progress,
+        start,
+        duration,
+        "small files",
+        "files/s",
+        || next.load(Ordering::Relaxed) as f64,
+    );
     let elapsed = start.elapsed();
     let mut files = 0;
     for t in threads {
