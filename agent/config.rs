@@ -52,6 +52,8 @@ pub struct CollectorConfig {
     pub enabled: bool,
     /// Its sampling interval.
     pub interval: Duration,
+    /// `--collector.<name>.detail`: its detail families too.
+    pub detail: bool,
     /// Its own options, as its module declares them.
     pub options: Box<dyn CollectorOptions>,
 }
@@ -62,6 +64,7 @@ impl Clone for CollectorConfig {
             spec: self.spec,
             enabled: self.enabled,
             interval: self.interval,
+            detail: self.detail,
             options: self.options.clone_box(),
         }
     }
@@ -215,6 +218,15 @@ pub fn command() -> Command {
                 .default_value(humanize(spec.default_interval))
                 .value_parser(parse_interval),
             );
+        if !spec.detail.is_empty() {
+            let detail = format!("collector.{}.detail", spec.name);
+            cmd = cmd.arg(
+                Arg::new(detail.clone())
+                    .long(detail)
+                    .action(ArgAction::SetTrue)
+                    .help(spec.detail),
+            );
+        }
         cmd = (spec.options.augment)(cmd);
     }
     // clap's derive sets `about` from each options struct's doc comment:
@@ -450,7 +462,7 @@ impl Config {
             }
         }
         for (a, b) in self.collectors.iter().zip(&new.collectors) {
-            if !a.options.same(&*b.options) {
+            if !a.options.same(&*b.options) || a.detail != b.detail {
                 out.push("collector options");
                 break;
             }
@@ -488,6 +500,8 @@ impl Config {
                     interval: *m
                         .get_one::<Duration>(&format!("collector.{}.interval", spec.name))
                         .expect("has a default"),
+                    detail: !spec.detail.is_empty()
+                        && m.get_flag(&format!("collector.{}.detail", spec.name)),
                     options: (spec.options.from_matches)(m)?,
                 })
             })

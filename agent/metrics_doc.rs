@@ -77,7 +77,7 @@ pub fn render(
         ));
         for f in chosen {
             *placed.entry(f.name).or_default() += 1;
-            out.push_str(&row(f, &marker.implicit));
+            out.push_str(&row(marker.collector, f, &marker.implicit));
         }
         out.push_str(END);
         out.push('\n');
@@ -145,7 +145,7 @@ impl<'a> Marker<'a> {
     }
 }
 
-fn row(f: &FamilyDef, implicit: &[&str]) -> String {
+fn row(collector: &str, f: &FamilyDef, implicit: &[&str]) -> String {
     let kind = match f.kind {
         MetricType::Counter => "counter",
         MetricType::Gauge => "gauge",
@@ -164,7 +164,10 @@ fn row(f: &FamilyDef, implicit: &[&str]) -> String {
             s.replace('|', "\\|")
         }
     };
-    let meaning = if f.doc.is_empty() { f.help } else { f.doc };
+    let mut meaning = (if f.doc.is_empty() { f.help } else { f.doc }).to_owned();
+    if f.detail {
+        meaning.push_str(&format!("; only with `--collector.{collector}.detail`"));
+    }
     format!(
         "| `{}` | {kind} | {} | {} | {} | {} |\n",
         f.name,
@@ -173,7 +176,7 @@ fn row(f: &FamilyDef, implicit: &[&str]) -> String {
         } else {
             labels.join(", ")
         },
-        cell(meaning),
+        cell(&meaning),
         cell(f.source),
         if f.equivalent.is_empty() {
             "none".to_owned()

@@ -56,6 +56,7 @@ pub fn build(
         shared,
         workers: &workers,
         activity: &activity,
+        detail: cc.detail,
     });
     (built, workers, activity)
 }
@@ -75,9 +76,13 @@ pub fn spawn(config: &Config) -> (Arc<Agent>, Threads) {
     spawn_with(config, None)
 }
 
+/// A running collector, its state, and the families its sampler drops
+/// (those marked detail, without `--collector.<name>.detail`).
+type Running = (Box<dyn Collector>, Arc<CollectorState>, Vec<&'static str>);
+
 /// As [`spawn`], calling `hook` after every published sample.
 pub fn spawn_with(config: &Config, hook: Option<Hook>) -> (Arc<Agent>, Threads) {
-    let mut running: Vec<(Box<dyn Collector>, Arc<CollectorState>)> = Vec::new();
+    let mut running: Vec<Running> = Vec::new();
     let mut not_running = Vec::new();
     let shared = Shared::default();
     for cc in &config.collectors {
@@ -92,7 +97,17 @@ pub fn spawn_with(config: &Config, hook: Option<Hook>) -> (Arc<Agent>, Threads) 
                 tracing::info!(collector = name, interval = ?cc.interval, "collector enabled");
                 let state =
                     CollectorState::with_workers(name, cc.interval, workers.stats(), activity);
-                running.push((c, Arc::new(state)));
+                let hidden = if cc.detail {
+                    Vec::new()
+                } else {
+                    cc.spec
+                        .families
+                        .iter()
+                        .filter(|f| f.detail)
+                        .map(|f| f.name)
+                        .collect()
+                };
+                running.push((c, Arc::new(state), hidden));
             }
             Ok(Built::Absent(why)) => {
                 tracing::info!(collector = name, reason = %why, "collector not started: hardware or interface absent");
@@ -106,19 +121,19 @@ pub fn spawn_with(config: &Config, hook: Option<Hook>) -> (Arc<Agent>, Threads) 
     }
     let agent = Arc::new(
         Agent::new(
-            running.iter().map(|(_, s)| s.clone()).collect(),
+            running.iter().map(|(_, s, _)| s.clone()).collect(),
             not_running,
         )
         .with_shared(shared),
     );
     let mut threads = Threads::default();
-    for (collector, state) in running {
+    for (collector, state, hidden) in running {
         let agent = agent.clone();
         let name = state.name;
         let hook = hook.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("sample-{}", state.name))
-            .spawn(move || sample_loop(collector, &state, &agent, hook.as_ref()));
+            .spawn(move || sample_loop(collector, &state, &hidden, &agent, hook.as_ref()));
         match spawned {
             Ok(t) => threads.0.push((name, t)),
             Err(e) => tracing::error!(error = %e, "cannot start a sampler thread"),
@@ -272,6 +287,7 @@ fn watchdog(agent: &Weak<Agent>) {
 fn sample_loop(
     mut collector: Box<dyn Collector>,
     state: &CollectorState,
+    hidden: &[&'static str],
     agent: &Agent,
     hook: Option<&Hook>,
 ) {
@@ -286,7 +302,12 @@ fn sample_loop(
         agent.begin_sample(state);
         let mut sample = Sample::new();
         let result = match catch_unwind(AssertUnwindSafe(|| collector.sample(&mut sample))) {
-            Ok(Ok(())) => Ok(sample),
+            Ok(Ok(())) => {
+                if !hidden.is_empty() {
+                    sample.retain(|name| !hidden.contains(&name));
+                }
+                Ok(sample)
+            }
             Ok(Err(e)) => Err(e),
             Err(panic) => Err(CollectError::new(
                 ErrorKind::Parse,

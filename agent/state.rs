@@ -42,16 +42,7 @@ pub const COLLECTOR_STALE: FamilyDef = FamilyDef::gauge(
     "1 when the collector's sample is running past its deadline or has not finished for longer than its interval; its metrics are then withheld.",
 )
 .labels(&["collector"])
-.doc("1 when a sample has run past its deadline (max(2 × interval, 2 s)), or when no sample has finished for interval + deadline (e.g. a read hung on a wedged device). Its families are then withheld and the endpoint keeps answering")
-.source("`agent/state.rs`");
-
-/// `accel_collector_interval_seconds`.
-pub const COLLECTOR_INTERVAL_SECONDS: FamilyDef = FamilyDef::gauge(
-    "accel_collector_interval_seconds",
-    "The collector's sampling interval.",
-)
-.labels(&["collector"])
-.doc("the collector's sampling interval (`--collector.<name>.interval`), so dashboards can show duration as a share of it")
+.doc("1 while a sample has run past its deadline (max(2 × interval, 2 s)), or no sample has finished for interval + deadline (e.g. a read hung on a wedged device); its families are then withheld and the endpoint keeps answering. Only while stale, as `ALERTS` only while firing: `accel_collector_stale or on (instance, job, collector) accel_collector_success * 0` gives 0 for the others")
 .source("`agent/state.rs`");
 
 /// `accel_collector_duration_seconds`.
@@ -81,7 +72,7 @@ pub const COLLECTOR_SAMPLES_TOTAL: FamilyDef = FamilyDef::counter(
     "Samples the collector has finished, successful or not.",
 )
 .labels(&["collector"])
-.doc("samples finished, successful or not")
+.doc("samples finished, successful or not. `1 / rate(...)` is the collector's effective interval, and `accel_collector_duration_seconds * rate(...)` the share of its time spent sampling (the flags and the landing page give the configured `--collector.<name>.interval`)")
 .source("`agent/state.rs`");
 
 /// `accel_collector_errors_total`.
@@ -143,7 +134,6 @@ pub const FAMILIES: &[FamilyDef] = &[
     COLLECTOR_ENABLED,
     COLLECTOR_SUCCESS,
     COLLECTOR_STALE,
-    COLLECTOR_INTERVAL_SECONDS,
     COLLECTOR_DURATION_SECONDS,
     COLLECTOR_LAST_SUCCESS_TIMESTAMP_SECONDS,
     COLLECTOR_SAMPLES_TOTAL,
@@ -542,20 +532,12 @@ impl Agent {
             let ok = snap.success && stale & (1 << i.min(63)) == 0;
             success.add(&[("collector", c.name)], if ok { 1.0 } else { 0.0 });
         }
+        // Only while stale, as `ALERTS` only while firing.
         let st = s.add(&COLLECTOR_STALE);
         for (i, (c, _)) in running() {
-            st.add(
-                &[("collector", c.name)],
-                if stale & (1 << i.min(63)) != 0 {
-                    1.0
-                } else {
-                    0.0
-                },
-            );
-        }
-        let iv = s.add(&COLLECTOR_INTERVAL_SECONDS);
-        for (_, (c, _)) in running() {
-            iv.add(&[("collector", c.name)], c.interval.as_secs_f64());
+            if stale & (1 << i.min(63)) != 0 {
+                st.add(&[("collector", c.name)], 1.0);
+            }
         }
         let d = s.add(&COLLECTOR_DURATION_SECONDS);
         for (_, (c, snap)) in running() {

@@ -187,8 +187,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
     // per read is not worth stale rates here).
     if let Some(o) = config.options_mut::<accel_collectors::gpu::GpuOptions>() {
         o.counter_interval = o.counter_interval.min(interval);
-        // Its summary reads the PCIe throughput gauges.
-        o.detail = true;
+    }
+    // Its summary reads the PCIe throughput gauges.
+    if let Some(c) = config.collectors.iter_mut().find(|c| c.spec.name == "gpu") {
+        c.detail = true;
     }
     let events_wanted = config
         .collectors

@@ -27,6 +27,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: HOST_INTERVAL,
     options: options::<NoOptions>(),
+    detail: "Also export accel_cpu_guest_seconds_total (time spent running virtual CPUs, 2 per CPU thread), as node_exporter does.",
     families: FAMILIES,
     prefixes: &["accel_cpu_"],
     outside: &[],
@@ -51,7 +52,8 @@ pub const GUEST_SECONDS: FamilyDef = FamilyDef::counter(
 .labels(&["cpu", "mode"])
 .doc("seconds spent running guests (VMs): `mode=\"user\"` (guest), `mode=\"nice\"` (guest_nice). The kernel also counts this time in `user` / `nice` above")
 .source("`/proc/stat` columns 9–10; `collectors/src/cpu.rs`")
-.equivalent("`node_cpu_guest_seconds_total`");
+.equivalent("`node_cpu_guest_seconds_total`")
+.detail();
 
 /// Every family this collector exports.
 pub const FAMILIES: &[FamilyDef] = &[SECONDS, GUEST_SECONDS];

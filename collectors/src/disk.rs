@@ -115,6 +115,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: HOST_INTERVAL,
     options: options::<DiskOptions>(),
+    detail: "Also export the counters no shipped panel or alert reads, as node_exporter does: reads and writes merged, discards (completed, merged, sectors, time) and flushes (requests, time): 8 series per disk.",
     families: FAMILIES,
     prefixes: &["accel_disk_"],
     outside: &[],
@@ -149,7 +150,8 @@ pub const READS_MERGED: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("adjacent reads merged")
 .source("field 2; `collectors/src/disk.rs`")
-.equivalent("`node_disk_reads_merged_total`");
+.equivalent("`node_disk_reads_merged_total`")
+.detail();
 
 /// diskstats field 3.
 pub const READ_BYTES: FamilyDef = FamilyDef::counter(
@@ -189,7 +191,8 @@ pub const WRITES_MERGED: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("adjacent writes merged")
 .source("field 6; `collectors/src/disk.rs`")
-.equivalent("`node_disk_writes_merged_total`");
+.equivalent("`node_disk_writes_merged_total`")
+.detail();
 
 /// diskstats field 7.
 pub const WRITTEN_BYTES: FamilyDef = FamilyDef::counter(
@@ -249,7 +252,8 @@ pub const DISCARDS_COMPLETED: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("discards completed")
 .source("field 12; `collectors/src/disk.rs`")
-.equivalent("`node_disk_discards_completed_total`");
+.equivalent("`node_disk_discards_completed_total`")
+.detail();
 
 /// diskstats field 13.
 pub const DISCARDS_MERGED: FamilyDef = FamilyDef::counter(
@@ -259,7 +263,8 @@ pub const DISCARDS_MERGED: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("discards merged")
 .source("field 13; `collectors/src/disk.rs`")
-.equivalent("`node_disk_discards_merged_total`");
+.equivalent("`node_disk_discards_merged_total`")
+.detail();
 
 /// diskstats field 14.
 pub const DISCARDED_SECTORS: FamilyDef = FamilyDef::counter(
@@ -269,7 +274,8 @@ pub const DISCARDED_SECTORS: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("sectors discarded (512-byte sectors, not bytes, as node_exporter)")
 .source("field 14; `collectors/src/disk.rs`")
-.equivalent("`node_disk_discarded_sectors_total`");
+.equivalent("`node_disk_discarded_sectors_total`")
+.detail();
 
 /// diskstats field 15.
 pub const DISCARD_TIME_SECONDS: FamilyDef = FamilyDef::counter(
@@ -279,7 +285,8 @@ pub const DISCARD_TIME_SECONDS: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("seconds spent by all discards")
 .source("field 15; `collectors/src/disk.rs`")
-.equivalent("`node_disk_discard_time_seconds_total`");
+.equivalent("`node_disk_discard_time_seconds_total`")
+.detail();
 
 /// diskstats field 16.
 pub const FLUSH_REQUESTS: FamilyDef = FamilyDef::counter(
@@ -289,7 +296,8 @@ pub const FLUSH_REQUESTS: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("flush requests completed")
 .source("field 16; `collectors/src/disk.rs`")
-.equivalent("`node_disk_flush_requests_total`");
+.equivalent("`node_disk_flush_requests_total`")
+.detail();
 
 /// diskstats field 17.
 pub const FLUSH_REQUESTS_TIME_SECONDS: FamilyDef = FamilyDef::counter(
@@ -299,7 +307,8 @@ pub const FLUSH_REQUESTS_TIME_SECONDS: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("seconds spent by all flushes")
 .source("field 17; `collectors/src/disk.rs`")
-.equivalent("`node_disk_flush_requests_time_seconds_total`");
+.equivalent("`node_disk_flush_requests_time_seconds_total`")
+.detail();
 
 /// How each counter (by position after the device name) is exported: its
 /// family and the scale to base units.

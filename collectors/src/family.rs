@@ -31,6 +31,10 @@ pub struct FamilyDef {
     /// (the run_start labels of `accel_run_info`); their number is bounded
     /// where they are read.
     pub open_labels: bool,
+    /// Exported only with `--collector.<name>.detail`: nothing shipped
+    /// (panel, alert, rule, profile) reads it. The sampler drops it from
+    /// the samples of a collector without the flag.
+    pub detail: bool,
 }
 
 impl FamilyDef {
@@ -44,6 +48,7 @@ impl FamilyDef {
             source: "",
             equivalent: "",
             open_labels: false,
+            detail: false,
         }
     }
 
@@ -71,6 +76,12 @@ impl FamilyDef {
     /// With labels beyond the declared ones, named by the data.
     pub const fn open_labels(mut self) -> Self {
         self.open_labels = true;
+        self
+    }
+
+    /// Only with `--collector.<name>.detail` (see [`FamilyDef::detail`]).
+    pub const fn detail(mut self) -> Self {
+        self.detail = true;
         self
     }
 

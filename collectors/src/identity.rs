@@ -24,6 +24,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: crate::HOST_INTERVAL,
     options: options::<IdentityOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["accel_uname_", "accel_os_", "accel_dmi_"],
     outside: &[],

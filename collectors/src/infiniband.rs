@@ -351,6 +351,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: HOST_INTERVAL,
     options: options::<NoOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["accel_infiniband_"],
     outside: &[],

@@ -284,6 +284,10 @@ pub struct BuildContext<'a> {
     /// Where its sample says what it is doing, for the watchdog's log line
     /// when a sample hangs.
     pub activity: &'a Activity,
+    /// `--collector.<name>.detail`: its families marked
+    /// [`FamilyDef::detail`] are wanted (a collector may skip the reads
+    /// behind them without it; the sampler drops them either way).
+    pub detail: bool,
 }
 
 impl BuildContext<'_> {
@@ -316,6 +320,7 @@ pub fn build_with(
         shared,
         workers: &workers,
         activity: &Activity::default(),
+        detail: false,
     })
 }
 
@@ -333,6 +338,10 @@ pub struct Spec {
     pub default_interval: Duration,
     /// Its flags and their typed struct.
     pub options: OptionsSpec,
+    /// What `--collector.<name>.detail` adds, for its `--help`; "" when the
+    /// collector has no detail (no family marked [`FamilyDef::detail`]),
+    /// and then it has no such flag.
+    pub detail: &'static str,
     /// Every family it exports.
     pub families: &'static [FamilyDef],
     /// The name prefixes its families are under (`accel_disk_`).

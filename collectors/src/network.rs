@@ -71,7 +71,8 @@ pub const RECEIVE_FIFO: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("receive FIFO errors")
 .source("column 5; `collectors/src/network.rs`")
-.equivalent("`node_network_receive_fifo_total`");
+.equivalent("`node_network_receive_fifo_total`")
+.detail();
 
 /// /proc/net/dev column 6.
 pub const RECEIVE_FRAME: FamilyDef = FamilyDef::counter(
@@ -81,7 +82,8 @@ pub const RECEIVE_FRAME: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("receive frame errors")
 .source("column 6; `collectors/src/network.rs`")
-.equivalent("`node_network_receive_frame_total`");
+.equivalent("`node_network_receive_frame_total`")
+.detail();
 
 /// /proc/net/dev column 7.
 pub const RECEIVE_COMPRESSED: FamilyDef = FamilyDef::counter(
@@ -91,7 +93,8 @@ pub const RECEIVE_COMPRESSED: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("compressed packets received")
 .source("column 7; `collectors/src/network.rs`")
-.equivalent("`node_network_receive_compressed_total`");
+.equivalent("`node_network_receive_compressed_total`")
+.detail();
 
 /// /proc/net/dev column 8.
 pub const RECEIVE_MULTICAST: FamilyDef = FamilyDef::counter(
@@ -101,7 +104,8 @@ pub const RECEIVE_MULTICAST: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("multicast packets received")
 .source("column 8; `collectors/src/network.rs`")
-.equivalent("`node_network_receive_multicast_total`");
+.equivalent("`node_network_receive_multicast_total`")
+.detail();
 
 /// /proc/net/dev column 9.
 pub const TRANSMIT_BYTES: FamilyDef = FamilyDef::counter(
@@ -151,7 +155,8 @@ pub const TRANSMIT_FIFO: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("transmit FIFO errors")
 .source("column 13; `collectors/src/network.rs`")
-.equivalent("`node_network_transmit_fifo_total`");
+.equivalent("`node_network_transmit_fifo_total`")
+.detail();
 
 /// /proc/net/dev column 14.
 pub const TRANSMIT_COLLS: FamilyDef = FamilyDef::counter(
@@ -161,7 +166,8 @@ pub const TRANSMIT_COLLS: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("collisions")
 .source("column 14; `collectors/src/network.rs`")
-.equivalent("`node_network_transmit_colls_total`");
+.equivalent("`node_network_transmit_colls_total`")
+.detail();
 
 /// /proc/net/dev column 15.
 pub const TRANSMIT_CARRIER: FamilyDef = FamilyDef::counter(
@@ -171,7 +177,8 @@ pub const TRANSMIT_CARRIER: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("carrier losses")
 .source("column 15; `collectors/src/network.rs`")
-.equivalent("`node_network_transmit_carrier_total`");
+.equivalent("`node_network_transmit_carrier_total`")
+.detail();
 
 /// /proc/net/dev column 16.
 pub const TRANSMIT_COMPRESSED: FamilyDef = FamilyDef::counter(
@@ -181,7 +188,8 @@ pub const TRANSMIT_COMPRESSED: FamilyDef = FamilyDef::counter(
 .labels(&["device"])
 .doc("compressed packets transmitted")
 .source("column 16; `collectors/src/network.rs`")
-.equivalent("`node_network_transmit_compressed_total`");
+.equivalent("`node_network_transmit_compressed_total`")
+.detail();
 
 /// The /proc/net/dev columns, in kernel order.
 const NET_DEV: [&FamilyDef; 16] = [
@@ -253,15 +261,6 @@ crate::device_filter_options!(
 pub struct NetworkOptions {
     #[command(flatten)]
     pub filter: NetworkFilterOptions,
-    /// Every netclass attribute node_exporter exports, not only the link
-    /// state, speed and MTU.
-    #[arg(
-        id = "collector.network.detail",
-        long = "collector.network.detail",
-        help = "Also export the netclass attributes no shipped panel or alert reads, as node_exporter does: address_assign_type, device_id, dormant, flags, iface_id, iface_link, iface_link_mode, name_assign_type, net_dev_group, protocol_type, carrier_up/down_changes_total, transmit_queue_length (13 series per interface). By default: info, up, carrier, carrier_changes_total, mtu_bytes, speed_bytes.",
-        action = clap::ArgAction::SetTrue
-    )]
-    pub detail: bool,
 }
 
 /// The network collector's registry entry.
@@ -271,6 +270,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: HOST_INTERVAL,
     options: options::<NetworkOptions>(),
+    detail: "Also export what no shipped panel or alert reads, as node_exporter does: the rarer /proc/net/dev counters (receive fifo, frame, compressed, multicast; transmit fifo, colls, carrier, compressed) and the netclass attributes address_assign_type, device_id, dormant, flags, iface_id, iface_link, iface_link_mode, name_assign_type, net_dev_group, protocol_type, carrier_up/down_changes_total, transmit_queue_length (21 series per interface). By default: bytes, packets, errs and drop each way, info, up, carrier, carrier_changes_total, mtu_bytes, speed_bytes.",
     families: FAMILIES,
     prefixes: &["accel_network_"],
     outside: &[],
@@ -324,7 +324,7 @@ fn build(ctx: &BuildContext) -> Result<Built, CollectError> {
         net_dev: [opts.procfs.join("1/net/dev"), opts.procfs.join("net/dev")],
         class_net: opts.sysfs.join("class/net"),
         filter,
-        detail: o.detail,
+        detail: ctx.detail,
     })))
 }
 
@@ -354,9 +354,10 @@ pub const ADDRESS_ASSIGN_TYPE: FamilyDef = FamilyDef::gauge(
     "Network device property: address_assign_type",
 )
 .labels(&["device"])
-.doc("how the MAC address was assigned (kernel `NET_ADDR_*` code); with `--collector.network.detail`")
+.doc("how the MAC address was assigned (kernel `NET_ADDR_*` code)")
 .source("`addr_assign_type`; `collectors/src/network.rs`")
-.equivalent("`node_network_address_assign_type`");
+.equivalent("`node_network_address_assign_type`")
+.detail();
 
 /// sysfs `carrier`.
 pub const CARRIER: FamilyDef =
@@ -372,25 +373,28 @@ pub const DEVICE_ID: FamilyDef = FamilyDef::gauge(
     "Network device property: device_id",
 )
 .labels(&["device"])
-.doc("device id among ports that share an address; with `--collector.network.detail`")
+.doc("device id among ports that share an address")
 .source("`dev_id`; `collectors/src/network.rs`")
-.equivalent("`node_network_device_id`");
+.equivalent("`node_network_device_id`")
+.detail();
 
 /// sysfs `dormant`.
 pub const DORMANT: FamilyDef =
     FamilyDef::gauge("accel_network_dormant", "Network device property: dormant")
         .labels(&["device"])
-        .doc("1 when dormant (RFC 2863); with `--collector.network.detail`")
+        .doc("1 when dormant (RFC 2863)")
         .source("`dormant`; `collectors/src/network.rs`")
-        .equivalent("`node_network_dormant`");
+        .equivalent("`node_network_dormant`")
+        .detail();
 
 /// sysfs `flags`.
 pub const FLAGS: FamilyDef =
     FamilyDef::gauge("accel_network_flags", "Network device property: flags")
         .labels(&["device"])
-        .doc("interface flags (`IFF_*` bit mask); with `--collector.network.detail`")
+        .doc("interface flags (`IFF_*` bit mask)")
         .source("`flags`; `collectors/src/network.rs`")
-        .equivalent("`node_network_flags`");
+        .equivalent("`node_network_flags`")
+        .detail();
 
 /// sysfs `ifindex`.
 pub const IFACE_ID: FamilyDef = FamilyDef::gauge(
@@ -398,9 +402,10 @@ pub const IFACE_ID: FamilyDef = FamilyDef::gauge(
     "Network device property: iface_id",
 )
 .labels(&["device"])
-.doc("interface index; with `--collector.network.detail`")
+.doc("interface index")
 .source("`ifindex`; `collectors/src/network.rs`")
-.equivalent("`node_network_iface_id`");
+.equivalent("`node_network_iface_id`")
+.detail();
 
 /// sysfs `iflink`.
 pub const IFACE_LINK: FamilyDef = FamilyDef::gauge(
@@ -408,9 +413,10 @@ pub const IFACE_LINK: FamilyDef = FamilyDef::gauge(
     "Network device property: iface_link",
 )
 .labels(&["device"])
-.doc("index of the underlying interface (self for a physical one); with `--collector.network.detail`")
+.doc("index of the underlying interface (self for a physical one)")
 .source("`iflink`; `collectors/src/network.rs`")
-.equivalent("`node_network_iface_link`");
+.equivalent("`node_network_iface_link`")
+.detail();
 
 /// sysfs `link_mode`.
 pub const IFACE_LINK_MODE: FamilyDef = FamilyDef::gauge(
@@ -418,9 +424,10 @@ pub const IFACE_LINK_MODE: FamilyDef = FamilyDef::gauge(
     "Network device property: iface_link_mode",
 )
 .labels(&["device"])
-.doc("link mode (`IF_LINK_MODE_*`: 0 default, 1 dormant, 2 testing); with `--collector.network.detail`")
+.doc("link mode (`IF_LINK_MODE_*`: 0 default, 1 dormant, 2 testing)")
 .source("`link_mode`; `collectors/src/network.rs`")
-.equivalent("`node_network_iface_link_mode`");
+.equivalent("`node_network_iface_link_mode`")
+.detail();
 
 /// sysfs `name_assign_type`.
 pub const NAME_ASSIGN_TYPE: FamilyDef = FamilyDef::gauge(
@@ -428,9 +435,10 @@ pub const NAME_ASSIGN_TYPE: FamilyDef = FamilyDef::gauge(
     "Network device property: name_assign_type",
 )
 .labels(&["device"])
-.doc("how the name was assigned (kernel `NET_NAME_*` code); with `--collector.network.detail`")
+.doc("how the name was assigned (kernel `NET_NAME_*` code)")
 .source("`name_assign_type`; `collectors/src/network.rs`")
-.equivalent("`node_network_name_assign_type`");
+.equivalent("`node_network_name_assign_type`")
+.detail();
 
 /// sysfs `netdev_group`.
 pub const NET_DEV_GROUP: FamilyDef = FamilyDef::gauge(
@@ -438,9 +446,10 @@ pub const NET_DEV_GROUP: FamilyDef = FamilyDef::gauge(
     "Network device property: net_dev_group",
 )
 .labels(&["device"])
-.doc("interface group; with `--collector.network.detail`")
+.doc("interface group")
 .source("`netdev_group`; `collectors/src/network.rs`")
-.equivalent("`node_network_net_dev_group`");
+.equivalent("`node_network_net_dev_group`")
+.detail();
 
 /// sysfs `type`.
 pub const PROTOCOL_TYPE: FamilyDef = FamilyDef::gauge(
@@ -448,9 +457,10 @@ pub const PROTOCOL_TYPE: FamilyDef = FamilyDef::gauge(
     "Network device property: protocol_type",
 )
 .labels(&["device"])
-.doc("ARP hardware type (`ARPHRD_*`: 1 Ethernet, 32 InfiniBand, 772 loopback); with `--collector.network.detail`")
+.doc("ARP hardware type (`ARPHRD_*`: 1 Ethernet, 32 InfiniBand, 772 loopback)")
 .source("`type`; `collectors/src/network.rs`")
-.equivalent("`node_network_protocol_type`");
+.equivalent("`node_network_protocol_type`")
+.detail();
 
 /// sysfs `carrier_changes`.
 pub const CARRIER_CHANGES: FamilyDef = FamilyDef::counter(
@@ -468,9 +478,10 @@ pub const CARRIER_UP_CHANGES: FamilyDef = FamilyDef::counter(
     "Network device property: carrier_up_changes_total",
 )
 .labels(&["device"])
-.doc("carrier up transitions; with `--collector.network.detail`")
+.doc("carrier up transitions")
 .source("`carrier_up_count`; `collectors/src/network.rs`")
-.equivalent("`node_network_carrier_up_changes_total`");
+.equivalent("`node_network_carrier_up_changes_total`")
+.detail();
 
 /// sysfs `carrier_down_count`.
 pub const CARRIER_DOWN_CHANGES: FamilyDef = FamilyDef::counter(
@@ -478,9 +489,10 @@ pub const CARRIER_DOWN_CHANGES: FamilyDef = FamilyDef::counter(
     "Network device property: carrier_down_changes_total",
 )
 .labels(&["device"])
-.doc("carrier down transitions; with `--collector.network.detail`")
+.doc("carrier down transitions")
 .source("`carrier_down_count`; `collectors/src/network.rs`")
-.equivalent("`node_network_carrier_down_changes_total`");
+.equivalent("`node_network_carrier_down_changes_total`")
+.detail();
 
 /// sysfs `mtu`.
 pub const MTU: FamilyDef = FamilyDef::gauge(
@@ -498,9 +510,10 @@ pub const TRANSMIT_QUEUE_LENGTH: FamilyDef = FamilyDef::gauge(
     "Network device property: transmit_queue_length",
 )
 .labels(&["device"])
-.doc("transmit queue length, packets; with `--collector.network.detail`")
+.doc("transmit queue length, packets")
 .source("`tx_queue_len`; `collectors/src/network.rs`")
-.equivalent("`node_network_transmit_queue_length`");
+.equivalent("`node_network_transmit_queue_length`")
+.detail();
 
 /// sysfs `speed`, in bytes per second.
 pub const SPEED: FamilyDef = FamilyDef::gauge(

@@ -35,6 +35,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: HOST_INTERVAL,
     options: options::<NoOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["accel_pressure_"],
     outside: &[],

@@ -64,6 +64,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: HOST_INTERVAL,
     options: options::<ProcessOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["process_", "accel_process_"],
     outside: &["accel_collector_feature_enabled"],

@@ -191,6 +191,12 @@ impl Sample {
         self.errors.extend(other.errors);
     }
 
+    /// Keeps only the families whose name `keep` accepts (the sampler
+    /// drops a collector's detail families this way).
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.families.retain(|f| keep(&f.name));
+    }
+
     /// The families, in order.
     pub fn families(&self) -> &[Family] {
         &self.families

@@ -40,6 +40,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: false,
     default_interval: Duration::from_secs(60),
     options: options::<StorageProbeOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["accel_storage_probe_"],
     outside: &[],

@@ -32,6 +32,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: Duration::from_secs(1),
     options: options::<NoOptions>(),
+    detail: "Also export the adjtimex(2) fields no shipped panel or alert reads, as node_exporter does: status, loop time constant, tick, TAI offset, the eight PPS fields, and accel_time_clocksource_available_info.",
     families: FAMILIES,
     prefixes: &["accel_time_", "accel_timex_"],
     outside: &[],
@@ -63,7 +64,8 @@ pub const CLOCKSOURCE_AVAILABLE: FamilyDef = FamilyDef::gauge(
 .labels(&["device", "clocksource"])
 .doc("1 per clock source the kernel can use")
 .source("`/sys/devices/system/clocksource/clocksource<device>/available_clocksource`")
-.equivalent("`node_time_clocksource_available_info`");
+.equivalent("`node_time_clocksource_available_info`")
+.detail();
 /// `accel_time_clocksource_current_info`.
 pub const CLOCKSOURCE_CURRENT: FamilyDef = FamilyDef::gauge(
     "accel_time_clocksource_current_info",
@@ -137,7 +139,8 @@ pub const STATUS: FamilyDef = timex!(
     "the `STA_*` bits (64 = `STA_UNSYNC`, 0x2000 = `STA_NANO`)",
     "status",
     "node_timex_status"
-);
+)
+.detail();
 /// `accel_timex_loop_time_constant`.
 pub const CONSTANT: FamilyDef = timex!(
     gauge,
@@ -146,7 +149,8 @@ pub const CONSTANT: FamilyDef = timex!(
     "PLL time constant",
     "constant",
     "node_timex_loop_time_constant"
-);
+)
+.detail();
 /// `accel_timex_tick_seconds`.
 pub const TICK: FamilyDef = timex!(
     gauge,
@@ -155,7 +159,8 @@ pub const TICK: FamilyDef = timex!(
     "length of a clock tick",
     "tick",
     "node_timex_tick_seconds"
-);
+)
+.detail();
 /// `accel_timex_pps_frequency_hertz`.
 pub const PPS_FREQUENCY: FamilyDef = timex!(
     gauge,
@@ -164,7 +169,8 @@ pub const PPS_FREQUENCY: FamilyDef = timex!(
     "PPS frequency offset (ppm / 10^6, as node_exporter)",
     "ppsfreq",
     "node_timex_pps_frequency_hertz"
-);
+)
+.detail();
 /// `accel_timex_pps_jitter_seconds`.
 pub const PPS_JITTER: FamilyDef = timex!(
     gauge,
@@ -173,7 +179,8 @@ pub const PPS_JITTER: FamilyDef = timex!(
     "PPS jitter",
     "jitter",
     "node_timex_pps_jitter_seconds"
-);
+)
+.detail();
 /// `accel_timex_pps_shift_seconds`.
 pub const PPS_SHIFT: FamilyDef = timex!(
     gauge,
@@ -182,7 +189,8 @@ pub const PPS_SHIFT: FamilyDef = timex!(
     "PPS calibration interval, as log2 seconds (the raw value, as node_exporter)",
     "shift",
     "node_timex_pps_shift_seconds"
-);
+)
+.detail();
 /// `accel_timex_pps_stability_hertz`.
 pub const PPS_STABILITY: FamilyDef = timex!(
     gauge,
@@ -191,7 +199,8 @@ pub const PPS_STABILITY: FamilyDef = timex!(
     "PPS stability (ppm / 10^6, as node_exporter)",
     "stabil",
     "node_timex_pps_stability_hertz"
-);
+)
+.detail();
 /// `accel_timex_pps_jitter_total`.
 pub const PPS_JITTER_COUNT: FamilyDef = timex!(
     counter,
@@ -200,7 +209,8 @@ pub const PPS_JITTER_COUNT: FamilyDef = timex!(
     "PPS jitter limit exceeded events",
     "jitcnt",
     "node_timex_pps_jitter_total"
-);
+)
+.detail();
 /// `accel_timex_pps_calibration_total`.
 pub const PPS_CALIBRATION: FamilyDef = timex!(
     counter,
@@ -209,7 +219,8 @@ pub const PPS_CALIBRATION: FamilyDef = timex!(
     "PPS calibration intervals",
     "calcnt",
     "node_timex_pps_calibration_total"
-);
+)
+.detail();
 /// `accel_timex_pps_error_total`.
 pub const PPS_ERROR: FamilyDef = timex!(
     counter,
@@ -218,7 +229,8 @@ pub const PPS_ERROR: FamilyDef = timex!(
     "PPS calibration errors",
     "errcnt",
     "node_timex_pps_error_total"
-);
+)
+.detail();
 /// `accel_timex_pps_stability_exceeded_total`.
 pub const PPS_STABILITY_EXCEEDED: FamilyDef = timex!(
     counter,
@@ -227,7 +239,8 @@ pub const PPS_STABILITY_EXCEEDED: FamilyDef = timex!(
     "PPS stability limit exceeded events",
     "stbcnt",
     "node_timex_pps_stability_exceeded_total"
-);
+)
+.detail();
 /// `accel_timex_tai_offset_seconds`.
 pub const TAI: FamilyDef = timex!(
     gauge,
@@ -236,7 +249,8 @@ pub const TAI: FamilyDef = timex!(
     "TAI − UTC as the kernel knows it (0 when no daemon set it)",
     "tai",
     "node_timex_tai_offset_seconds"
-);
+)
+.detail();
 
 /// Every family this collector exports.
 pub const FAMILIES: &[FamilyDef] = &[

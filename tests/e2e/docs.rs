@@ -41,6 +41,15 @@ fn family_tables_are_well_formed() {
             spec.prefixes,
             spec.outside,
         ));
+        // A collector has `--collector.<name>.detail` exactly when some
+        // family of its table waits for it.
+        let marked = spec.families.iter().any(|f| f.detail);
+        if marked != !spec.detail.is_empty() {
+            problems.push(format!(
+                "{}: families marked detail: {marked}, detail flag help: {:?}",
+                spec.name, spec.detail
+            ));
+        }
     }
     problems.extend(accel_collectors::family::check_table(
         "agent",

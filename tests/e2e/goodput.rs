@@ -138,9 +138,10 @@ pub fn training_traffic(sock: &Path, stop: &std::sync::atomic::AtomicBool) {
 fn scripted_run_gives_exact_counters_and_mfu() {
     let dir = TempDir::new("goodput");
     let (agent, sock) = agent(&dir, std::process::id(), &[]);
-    // GPU identities first: the sample that sees the GPUs.
+    // GPU identities first: the sample that sees the GPUs (one model, so
+    // one peak series per dtype, not one per GPU).
     agent.wait_for("GPU peak table", Duration::from_secs(10), |t| {
-        series(t, "accel_gpu_peak_flops{") == 8 * 4
+        series(t, "accel_gpu_peak_flops{") == 4
     });
     let s = Sender::new(&sock);
     s.send(r#"{"v":1,"kind":"run_start","run":"llama70b-0412","rank":0,"world_size":64,"devices":[0,1,2,3,4,5,6,7],"labels":{"model":"llama-70b","git_sha":"3f2a9c1","config_hash":"c0ffee","batch_size":"1024"}}"#);
@@ -227,16 +228,14 @@ fn scripted_run_gives_exact_counters_and_mfu() {
     assert!(text.contains("accel_run_info{run=\"b\",unit=\"trainer.service\"} 1"));
     assert_eq!(series(&text, "accel_run_device{run=\"llama70b-0412\""), 8);
     assert_eq!(series(&text, "accel_run_device{run=\"b\""), 8);
-    let peak_of = |gpu: &str, dtype: &str| {
-        text.lines()
-            .find(|l| {
-                l.starts_with(&format!("accel_gpu_peak_flops{{gpu=\"{gpu}\""))
-                    && l.contains(&format!("dtype=\"{dtype}\""))
-            })
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+    let peak_of = |dtype: &str| {
+        value(
+            &text,
+            &format!("accel_gpu_peak_flops{{name=\"NVIDIA H100 80GB HBM3\",dtype=\"{dtype}\"}}"),
+        )
     };
-    assert_eq!(peak_of("3", "bf16"), Some(H100_BF16));
-    assert_eq!(peak_of("0", "fp8"), Some(2.0 * H100_BF16));
+    assert_eq!(peak_of("bf16"), Some(H100_BF16));
+    assert_eq!(peak_of("fp8"), Some(2.0 * H100_BF16));
     // MFU, exactly, against the simulated 8 x H100's peak.
     let peak = 8.0 * H100_BF16;
     assert_eq!(
@@ -262,10 +261,8 @@ fn scripted_run_gives_exact_counters_and_mfu() {
         value(&text, "accel_run_mfu_ratio{run=\"b\"}"),
         Some(num / den)
     );
-    assert_eq!(
-        value(&text, "accel_events_rejected_total{reason=\"malformed\"}"),
-        Some(0.0)
-    );
+    // Nothing refused: no reason's series (they come at a first refusal).
+    assert!(!text.contains("accel_events_rejected_total{"), "{text}");
     assert_eq!(
         value(&text, "accel_events_accepted_total{kind=\"step\"}"),
         Some(15.0)
@@ -464,7 +461,7 @@ fn bad_input_is_counted_and_harmless() {
                 &text,
                 &format!("accel_events_rejected_total{{reason=\"{reason}\"}}")
             ),
-            Some(want(reason)),
+            Some(want(reason)).filter(|n| *n > 0.0),
             "{reason}\n{text}"
         );
     }
@@ -632,7 +629,7 @@ sys.stdin.readline()
     assert_eq!(sock, sock2);
     // The agent must see the GPUs held by the python process first.
     agent.wait_for("the GPUs", Duration::from_secs(10), |t| {
-        series(t, "accel_gpu_peak_flops{") == 32
+        series(t, "accel_gpu_peak_flops{") == 4
     });
     let mut stdin = child.0.stdin.take().unwrap();
     stdin.write_all(b"go\n").unwrap();

@@ -297,8 +297,11 @@ fn scrape_agent() -> String {
         &format!("--path.sysfs={fx}/sys"),
         &format!("--path.udev.data={fx}/run/udev/data"),
         "--collector.network.device-exclude=^$",
-        // Every netclass attribute node_exporter exports.
+        // Every family node_exporter exports: the host collectors' detail.
         "--collector.network.detail",
+        "--collector.disk.detail",
+        "--collector.cpu.detail",
+        "--collector.time.detail",
         &format!("--collector.identity.rootfs={fx}"),
     ]);
     let r = agent.get_ready("/metrics");
@@ -624,19 +627,27 @@ fn exposition_parser() {
 }
 
 #[test]
-fn netclass_attributes_no_panel_reads_are_one_flag_away() {
+fn what_no_panel_reads_is_one_flag_away() {
     let count = |text: &str, family: &str| {
         text.lines()
-            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .filter(|l| {
+                l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} "))
+            })
             .count()
     };
+    let host = ["network", "disk", "cpu", "time"];
+    let flags: Vec<String> = host
+        .iter()
+        .map(|c| format!("--collector.{c}.detail"))
+        .collect();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let lean = crate::golden::fixture_agent(&[])
         .get_ready("/metrics")
         .text();
-    let full = crate::golden::fixture_agent(&["--collector.network.detail"])
+    let full = crate::golden::fixture_agent(&flags)
         .get_ready("/metrics")
         .text();
-    // What the panels, alerts and profile read: there by default.
+    // What the panels, alerts and profile read: there by default, the same.
     for family in [
         "accel_network_info",
         "accel_network_up",
@@ -645,27 +656,29 @@ fn netclass_attributes_no_panel_reads_are_one_flag_away() {
         "accel_network_mtu_bytes",
         "accel_network_speed_bytes",
         "accel_network_receive_bytes_total",
+        "accel_network_receive_errs_total",
+        "accel_disk_reads_completed_total",
+        "accel_disk_io_time_seconds_total",
+        "accel_cpu_seconds_total",
+        "accel_timex_sync_status",
+        "accel_timex_maxerror_seconds",
     ] {
         assert!(count(&lean, family) > 0, "{family} missing by default");
         assert_eq!(count(&lean, family), count(&full, family), "{family}");
     }
-    // The rest only with the flag.
-    for family in [
-        "accel_network_address_assign_type",
-        "accel_network_device_id",
-        "accel_network_dormant",
-        "accel_network_flags",
-        "accel_network_iface_id",
-        "accel_network_iface_link",
-        "accel_network_iface_link_mode",
-        "accel_network_name_assign_type",
-        "accel_network_net_dev_group",
-        "accel_network_protocol_type",
-        "accel_network_carrier_up_changes_total",
-        "accel_network_carrier_down_changes_total",
-        "accel_network_transmit_queue_length",
-    ] {
-        assert_eq!(count(&lean, family), 0, "{family} exported by default");
-        assert!(count(&full, family) > 0, "{family} missing with the flag");
+    // Every family marked detail in these collectors' tables: only with
+    // the flag, and there with it (the fixture host has them all).
+    let mut marked = 0;
+    for spec in accel_collectors::registry()
+        .iter()
+        .filter(|s| host.contains(&s.name))
+    {
+        assert!(!spec.detail.is_empty(), "{} has no detail flag", spec.name);
+        for f in spec.families.iter().filter(|f| f.detail) {
+            marked += 1;
+            assert_eq!(count(&lean, f.name), 0, "{} exported by default", f.name);
+            assert!(count(&full, f.name) > 0, "{} missing with the flag", f.name);
+        }
     }
+    assert!(marked >= 40, "{marked} detail families");
 }

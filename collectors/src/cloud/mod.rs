@@ -203,6 +203,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: Duration::from_secs(1),
     options: options::<CloudOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["accel_node_", "accel_cloud_"],
     outside: &[],

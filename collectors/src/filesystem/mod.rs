@@ -58,6 +58,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: HOST_INTERVAL,
     options: options::<FilesystemOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["accel_filesystem_"],
     outside: &[],

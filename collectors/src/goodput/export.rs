@@ -178,13 +178,13 @@ pub const RUN_LAST_STEP_TIMESTAMP: FamilyDef = FamilyDef::gauge(
 .doc("Unix seconds of the latest step event (AccelRunStalled)")
 .source("agent clock");
 
-/// The peak table (outside `accel_run_`: it describes the GPU).
+/// The peak table (outside `accel_run_`: it describes the GPU model).
 pub const GPU_PEAK_FLOPS: FamilyDef = FamilyDef::gauge(
     "accel_gpu_peak_flops",
-    "Peak dense tensor throughput of the GPU by data type, in FLOP/s (built-in table by model, or --events.peak-flops).",
+    "Peak dense tensor throughput of a GPU model on the node by data type, in FLOP/s (built-in table by model, or --events.peak-flops).",
 )
-.labels(&["gpu", "uuid", "dtype"])
-.doc("FLOP/s: peak dense tensor throughput by dtype (`fp8`, `bf16`, `fp16`, `tf32`), from the built-in table or `--events.peak-flops`; absent for a model not in the table")
+.labels(&["name", "dtype"])
+.doc("FLOP/s: peak dense tensor throughput of one GPU of the model `name` (as in `accel_gpu_info`) by dtype (`fp8`, `bf16`, `fp16`, `tf32`), from the built-in table or `--events.peak-flops`; one series per model on the node and dtype, absent for a model not in the table. Per GPU: `accel_gpu_info * on (instance, name) group_left accel_gpu_peak_flops{dtype=\"bf16\"}`")
 .source("`collectors/src/goodput/peak.rs` (exported by the goodput collector)")
 .equivalent("DCGM has none");
 
@@ -208,7 +208,7 @@ pub const EVENTS_REJECTED: FamilyDef = FamilyDef::counter(
     "Datagrams refused, by reason (malformed, version, kind, oversize, invalid_value, step_backwards, rate_limited, too_many_runs).",
 )
 .labels(&["reason"])
-.doc("datagrams refused: `malformed`, `version`, `kind`, `oversize`, `invalid_value`, `step_backwards`, `rate_limited`, `too_many_runs`")
+.doc("datagrams refused: `malformed`, `version`, `kind`, `oversize`, `invalid_value`, `step_backwards`, `rate_limited`, `too_many_runs`; a reason's series comes at its first refusal (eight series at 0 otherwise). All refusals: `accel_events_received_total - ignoring (kind) sum(accel_events_accepted_total)`")
 .source("`collectors/src/goodput/events.rs`");
 
 /// run_start labels dropped.
@@ -248,19 +248,24 @@ impl Runs {
         }
         let f = out.add(&EVENTS_REJECTED);
         for (r, n) in Reject::ALL.iter().zip(self.rejected) {
-            f.add(&[("reason", r.as_str())], n as f64);
+            if n > 0 {
+                f.add(&[("reason", r.as_str())], n as f64);
+            }
         }
         out.add(&EVENTS_LABELS_DROPPED)
             .add(&[], self.labels_dropped as f64);
         out.add(&EVENTS_RUNS_EXPIRED).add(&[], self.expired as f64);
         out.add(&EVENTS_RUNS).add(&[], self.runs.len() as f64);
 
+        // A constant of the model: one series per model on the node.
         let f = out.add(&GPU_PEAK_FLOPS);
-        for g in gpus {
-            let (i, u) = (g.index.to_string(), g.uuid.as_str());
+        let mut models: Vec<&str> = gpus.iter().map(|g| g.name.as_str()).collect();
+        models.sort_unstable();
+        models.dedup();
+        for m in models {
             for d in DTYPES {
-                if let Some(p) = peak::peak(&g.name, d, overrides) {
-                    f.add(&[("gpu", &i), ("uuid", u), ("dtype", d)], p);
+                if let Some(p) = peak::peak(m, d, overrides) {
+                    f.add(&[("name", m), ("dtype", d)], p);
                 }
             }
         }

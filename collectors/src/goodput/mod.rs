@@ -128,6 +128,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: HOST_INTERVAL,
     options: options::<GoodputOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["accel_run_", "accel_events_"],
     outside: &["accel_gpu_peak_flops"],

@@ -59,36 +59,40 @@ pub const GPM_PCIE_TRANSMIT_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
     "PCIe bytes per second transmitted, averaged over the sample interval (GPM).",
 )
 .labels(&["gpu", "uuid"])
-.doc("PCIe bytes sent per second, mean over the interval; with `--collector.gpu.detail` (the byte counters give the same)")
+.doc("PCIe bytes sent per second, mean over the interval (the byte counters give the same)")
 .source("`NVML_GPM_METRIC_PCIE_TX_PER_SEC` (20), MiB/s")
-.equivalent("`DCGM_FI_PROF_PCIE_TX_BYTES`");
+.equivalent("`DCGM_FI_PROF_PCIE_TX_BYTES`")
+.detail();
 
 pub const GPM_PCIE_RECEIVE_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
     "accel_gpu_gpm_pcie_receive_bytes_per_second",
     "PCIe bytes per second received, averaged over the sample interval (GPM).",
 )
 .labels(&["gpu", "uuid"])
-.doc("PCIe bytes received per second, mean over the interval; with `--collector.gpu.detail` (the byte counters give the same)")
+.doc("PCIe bytes received per second, mean over the interval (the byte counters give the same)")
 .source("`NVML_GPM_METRIC_PCIE_RX_PER_SEC` (21), MiB/s")
-.equivalent("`DCGM_FI_PROF_PCIE_RX_BYTES`");
+.equivalent("`DCGM_FI_PROF_PCIE_RX_BYTES`")
+.detail();
 
 pub const GPM_NVLINK_TRANSMIT_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
     "accel_gpu_gpm_nvlink_transmit_bytes_per_second",
     "NVLink bytes per second transmitted, all links, averaged over the sample interval (GPM).",
 )
 .labels(&["gpu", "uuid"])
-.doc("NVLink bytes sent per second, all links, mean over the interval; with `--collector.gpu.detail` (the byte counters give the same)")
+.doc("NVLink bytes sent per second, all links, mean over the interval (the byte counters give the same)")
 .source("`NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC` (61), MiB/s")
-.equivalent("`DCGM_FI_PROF_NVLINK_TX_BYTES`");
+.equivalent("`DCGM_FI_PROF_NVLINK_TX_BYTES`")
+.detail();
 
 pub const GPM_NVLINK_RECEIVE_BYTES_PER_SECOND: FamilyDef = FamilyDef::gauge(
     "accel_gpu_gpm_nvlink_receive_bytes_per_second",
     "NVLink bytes per second received, all links, averaged over the sample interval (GPM).",
 )
 .labels(&["gpu", "uuid"])
-.doc("NVLink bytes received per second, all links, mean over the interval; with `--collector.gpu.detail` (the byte counters give the same)")
+.doc("NVLink bytes received per second, all links, mean over the interval (the byte counters give the same)")
 .source("`NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC` (60), MiB/s")
-.equivalent("`DCGM_FI_PROF_NVLINK_RX_BYTES`");
+.equivalent("`DCGM_FI_PROF_NVLINK_RX_BYTES`")
+.detail();
 
 /// How a GPM value becomes the family's unit.
 #[derive(Clone, Copy)]

@@ -37,21 +37,24 @@ pub const MEMORY_RESERVED_BYTES: FamilyDef = FamilyDef::gauge(
 .labels(&["gpu", "uuid"])
 .doc("bytes reserved by the driver and firmware")
 .source("`nvmlDeviceGetMemoryInfo_v2` `reserved`")
-.equivalent("`DCGM_FI_DEV_FB_RESERVED` (MiB)");
+.equivalent("`DCGM_FI_DEV_FB_RESERVED` (MiB)")
+.detail();
 
 pub const BAR1_USED_BYTES: FamilyDef =
     FamilyDef::gauge("accel_gpu_bar1_used_bytes", "BAR1 memory in use, in bytes.")
         .labels(&["gpu", "uuid"])
-        .doc("BAR1 (host-mapped) memory in use; with `--collector.gpu.detail`")
+        .doc("BAR1 (host-mapped) memory in use")
         .source("`nvmlDeviceGetBAR1MemoryInfo` `bar1Used`")
-        .equivalent("`DCGM_FI_DEV_BAR1_USED` (MB)");
+        .equivalent("`DCGM_FI_DEV_BAR1_USED` (MB)")
+        .detail();
 
 pub const BAR1_TOTAL_BYTES: FamilyDef =
     FamilyDef::gauge("accel_gpu_bar1_total_bytes", "BAR1 memory size, in bytes.")
         .labels(&["gpu", "uuid"])
-        .doc("BAR1 size; with `--collector.gpu.detail`")
+        .doc("BAR1 size")
         .source("`nvmlDeviceGetBAR1MemoryInfo` `bar1Total`")
-        .equivalent("`DCGM_FI_DEV_BAR1_TOTAL` (MB)");
+        .equivalent("`DCGM_FI_DEV_BAR1_TOTAL` (MB)")
+        .detail();
 
 pub(super) fn memory(g: &mut GpuSample<'_>, dev: &Device<'_>) {
     if let Some(m) = g.get("nvmlDeviceGetMemoryInfo_v2", dev.memory_info()) {

@@ -132,15 +132,6 @@ pub struct GpuOptions {
         action = clap::ArgAction::SetTrue
     )]
     pub nvlink_per_link: bool,
-    /// The families a training node rarely needs (docs/metrics.md, "Lean
-    /// by default").
-    #[arg(
-        id = "collector.gpu.detail",
-        long = "collector.gpu.detail",
-        help = "Also export the families a training node rarely needs, and make their NVML calls: graphics and video clocks, BAR1 memory, encoder and decoder utilisation, GPM's PCIe and NVLink rates, and PCIe throughput gauges next to the byte counters (14 series per GPU). By default the SM and memory clocks are exported, and PCIe and NVLink throughput as byte counters.",
-        action = clap::ArgAction::SetTrue
-    )]
-    pub detail: bool,
 }
 
 /// The GPU collector's registry entry.
@@ -150,6 +141,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: Duration::from_secs(1),
     options: options::<GpuOptions>(),
+    detail: "Also export the families a training node rarely needs, and make their NVML calls: graphics and video clocks and every clock maximum but the SM one, BAR1 memory, encoder and decoder utilisation, GPM's PCIe and NVLink rates, PCIe throughput gauges next to the byte counters, the performance state, reserved memory, the ECC mode, the lifetime count of corrected ECC errors, and the default power limit while it equals the enforced one (about 30 series per GPU). By default the SM and memory clocks are exported, and PCIe and NVLink throughput as byte counters.",
     families: FAMILIES,
     prefixes: &["accel_gpu_"],
     outside: &[],
@@ -326,6 +318,8 @@ pub struct Gpu {
     /// XID counts, kept across re-initialisations.
     xids: Arc<Mutex<events::Xids>>,
     opts: GpuOptions,
+    /// `--collector.gpu.detail`: the detail families and their NVML calls.
+    detail: bool,
     procfs: PathBuf,
     gpus: Vec<GpuState>,
     /// (gpu index, function) pairs already logged as unsupported.
@@ -402,6 +396,7 @@ fn build_nvidia(ctx: &BuildContext) -> Result<Built, CollectError> {
         init_backoff: Duration::ZERO,
         xids,
         opts: gpu_opts.clone(),
+        detail: ctx.detail,
         procfs: opts.procfs.clone(),
         gpus: (0..count).map(|_| GpuState::default()).collect(),
         unsupported: HashSet::new(),
@@ -504,7 +499,7 @@ impl Gpu {
 
         tm.start("memory", "memory (nvmlDeviceGetMemoryInfo_v2)");
         memory::memory(&mut g, &dev);
-        let detail = self.opts.detail;
+        let detail = self.detail;
         if detail {
             tm.start("bar1", "bar1 (nvmlDeviceGetBAR1MemoryInfo)");
             memory::bar1(&mut g, &dev);
@@ -522,7 +517,7 @@ impl Gpu {
             "power",
             "power (nvmlDeviceGetPowerUsage and the power limits)",
         );
-        let watts = power::power(&mut g, &dev);
+        let watts = power::power(&mut g, &dev, detail);
         tm.start("energy", "energy (nvmlDeviceGetTotalEnergyConsumption)");
         power::energy(
             &mut g,
@@ -545,7 +540,7 @@ impl Gpu {
         );
         throttle::clocks(&mut g, &dev, &mut state.max_clocks, detail);
         tm.start("pstate_reasons", "pstate_reasons (nvmlDeviceGetPerformanceState, nvmlDeviceGetCurrentClocksEventReasons)");
-        throttle::reasons(&mut g, &dev);
+        throttle::reasons(&mut g, &dev, detail);
         tm.start("violations", "violations (nvmlDeviceGetViolationStatus)");
         throttle::violations(
             &mut g,
@@ -564,7 +559,7 @@ impl Gpu {
             "reliability",
             "reliability (ECC counters, retired pages, remapped rows)",
         );
-        reliability::reliability(&mut g, &dev, raw.as_ref());
+        reliability::reliability(&mut g, &dev, raw.as_ref(), detail);
         tm.start("recovery", "recovery (nvmlDeviceGetGpuFabricInfo)");
         reliability::recovery(
             &mut g,

@@ -34,7 +34,7 @@ pub const POWER_DEFAULT_LIMIT_WATTS: FamilyDef = FamilyDef::gauge(
     "Default power limit of the board, in watts.",
 )
 .labels(&["gpu", "uuid"])
-.doc("the board's default power limit, W")
+.doc("the board's default power limit, W; only while the enforced limit differs from it (someone lowered or raised it), or with `--collector.gpu.detail`")
 .source("`nvmlDeviceGetPowerManagementDefaultLimit` (mW)")
 .equivalent("`DCGM_FI_DEV_POWER_MGMT_LIMIT_DEF` (W)");
 
@@ -68,25 +68,29 @@ pub const FAN_SPEED_RATIO: FamilyDef = FamilyDef::gauge(
 /// Most fans reported per GPU.
 const MAX_FANS: u32 = 16;
 
-/// Power draw and limits; returns the draw in watts.
-pub(super) fn power(g: &mut GpuSample<'_>, dev: &Device<'_>) -> Option<f64> {
+/// Power draw and limits; returns the draw in watts. The default limit
+/// only while the enforced one differs from it, or with `detail`.
+pub(super) fn power(g: &mut GpuSample<'_>, dev: &Device<'_>, detail: bool) -> Option<f64> {
     let watts = g
         .get("nvmlDeviceGetPowerUsage", dev.power_usage())
         .map(|p| f64::from(p) / 1000.0);
     if let Some(w) = watts {
         g.add(&POWER_WATTS, w);
     }
-    if let Some(p) = g.get(
+    let limit = g.get(
         "nvmlDeviceGetEnforcedPowerLimit",
         dev.enforced_power_limit(),
-    ) {
+    );
+    if let Some(p) = limit {
         g.add(&POWER_LIMIT_WATTS, f64::from(p) / 1000.0);
     }
     if let Some(p) = g.get(
         "nvmlDeviceGetPowerManagementDefaultLimit",
         dev.power_management_limit_default(),
     ) {
-        g.add(&POWER_DEFAULT_LIMIT_WATTS, f64::from(p) / 1000.0);
+        if detail || limit != Some(p) {
+            g.add(&POWER_DEFAULT_LIMIT_WATTS, f64::from(p) / 1000.0);
+        }
     }
     watts
 }

@@ -10,9 +10,10 @@ use crate::FamilyDef;
 
 pub const ECC_ENABLED: FamilyDef = FamilyDef::gauge("accel_gpu_ecc_enabled", "1 when ECC is on.")
     .labels(&["gpu", "uuid"])
-    .doc("1 while ECC is on")
+    .doc("1 while ECC is on. ECC is set for the board's life in practice (a change waits for a reboot, and shows as `accel_gpu_ecc_pending_enabled`); by default its state shows as the presence of `accel_gpu_ecc_errors_total`, exported only while ECC is on")
     .source("`nvmlDeviceGetEccMode` (current)")
-    .equivalent("`DCGM_FI_DEV_ECC_CURRENT`");
+    .equivalent("`DCGM_FI_DEV_ECC_CURRENT`")
+    .detail();
 
 pub const ECC_PENDING_ENABLED: FamilyDef = FamilyDef::gauge(
     "accel_gpu_ecc_pending_enabled",
@@ -28,7 +29,7 @@ pub const ECC_ERRORS: FamilyDef = FamilyDef::counter(
     "ECC errors by type (corrected, uncorrected) and counter (volatile: since the driver loaded; aggregate: lifetime).",
 )
 .labels(&["gpu", "uuid", "type", "counter"])
-.doc("memory errors. `type` is `corrected` (single-bit) or `uncorrected` (double-bit). `counter` is `volatile` (since the driver loaded) or `aggregate` (the board's lifetime). Only while ECC is on")
+.doc("memory errors. `type` is `corrected` (single-bit) or `uncorrected` (double-bit). `counter` is `volatile` (since the driver loaded) or `aggregate` (the board's lifetime). Only while ECC is on. The lifetime count of corrected errors (`type=\"corrected\",counter=\"aggregate\"`) only with `--collector.gpu.detail`: nothing shipped reads it, and `rate()` of the volatile one is the same")
 .source("`nvmlDeviceGetTotalEccErrors(NVML_MEMORY_ERROR_TYPE_CORRECTED / _UNCORRECTED, NVML_VOLATILE_ECC / NVML_AGGREGATE_ECC)`")
 .equivalent("`DCGM_FI_DEV_ECC_SBE_VOL_TOTAL`, `DCGM_FI_DEV_ECC_DBE_VOL_TOTAL`, `DCGM_FI_DEV_ECC_SBE_AGG_TOTAL`, `DCGM_FI_DEV_ECC_DBE_AGG_TOTAL`");
 
@@ -77,7 +78,12 @@ pub const REMAPPED_ROWS_FAILURE: FamilyDef = FamilyDef::gauge(
 .source("`nvmlDeviceGetRemappedRows` (`failureOccurred`)")
 .equivalent("`DCGM_FI_DEV_ROW_REMAP_FAILURE`");
 
-pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&raw::Raw>) {
+pub(super) fn reliability(
+    g: &mut GpuSample<'_>,
+    dev: &Device<'_>,
+    raw: Option<&raw::Raw>,
+    detail: bool,
+) {
     if let Some(m) = g.get("nvmlDeviceGetEccMode", dev.is_ecc_enabled()) {
         g.add(&ECC_ENABLED, if m.currently_enabled { 1.0 } else { 0.0 });
         // Only while a change waits for a reboot.
@@ -96,6 +102,12 @@ pub(super) fn reliability(g: &mut GpuSample<'_>, dev: &Device<'_>, raw: Option<&
                     (EccCounter::Volatile, "volatile"),
                     (EccCounter::Aggregate, "aggregate"),
                 ] {
+                    // The lifetime count of corrected errors: only with
+                    // detail (nothing shipped reads it; the volatile one
+                    // gives its rate).
+                    if !detail && e == "corrected" && c == "aggregate" {
+                        continue;
+                    }
                     if let Some(n) = g.get(
                         "nvmlDeviceGetTotalEccErrors",
                         dev.total_ecc_errors(err, counter),

@@ -27,7 +27,7 @@ pub const CLOCK_MAX_HERTZ: FamilyDef = FamilyDef::gauge(
     "Maximum clock frequency by domain, in hertz.",
 )
 .labels(&["gpu", "uuid", "clock"])
-.doc("maximum clock, Hz, same domains; read once per GPU (about 2 ms a call on an H100)")
+.doc("maximum clock, Hz, same domains; read once per GPU (about 2 ms a call on an H100). `clock=\"sm\"` by default, the other domains with `--collector.gpu.detail`")
 .source("`nvmlDeviceGetMaxClockInfo` (MHz)")
 .equivalent(
     "`DCGM_FI_DEV_MAX_SM_CLOCK`, `DCGM_FI_DEV_MAX_MEM_CLOCK`, `DCGM_FI_DEV_MAX_VIDEO_CLOCK` (MHz)",
@@ -40,7 +40,8 @@ pub const PERFORMANCE_STATE: FamilyDef = FamilyDef::gauge(
 .labels(&["gpu", "uuid"])
 .doc("P-state, 0 (maximum performance) to 15 (minimum). Left out when NVML says unknown (32)")
 .source("`nvmlDeviceGetPerformanceState`")
-.equivalent("`DCGM_FI_DEV_PSTATE`");
+.equivalent("`DCGM_FI_DEV_PSTATE`")
+.detail();
 
 pub const THROTTLE_REASON: FamilyDef = FamilyDef::gauge(
     "accel_gpu_throttle_reason",
@@ -265,17 +266,23 @@ pub(super) fn clocks(
             *max_clocks = Some(max);
         }
     }
+    // The SM clock's maximum by default (what the panels compare the clock
+    // with); the others, constant too, with detail.
     for (name, hz) in max_clocks.iter().flatten() {
-        g.with(&CLOCK_MAX_HERTZ, "clock", name, *hz);
+        if detail || *name == "sm" {
+            g.with(&CLOCK_MAX_HERTZ, "clock", name, *hz);
+        }
     }
 }
 
-/// The performance state and the clock event reasons.
-pub(super) fn reasons(g: &mut GpuSample<'_>, dev: &Device<'_>) {
-    if let Some(p) = g.get("nvmlDeviceGetPerformanceState", dev.performance_state()) {
-        let p = p.as_c();
-        if p < 32 {
-            g.add(&PERFORMANCE_STATE, f64::from(p));
+/// The performance state (with `detail`) and the clock event reasons.
+pub(super) fn reasons(g: &mut GpuSample<'_>, dev: &Device<'_>, detail: bool) {
+    if detail {
+        if let Some(p) = g.get("nvmlDeviceGetPerformanceState", dev.performance_state()) {
+            let p = p.as_c();
+            if p < 32 {
+                g.add(&PERFORMANCE_STATE, f64::from(p));
+            }
         }
     }
     if let Some(r) = g.get(

@@ -31,18 +31,20 @@ pub const ENCODER_UTILIZATION_RATIO: FamilyDef = FamilyDef::gauge(
     "Video encoder utilisation (0-1).",
 )
 .labels(&["gpu", "uuid"])
-.doc("video encoder utilisation; with `--collector.gpu.detail`")
+.doc("video encoder utilisation")
 .source("`nvmlDeviceGetEncoderUtilization` ÷ 100")
-.equivalent("`DCGM_FI_DEV_ENC_UTIL` (%)");
+.equivalent("`DCGM_FI_DEV_ENC_UTIL` (%)")
+.detail();
 
 pub const DECODER_UTILIZATION_RATIO: FamilyDef = FamilyDef::gauge(
     "accel_gpu_decoder_utilization_ratio",
     "Video decoder utilisation (0-1).",
 )
 .labels(&["gpu", "uuid"])
-.doc("video decoder utilisation; with `--collector.gpu.detail`")
+.doc("video decoder utilisation")
 .source("`nvmlDeviceGetDecoderUtilization` ÷ 100")
-.equivalent("`DCGM_FI_DEV_DEC_UTIL` (%)");
+.equivalent("`DCGM_FI_DEV_DEC_UTIL` (%)")
+.detail();
 
 /// Kernel and memory utilisation; returned for the busy and idle
 /// accounting.

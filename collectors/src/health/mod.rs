@@ -153,6 +153,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: HOST_INTERVAL,
     options: options::<HealthOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["accel_health_"],
     outside: &[],

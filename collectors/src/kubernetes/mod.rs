@@ -88,6 +88,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: HOST_INTERVAL,
     options: options::<KubernetesOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["accel_kubernetes_"],
     outside: &["accel_gpu_pod_info"],

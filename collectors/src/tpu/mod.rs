@@ -128,6 +128,7 @@ pub const SPEC: Spec = Spec {
     default_enabled: true,
     default_interval: Duration::from_secs(1),
     options: options::<TpuOptions>(),
+    detail: "",
     families: FAMILIES,
     prefixes: &["accel_tpu_"],
     outside: &[],

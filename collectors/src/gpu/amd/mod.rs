@@ -93,6 +93,8 @@ struct Card {
 pub struct Amd {
     cards: Vec<Card>,
     opts: GpuOptions,
+    /// `--collector.gpu.detail`.
+    detail: bool,
     procfs: PathBuf,
     driver_version: String,
     gpus_out: Topic<GpuSnapshot>,
@@ -171,6 +173,7 @@ pub(super) fn build(ctx: &BuildContext, nvidia_why: String) -> Built {
     Built::Ready(Box::new(Amd {
         cards,
         opts: opts.clone(),
+        detail: ctx.detail,
         procfs: ctx.paths.procfs.clone(),
         driver_version: read(&sysfs.join("module/amdgpu/version")).unwrap_or_default(),
         gpus_out: ctx.shared.gpus.clone(),
@@ -316,10 +319,12 @@ impl Amd {
         if let Some(w) = watts {
             put(out, &power::POWER_WATTS, ids, &[], w);
         }
-        if let Some(cap) = hwf("power1_cap") {
+        let limit = hwf("power1_cap");
+        if let Some(cap) = limit {
             put(out, &power::POWER_LIMIT_WATTS, ids, &[], cap as f64 / 1e6);
         }
-        if let Some(cap) = hwf("power1_cap_default") {
+        // The default only while the cap differs from it (as for NVIDIA).
+        if let Some(cap) = hwf("power1_cap_default").filter(|d| self.detail || limit != Some(*d)) {
             put(
                 out,
                 &power::POWER_DEFAULT_LIMIT_WATTS,
