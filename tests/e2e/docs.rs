@@ -44,7 +44,7 @@ fn family_tables_are_well_formed() {
         // A collector has `--collector.<name>.detail` exactly when some
         // family of its table waits for it.
         let marked = spec.families.iter().any(|f| f.detail);
-        if marked != !spec.detail.is_empty() {
+        if marked == spec.detail.is_empty() {
             problems.push(format!(
                 "{}: families marked detail: {marked}, detail flag help: {:?}",
                 spec.name, spec.detail
