@@ -102,7 +102,6 @@ fn every_collector_matches_its_golden() {
                     device_include: None,
                     device_exclude: "^$".into(),
                 },
-                detail: true,
             }),
             _ => (spec.options.defaults)(),
         };
@@ -112,6 +111,9 @@ fn every_collector_matches_its_golden() {
             shared: &Shared::default(),
             workers: &Workers::new(spec.name),
             activity: &Default::default(),
+            // Every family, detail included (the sampler, not run here,
+            // drops the detail families without the flag).
+            detail: true,
         });
         let Built::Ready(mut c) = built.unwrap() else {
             panic!("{} is absent on the fixture tree", spec.name);
@@ -162,6 +164,7 @@ fn process_families_are_declared() {
         shared: &Shared::default(),
         workers: &Workers::new(spec.name),
         activity: &Default::default(),
+        detail: false,
     });
     let Built::Ready(mut c) = built.unwrap() else {
         panic!("process is absent")

@@ -17,6 +17,14 @@ use crate::util::fixtures;
 /// whole node's figures.
 const BUDGET_PER_GPU: usize = 60;
 
+/// Most series of the whole 8x H100 node on the fixture host, every
+/// default collector included. The issue's measure, the same node on this
+/// repository's VM, is 795 of at most 800 (docs/fleet.md); the fixture
+/// host has more to report (4 InfiniBand ports, hwmon and EDAC chips,
+/// 5 disks, 6 interfaces): this test's scrape counted 1,011 after step 3
+/// of issue 25 (1,064 with the event socket on; 1,281 before the step).
+const BUDGET_FIXTURE_NODE: usize = 1_050;
+
 fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
     let prefix = format!("{family}{{");
     text.lines().filter(|l| l.starts_with(&prefix)).collect()
@@ -93,6 +101,10 @@ fn an_h100_training_node_fits_the_budget_and_keeps_its_sums() {
         gpu <= 8 * BUDGET_PER_GPU,
         "GPU collector {gpu} series (all collectors {all}), budget {}",
         8 * BUDGET_PER_GPU
+    );
+    assert!(
+        all <= BUDGET_FIXTURE_NODE,
+        "the node exports {all} series, budget {BUDGET_FIXTURE_NODE}"
     );
     // Healthy links: no per-link series, the per-GPU ones for every GPU.
     for family in [

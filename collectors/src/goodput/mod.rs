@@ -592,6 +592,7 @@ mod tests {
             shared: &Default::default(),
             workers: &workers,
             activity: &Default::default(),
+            detail: false,
         });
         let Ok(Built::Ready(c)) = built else {
             panic!("the goodput collector did not build");
