@@ -21,9 +21,11 @@ const BUDGET_PER_GPU: usize = 60;
 /// default collector included. The issue's measure, the same node on this
 /// repository's VM, is 795 of at most 800 (docs/fleet.md); the fixture
 /// host has more to report (4 InfiniBand ports, hwmon and EDAC chips,
-/// 5 disks, 6 interfaces): this test's scrape counted 1,011 after step 3
-/// of issue 25 (1,064 with the event socket on; 1,281 before the step).
-const BUDGET_FIXTURE_NODE: usize = 1_050;
+/// 5 disks, 6 interfaces): this test's scrape counted 1,064 after step 3
+/// of issue 25 (1,011 when another agent holds the default event socket,
+/// so that this one runs without the goodput collector; 1,281 before the
+/// step).
+const BUDGET_FIXTURE_NODE: usize = 1_100;
 
 fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
     let prefix = format!("{family}{{");

@@ -71,7 +71,12 @@ fn differences(ne: &Exposition, ours: &Exposition) -> (Vec<String>, usize) {
 
 #[test]
 fn time_and_timex_match_node_exporter_live() {
-    let agent = Agent::start(&["--collector.disable-defaults", "--collector.time"]);
+    // With its detail: every family node_exporter has.
+    let agent = Agent::start(&[
+        "--collector.disable-defaults",
+        "--collector.time",
+        "--collector.time.detail",
+    ]);
     let args: Vec<String> = [
         "--collector.disable-defaults",
         "--collector.time",
