@@ -63,12 +63,21 @@ fn run(scenario: &str, extra: &[&str], samples: f64) -> Run {
         assert!(Instant::now() < deadline, "only {n} samples in 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The counts file is rewritten at most every 200 ms while calls are
-    // made (the agent is killed, not shut down): read it once it has been
-    // rewritten after the last scrape, then scrape again, so that the
-    // calls counted lie between the two scrapes' samples.
+    // The simulator writes the counts file when it is missing (it looks
+    // every 200 ms while calls are made; the agent is killed, not shut
+    // down): remove it after the last scrape, read it once it is back,
+    // then scrape again, so that the calls counted lie between the two
+    // scrapes' samples.
     let before = samples_of(scrapes.last().unwrap());
-    std::thread::sleep(Duration::from_millis(700));
+    let _ = std::fs::remove_file(&file);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no counts file 10 s after asking"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let c = counts(&file);
     let last = agent.get("/metrics").text();
     let after = samples_of(&last);
@@ -98,15 +107,17 @@ fn the_expensive_calls_keep_their_cadence() {
     // Samples counted may trail the calls made by the sample in flight.
     let most = after + 2.0;
     assert_eq!(gpus, 8.0);
-    // One field-values call per GPU per sample, whatever it reads.
-    let fv = per_gpu("nvmlDeviceGetFieldValues");
-    assert!(
-        fv >= samples - 1.0 && fv <= most,
-        "{fv} field-value calls per GPU in {samples} to {after} samples"
-    );
     // The slow readings at most once a second each (the agent ran for
     // `elapsed` seconds), and at least once.
     let reads = elapsed.ceil() + 1.0;
+    // One field-values call per GPU per counter read, whatever it reads
+    // (the memory temperature is read with the counters): at most one per
+    // sample, and none in the samples between reads.
+    let fv = per_gpu("nvmlDeviceGetFieldValues");
+    assert!(
+        fv >= 1.0 && fv <= reads.min(most),
+        "{fv} field-value calls per GPU in {samples} to {after} samples, {reads} counter reads"
+    );
     let energy = per_gpu("nvmlDeviceGetTotalEnergyConsumption");
     assert!(
         (1.0..=reads).contains(&energy),
@@ -125,16 +136,33 @@ fn the_expensive_calls_keep_their_cadence() {
         (72.0..=72.0 * reads + 1.0).contains(&errs),
         "{errs} NVLink error counter calls per GPU"
     );
-    // 1 field (memory temperature) per sample; at the first counter read
-    // 36 NVLink fields (18 links), the 2 aggregates, 7 violation fields and
-    // the 2 PCIe byte counters; after it, the data moving, the 2
+    // At the first counter read the memory temperature, 36 NVLink fields
+    // (18 links), the 2 aggregates, 7 violation fields and the 2 PCIe byte
+    // counters; after it, the data moving, the memory temperature, the 2
     // aggregates, 4 violation fields and the 2 PCIe counters (every link
-    // again would be 42).
+    // again would be 43).
     let fields = per_gpu("nvmlDeviceGetFieldValues (fields)");
     assert!(
-        fields <= most + 47.0 + 8.0 * (reads - 1.0),
+        fields <= 48.0 + 9.0 * (reads - 1.0),
         "{fields} fields per GPU in {reads} counter reads"
     );
+    // Read with the counters, the memory temperature is still in every
+    // scrape once the GPUs are up: the last reading, exported again.
+    let up: Vec<&String> = scrapes
+        .iter()
+        .filter(|t| t.contains("accel_gpu_up{gpu=\"0\""))
+        .collect();
+    assert!(up.len() >= 10, "{} scrapes with the GPUs", up.len());
+    for t in &up {
+        assert!(
+            t.contains("accel_gpu_temperature_celsius{gpu=\"0\",")
+                && t.lines().any(
+                    |l| l.starts_with("accel_gpu_temperature_celsius{gpu=\"0\",")
+                        && l.contains("sensor=\"memory\"")
+                ),
+            "a scrape without GPU 0's memory temperature"
+        );
+    }
     assert_eq!(
         c.get("nvmlDeviceGetViolationStatus"),
         None,
@@ -165,14 +193,46 @@ fn the_expensive_calls_keep_their_cadence() {
 #[test]
 fn per_process_utilisation_only_while_a_process_holds_the_gpu() {
     // idle-allocated: GPUs 6 and 7 hold no process.
-    let (c, _, gpus, _, _) = run("idle-allocated", &[], 5.0);
+    let (c, _, gpus, elapsed, _) = run("idle-allocated", &[], 5.0);
     assert_eq!(gpus, 8.0);
+    // At the default counter cadence (10 s) a run this short makes one
+    // field-values call per GPU: the first sample's, the counters and the
+    // memory temperature.
+    if elapsed < 10.0 {
+        let fv = c.get("nvmlDeviceGetFieldValues").copied().unwrap_or(0.0);
+        assert_eq!(fv, gpus, "field-value calls in {elapsed:.1} s");
+    }
     // Default cadence 10 s: one read (one call) per held GPU in this run.
     let pu = c
         .get("nvmlDeviceGetProcessUtilization")
         .copied()
         .unwrap_or(0.0);
     assert_eq!(pu, 6.0, "calls for 6 held GPUs");
+}
+
+#[test]
+fn no_field_values_between_counter_reads() {
+    // A driver with the recovery action field (565+) and the memory
+    // temperature: both are read with the counters, so at the default
+    // counter cadence (10 s) a short run makes one field-values call per
+    // GPU, the first sample's, and the health check still sees the action.
+    let (c, (_, samples), gpus, elapsed, scrapes) = run(
+        "health-nvswitch",
+        &["--collector.health", "--collector.health.interval=100ms"],
+        8.0,
+    );
+    assert!(gpus >= 2.0 && samples >= 8.0);
+    if elapsed < 10.0 {
+        let fv = c.get("nvmlDeviceGetFieldValues").copied().unwrap_or(0.0);
+        assert_eq!(fv, gpus, "field-value calls in {elapsed:.1} s");
+    }
+    let last = scrapes.last().unwrap();
+    assert!(
+        last.lines().any(|l| l.starts_with("accel_health_state{")
+            && l.contains("check=\"recovery\"")
+            && l.contains("RESTART_BM")),
+        "the recovery action read at the first sample stands in the last scrape"
+    );
 }
 
 #[test]

@@ -100,7 +100,7 @@ pub struct GpuOptions {
         long = "collector.gpu.energy-interval",
         value_name = "DURATION",
         help = "Time between reads of a GPU's energy counter (2.4 ms of CPU a read on an H200); in between, accel_gpu_energy_joules_total advances by power x time, and never decreases.",
-        default_value = "10s",
+        default_value = "30s",
         value_parser = crate::options::parse_duration
     )]
     pub energy_interval: Duration,
@@ -109,7 +109,7 @@ pub struct GpuOptions {
         id = "collector.gpu.counter-interval",
         long = "collector.gpu.counter-interval",
         value_name = "DURATION",
-        help = "Time between reads of a GPU's NVLink data and error counters and its violation (throttle) time counters (about 5 ms of CPU for 18 links on an H200); in between, the last readings are exported again.",
+        help = "Time between reads of a GPU's NVLink data and error counters, PCIe byte counters, violation (throttle) time counters and memory (HBM) temperature (about 2 ms of CPU for 18 links on an H200); in between, the last readings are exported again.",
         default_value = "10s",
         value_parser = crate::options::parse_duration
     )]
@@ -277,8 +277,10 @@ struct GpuState {
     proc_util_seen: u64,
     proc_util_at: Option<Instant>,
     proc_sm: std::collections::HashMap<u32, f64>,
-    /// Whether the memory temperature field works, once known.
+    /// Whether the memory temperature field works, once known, and its
+    /// last reading (exported again until the next read).
     memory_temperature: Option<bool>,
+    memory_temperature_last: Option<f64>,
     /// Maximum clocks by domain, read once.
     max_clocks: Option<Vec<(&'static str, f64)>>,
     /// Whether the PCIe byte counters (field values) work, once known, and
@@ -302,6 +304,8 @@ struct GpuState {
     resets: u64,
     /// Whether the recovery action field and the fabric info work on it.
     recovery_probed: (Option<bool>, Option<bool>),
+    /// The recovery action last read (read with the counters).
+    recovery_action: Option<u32>,
 }
 
 /// The GPU collector.
@@ -484,7 +488,16 @@ impl Gpu {
         } else {
             None
         };
-        let mem_temp_at = power::want_memory_temperature(&mut batch, state.memory_temperature);
+        // A gauge, yet read with the counters: a field-values call of its
+        // own every sample would cost about 0.2 ms a GPU on an H200, as
+        // much as the rest of the sample, for a temperature that moves in
+        // seconds to minutes (the throttle reasons, read every sample,
+        // say when it holds the clocks down).
+        let mem_temp_at = if counters_due {
+            power::want_memory_temperature(&mut batch, state.memory_temperature)
+        } else {
+            None
+        };
         let violations_at = counters_due
             .then(|| throttle::want_violations(&mut batch, &state.violations, v13))
             .flatten();
@@ -494,7 +507,13 @@ impl Gpu {
             counters_due,
             self.opts.nvlink_per_link,
         );
-        let recovery_at = reliability::want_recovery(&mut batch, &state.recovery_probed);
+        // The recovery action with the counters too: the health check it
+        // feeds looks every 5 s, and an action the driver asks for stays.
+        let recovery_at = if counters_due {
+            reliability::want_recovery(&mut batch, &state.recovery_probed)
+        } else {
+            None
+        };
         batch.fetch(raw.as_ref(), &dev);
 
         tm.start("memory", "memory (nvmlDeviceGetMemoryInfo_v2)");
@@ -568,8 +587,15 @@ impl Gpu {
             &batch,
             recovery_at,
             &mut state.recovery_probed,
+            &mut state.recovery_action,
         );
-        power::memory_temperature(&mut g, &batch, mem_temp_at, &mut state.memory_temperature);
+        power::memory_temperature(
+            &mut g,
+            &batch,
+            mem_temp_at,
+            &mut state.memory_temperature,
+            &mut state.memory_temperature_last,
+        );
         tm.start(
             "nvlink",
             "nvlink (nvmlDeviceGetNvLinkState, nvmlDeviceGetNvLinkErrorCounter)",

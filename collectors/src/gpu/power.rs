@@ -43,7 +43,7 @@ pub const ENERGY_JOULES: FamilyDef = FamilyDef::counter(
     "Energy used by the GPU since the driver loaded, in joules (NVIDIA: read every --collector.gpu.energy-interval, advanced by the power draw in between; AMD: read every sample).",
 )
 .labels(&["gpu", "uuid"])
-.doc("energy used since the driver loaded, J. It restarts from 0 when the driver reloads. The driver's counter is read every `--collector.gpu.energy-interval` (10 s; one read costs 2.4 ms of CPU on an H200, more than the rest of the GPU's sample); between reads the counter advances by `accel_gpu_power_watts` × time. It never decreases: at each read it takes the driver's value, or holds where the estimate had run ahead until the driver's counter passes it (see \"Energy between reads\" below). AMD GPUs: the hwmon `energy1_input` or `gpu_metrics` energy accumulator, read every sample (a file read, not a driver round trip)")
+.doc("energy used since the driver loaded, J. It restarts from 0 when the driver reloads. The driver's counter is read every `--collector.gpu.energy-interval` (30 s; one read costs 2.4 ms of CPU on an H200, more than the rest of the GPU's sample); between reads the counter advances by `accel_gpu_power_watts` × time. It never decreases: at each read it takes the driver's value, or holds where the estimate had run ahead until the driver's counter passes it (see \"Energy between reads\" below). AMD GPUs: the hwmon `energy1_input` or `gpu_metrics` energy accumulator, read every sample (a file read, not a driver round trip)")
 .source("`nvmlDeviceGetTotalEnergyConsumption` (mJ), and `nvmlDeviceGetPowerUsage` between reads")
 .equivalent("`DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION` (mJ)");
 
@@ -52,7 +52,7 @@ pub const TEMPERATURE_CELSIUS: FamilyDef = FamilyDef::gauge(
     "GPU temperature by sensor, in degrees Celsius.",
 )
 .labels(&["gpu", "uuid", "sensor"])
-.doc("°C. `sensor=\"gpu\"`: the GPU die. `sensor=\"memory\"`: HBM, left out on boards without a memory sensor")
+.doc("°C. `sensor=\"gpu\"`: the GPU die, read every sample. `sensor=\"memory\"`: HBM, left out on boards without a memory sensor; read with the counters every `--collector.gpu.counter-interval` (10 s), the last reading repeated in between (a field-values call of its own every sample would cost as much as the rest of the sample)")
 .source("`gpu`: `nvmlDeviceGetTemperature(NVML_TEMPERATURE_GPU)`. `memory`: `nvmlDeviceGetFieldValues`, field 82 `NVML_FI_DEV_MEMORY_TEMP`, scope 0")
 .equivalent("`DCGM_FI_DEV_GPU_TEMP`, `DCGM_FI_DEV_MEMORY_TEMP`");
 
@@ -192,29 +192,36 @@ pub(super) fn want_memory_temperature(
     (known != Some(false)).then(|| batch.want(&[(raw::FI_MEMORY_TEMP, 0)]))
 }
 
-/// HBM temperature, from the batch (boards without a memory sensor have
-/// none: `known` becomes `Some(false)` and it is not asked again).
+/// HBM temperature, from the batch when it was asked for (`at`), else
+/// the last reading again (`last`). Boards without a memory sensor have
+/// none: `known` becomes `Some(false)` and it is not asked again.
 pub(super) fn memory_temperature(
     g: &mut GpuSample<'_>,
     batch: &fields::Batch,
     at: Option<Range<usize>>,
     known: &mut Option<bool>,
+    last: &mut Option<f64>,
 ) {
-    let Some(at) = at else { return };
-    match batch.get(&at).map(|v| v.first().copied()) {
-        Ok(Some(Ok(t))) => {
-            *known = Some(true);
-            g.with(&TEMPERATURE_CELSIUS, "sensor", "memory", t);
+    if let Some(at) = at {
+        *last = None;
+        match batch.get(&at).map(|v| v.first().copied()) {
+            Ok(Some(Ok(t))) => {
+                *known = Some(true);
+                *last = Some(t);
+            }
+            Ok(Some(Err(raw::GPU_IS_LOST))) | Err(raw::GPU_IS_LOST) => g.lost = true,
+            Ok(Some(Err(raw::NOT_SUPPORTED))) => {
+                *known = Some(false);
+                g.unsupported("nvmlDeviceGetFieldValues(MEMORY_TEMP)");
+            }
+            Ok(Some(Err(code))) | Err(code) => {
+                g.get_raw::<()>("nvmlDeviceGetFieldValues(MEMORY_TEMP)", Err(code));
+            }
+            Ok(None) => {}
         }
-        Ok(Some(Err(raw::GPU_IS_LOST))) | Err(raw::GPU_IS_LOST) => g.lost = true,
-        Ok(Some(Err(raw::NOT_SUPPORTED))) => {
-            *known = Some(false);
-            g.unsupported("nvmlDeviceGetFieldValues(MEMORY_TEMP)");
-        }
-        Ok(Some(Err(code))) | Err(code) => {
-            g.get_raw::<()>("nvmlDeviceGetFieldValues(MEMORY_TEMP)", Err(code));
-        }
-        Ok(None) => {}
+    }
+    if let Some(t) = *last {
+        g.with(&TEMPERATURE_CELSIUS, "sensor", "memory", t);
     }
 }
 

@@ -171,10 +171,11 @@ pub(super) fn want_recovery(
     (probed.0 != Some(false)).then(|| batch.want(&[(raw::FI_GPU_RECOVERY_ACTION, 0)]))
 }
 
-/// The driver's recovery action (from the batch) and the NVSwitch fabric
-/// state, for the health collector only (no series). `probed` remembers
-/// whether each works on this GPU, so an older driver or a GPU without
-/// NVSwitch costs one field and one call, once.
+/// The driver's recovery action (from the batch when it was asked for,
+/// `at`, else the last reading, `last`) and the NVSwitch fabric state, for
+/// the health collector only (no series). `probed` remembers whether each
+/// works on this GPU, so an older driver or a GPU without NVSwitch costs
+/// one field and one call, once.
 pub(super) fn recovery(
     g: &mut GpuSample<'_>,
     dev: &Device<'_>,
@@ -182,18 +183,21 @@ pub(super) fn recovery(
     batch: &fields::Batch,
     at: Option<std::ops::Range<usize>>,
     probed: &mut (Option<bool>, Option<bool>),
+    last: &mut Option<u32>,
 ) {
     let Some(raw) = raw else { return };
     if let Some(at) = at {
+        *last = None;
         match batch.get(&at).map(|v| v.first().copied()) {
             Ok(Some(Ok(a))) => {
                 probed.0 = Some(true);
-                g.health.recovery_action = Some(a as u32);
+                *last = Some(a as u32);
             }
             Err(raw::GPU_IS_LOST) | Ok(Some(Err(raw::GPU_IS_LOST))) => g.lost = true,
             _ => probed.0 = Some(false),
         }
     }
+    g.health.recovery_action = *last;
     if probed.1 != Some(false) {
         match raw.fabric_info(dev) {
             // State 0: NVML_GPU_FABRIC_STATE_NOT_SUPPORTED (no NVSwitch).

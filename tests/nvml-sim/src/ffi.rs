@@ -1992,7 +1992,11 @@ pub unsafe extern "C" fn nvmlEventSetWait_v2(
             if now >= deadline {
                 return Err(nvmlReturn_enum_NVML_ERROR_TIMEOUT);
             }
-            let mut wait = (deadline - now).min(Duration::from_millis(100));
+            // Asleep until the timeout or the next scheduled event, as the
+            // driver blocks, looking again at least every second (an
+            // nvmlShutdown meanwhile): polling every 100 ms cost the agent's
+            // event thread more CPU than the driver's blocking wait would.
+            let mut wait = (deadline - now).min(Duration::from_secs(1));
             if let Some(n) = next {
                 wait = wait.min(seconds(n - t + 0.000_5));
             }
