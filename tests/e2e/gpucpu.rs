@@ -309,3 +309,57 @@ fn nvlink_bytes_per_gpu_in_two_fields_unless_the_driver_refuses() {
     assert!(per_read[0] < 6.0, "{per_read:?}");
     assert!(per_read[1] > 30.0, "{per_read:?}");
 }
+
+#[test]
+fn an_idle_gpu_reads_the_nvlink_aggregate_alone_until_data_moves() {
+    // No NVLink traffic for the first 3 s, then all-reduce traffic. While
+    // nothing moves, the aggregate cannot be proven against the links (all
+    // 0), and reading all 36 link fields again would prove nothing: reads
+    // ask for the aggregate alone until it moves, then for every link once
+    // to prove it, then for the aggregate.
+    let dir = TempDir::new("nvlink-quiet");
+    let scenario = dir.0.join("quiet.toml");
+    std::fs::write(
+        &scenario,
+        "[[gpus]]\ncount = 2\nmodel = \"h100-sxm5-80gb\"\nutilization = 0\n\
+         nvlink_tx_kibps = { kind = \"steps\", points = [[0, 0], [3, 7800000]] }\n\
+         nvlink_rx_kibps = { kind = \"steps\", points = [[0, 0], [3, 7800000]] }\n",
+    )
+    .unwrap();
+    let (c, (_, samples), gpus, elapsed, scrapes) = run(
+        scenario.to_str().unwrap(),
+        &["--collector.gpu.counter-interval=1ms"],
+        60.0,
+    );
+    assert_eq!(gpus, 2.0);
+    assert!(elapsed > 5.0, "the traffic starts at 3 s: {elapsed:.1} s");
+    let fields = c
+        .get("nvmlDeviceGetFieldValues (fields)")
+        .copied()
+        .unwrap_or(0.0)
+        / gpus;
+    // Besides NVLink: the memory temperature, the 2 PCIe counters and 4
+    // violation times a read (7 at the first). Every link every read
+    // while idle would be 38 NVLink fields a read for the first 3 s.
+    let nvlink_per_read = (fields - 7.0 * samples) / samples;
+    assert!(
+        nvlink_per_read < 8.0,
+        "{nvlink_per_read} NVLink fields a read"
+    );
+    // The per-GPU counters are there throughout, never go back, and count
+    // the traffic once it starts.
+    let tx: Vec<f64> = scrapes
+        .iter()
+        .filter(|t| t.contains("accel_gpu_up{gpu=\"1\""))
+        .map(|t| {
+            t.lines()
+                .find(|l| l.starts_with("accel_gpu_nvlink_transmit_bytes_total{gpu=\"1\""))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .expect("GPU 1's NVLink transmit counter in every scrape")
+        })
+        .collect();
+    assert!(tx.len() >= 10, "{} scrapes", tx.len());
+    assert!(tx.windows(2).all(|w| w[1] >= w[0]), "went back: {tx:?}");
+    assert_eq!(tx[0], 0.0);
+    assert!(*tx.last().unwrap() > 0.0, "{tx:?}");
+}

@@ -725,6 +725,9 @@ impl Collector for Gpu {
                     state.retry_at = Some(now + state.backoff);
                     // The idle and busy integrals must not credit the gap.
                     state.last = None;
+                    // Its first sample back reads the counters, the memory
+                    // temperature and the recovery action afresh.
+                    state.counters_at = None;
                     out.error(CollectError::new(
                         ErrorKind::GpuLost,
                         format!("GPU {index} lost"),
@@ -733,6 +736,7 @@ impl Collector for Gpu {
                 }
                 Outcome::Failed => {
                     state.last = None;
+                    state.counters_at = None;
                     up.push(false);
                 }
             }

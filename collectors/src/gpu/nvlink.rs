@@ -13,7 +13,9 @@
 //! H100), plus the links shown per link. The first reads ask for both, and
 //! the aggregate is used once it has matched the links' sum while data
 //! moved; a driver that refuses it, or answers something else (one link's
-//! count), keeps the per-link fields. A link newly shown per link (it went
+//! count), keeps the per-link fields. While no data has moved (an idle
+//! GPU), reads ask for the aggregate alone until it moves, then for every
+//! link again to judge it. A link newly shown per link (it went
 //! down or began counting errors) has its byte counters from the next read
 //! on.
 //!
@@ -79,7 +81,7 @@ pub const NVLINK_TRANSMIT_BYTES: FamilyDef = FamilyDef::counter(
 )
 .labels(&["gpu", "uuid"])
 .doc("payload bytes sent, summed over the links (data only, without protocol overhead; left out of a sample where a link's counter could not be read)")
-.source("`nvmlDeviceGetFieldValues`, field 138 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX` (KiB), with scope id `UINT_MAX` (the driver's sum over the links, one field) once that matched the per-link fields' sum, else scope id = link summed over the links (36 fields on an H100: about 4 ms of CPU on an H200); every `--collector.gpu.counter-interval` (10 s), in the GPU's one field-values call; the last reading is repeated in between. The raw NVML call is used because nvml-wrapper always sends scope 0")
+.source("`nvmlDeviceGetFieldValues`, field 138 `NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX` (KiB), with scope id `UINT_MAX` (the driver's sum over the links, one field) once that matched the per-link fields' sum (on an idle GPU, where nothing has moved, the aggregate alone until it moves), else scope id = link summed over the links (36 fields on an H100: about 4 ms of CPU on an H200); every `--collector.gpu.counter-interval` (10 s), in the GPU's one field-values call; the last reading is repeated in between. The raw NVML call is used because nvml-wrapper always sends scope 0")
 .equivalent("dcgm-exporter's default `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL` is transmit + receive summed over all links; `DCGM_FI_PROF_NVLINK_TX_BYTES` as a rate");
 
 pub const NVLINK_RECEIVE_BYTES: FamilyDef = FamilyDef::counter(
@@ -169,6 +171,12 @@ pub(super) struct Links {
     aggregate: Option<bool>,
     /// Last aggregate reading (transmit, receive bytes), when it is used.
     total: Option<[Option<f64>; 2]>,
+    /// The aggregate is not proven yet and the last read found no data
+    /// moved on any link: until the aggregate moves, reads ask for it and
+    /// the links shown per link only, and the other links' last readings
+    /// (0) stand. An idle GPU would otherwise read every link (36 fields,
+    /// about 4 ms on an H200) at every counter read for as long as it idles.
+    quiet: bool,
     /// Last readings: (link, type, count).
     errs: Vec<(u32, &'static str, f64)>,
 }
@@ -181,6 +189,9 @@ pub(super) struct Wanted {
     /// The aggregate data counters (transmit, receive), when asked for.
     total: Option<Range<usize>>,
     errors: Option<Range<usize>>,
+    /// A quiet read (see [`Links::quiet`]): not every link was asked for
+    /// while the aggregate is unproven.
+    quiet: bool,
 }
 
 /// The scope id that asks for a counter summed over the links.
@@ -214,8 +225,9 @@ pub(super) fn probe(dev: &Device<'_>, links: &mut Links) {
 }
 
 /// Asks for the counters' fields when they are due: every link's data
-/// counters with `per_link`, or until the aggregate is known to work; else
-/// the aggregate and the links shown per link.
+/// counters with `per_link`, or until the aggregate is known to work
+/// (unless no data has moved yet); else the aggregate and the links shown
+/// per link.
 pub(super) fn want(
     batch: &mut fields::Batch,
     links: &Links,
@@ -226,7 +238,8 @@ pub(super) fn want(
     if !due {
         return None;
     }
-    let asked: Vec<u32> = if per_link || links.aggregate != Some(true) {
+    let quiet = !per_link && links.aggregate.is_none() && links.quiet;
+    let asked: Vec<u32> = if per_link || (links.aggregate != Some(true) && !quiet) {
         present.to_vec()
     } else {
         present
@@ -263,6 +276,7 @@ pub(super) fn want(
         bytes,
         total,
         errors,
+        quiet,
     })
 }
 
@@ -292,7 +306,12 @@ pub(super) fn nvlink(
     g.health.nvlinks = present.len() as u32;
     if let Some(at) = &at {
         links.errs.clear();
-        links.bytes.clear();
+        if at.quiet {
+            // The links not asked for keep their last readings.
+            links.bytes.retain(|b| !at.links.contains(&b.0));
+        } else {
+            links.bytes.clear();
+        }
         read_errors(g, dev, batch, at, links, &present);
         read_bytes(g, batch, at, links);
         read_total(g, batch, at, links, &present);
@@ -521,6 +540,13 @@ fn read_total(
     if links.aggregate.is_none() {
         if total.iter().any(Option::is_none) {
             links.aggregate = Some(false);
+            links.quiet = false;
+            return;
+        }
+        if at.quiet {
+            // Only the aggregate was read: once it moves, the next read
+            // asks for every link again and judges.
+            links.quiet = total.iter().all(|t| *t == Some(0.0));
             return;
         }
         // Every link was read too: compare.
@@ -548,7 +574,12 @@ fn read_total(
                 links.aggregate = Some(false);
                 return;
             }
-            None => return,
+            None => {
+                // Nothing moved: all 0 proves nothing, and reading every
+                // link again proves nothing either until data moves.
+                links.quiet = true;
+                return;
+            }
         }
         // From the next read on, only the links shown per link are read.
         links.aggregate = Some(true);
