@@ -315,8 +315,8 @@ fn an_idle_gpu_reads_the_nvlink_aggregate_alone_until_data_moves() {
     // No NVLink traffic for the first 3 s, then all-reduce traffic. While
     // nothing moves, the aggregate cannot be proven against the links (all
     // 0), and reading all 36 link fields again would prove nothing: reads
-    // ask for the aggregate alone until it moves, then for every link once
-    // to prove it, then for the aggregate.
+    // ask for the aggregate alone until it moves (every link at every 12th
+    // read), then for every link once to prove it, then for the aggregate.
     let dir = TempDir::new("nvlink-quiet");
     let scenario = dir.0.join("quiet.toml");
     std::fs::write(
@@ -362,4 +362,38 @@ fn an_idle_gpu_reads_the_nvlink_aggregate_alone_until_data_moves() {
     assert!(tx.windows(2).all(|w| w[1] >= w[0]), "went back: {tx:?}");
     assert_eq!(tx[0], 0.0);
     assert!(*tx.last().unwrap() > 0.0, "{tx:?}");
+}
+
+#[test]
+fn an_aggregate_that_stays_0_while_the_links_count_is_found_out() {
+    // A driver that answers link 0's count (down: always 0) for the sum
+    // over the links. The first reads see nothing moving; once traffic
+    // starts on the other links the aggregate stays 0, and only a read of
+    // every link (every 12th quiet read) shows that it is not the sum:
+    // from then on the links are read one by one, and the per-GPU counter
+    // counts the traffic.
+    let dir = TempDir::new("nvlink-wrong-sum");
+    let scenario = dir.0.join("wrong.toml");
+    std::fs::write(
+        &scenario,
+        "[[gpus]]\ncount = 1\nmodel = \"h100-sxm5-80gb\"\nutilization = 0\n\
+         nvlink_down = [0]\nnvlink_aggregate_link = 0\n\
+         nvlink_tx_kibps = { kind = \"steps\", points = [[0, 0], [2, 7800000]] }\n\
+         nvlink_rx_kibps = { kind = \"steps\", points = [[0, 0], [2, 7800000]] }\n",
+    )
+    .unwrap();
+    let (_, _, gpus, elapsed, scrapes) = run(
+        scenario.to_str().unwrap(),
+        &["--collector.gpu.counter-interval=1ms"],
+        60.0,
+    );
+    assert_eq!(gpus, 1.0);
+    assert!(elapsed > 5.0, "the traffic starts at 2 s: {elapsed:.1} s");
+    let last = scrapes.last().unwrap();
+    let tx = last
+        .lines()
+        .find(|l| l.starts_with("accel_gpu_nvlink_transmit_bytes_total{gpu=\"0\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    // 17 links at ~8 GB/s for a few seconds: far more than 1 GB.
+    assert!(tx.is_some_and(|b| b > 1e9), "{tx:?}");
 }

@@ -14,8 +14,8 @@
 //! the aggregate is used once it has matched the links' sum while data
 //! moved; a driver that refuses it, or answers something else (one link's
 //! count), keeps the per-link fields. While no data has moved (an idle
-//! GPU), reads ask for the aggregate alone until it moves, then for every
-//! link again to judge it. A link newly shown per link (it went
+//! GPU), reads ask for the aggregate alone until it moves (and every link
+//! again every 12th read), then for every link again to judge it. A link newly shown per link (it went
 //! down or began counting errors) has its byte counters from the next read
 //! on.
 //!
@@ -171,12 +171,15 @@ pub(super) struct Links {
     aggregate: Option<bool>,
     /// Last aggregate reading (transmit, receive bytes), when it is used.
     total: Option<[Option<f64>; 2]>,
-    /// The aggregate is not proven yet and the last read found no data
-    /// moved on any link: until the aggregate moves, reads ask for it and
-    /// the links shown per link only, and the other links' last readings
-    /// (0) stand. An idle GPU would otherwise read every link (36 fields,
-    /// about 4 ms on an H200) at every counter read for as long as it idles.
-    quiet: bool,
+    /// Reads left before every link is read again, while the aggregate is
+    /// not proven yet and the last full read found no data moved: until
+    /// the aggregate moves (or [`QUIET_READS`] reads have passed: an
+    /// aggregate that stays 0 while the links count would be a driver that
+    /// answers one idle link's count), reads ask for it and the links shown
+    /// per link only, and the other links' last readings (0) stand. An idle
+    /// GPU would otherwise read every link (36 fields, about 4 ms on an
+    /// H200) at every counter read for as long as it idles.
+    quiet: u32,
     /// Last readings: (link, type, count).
     errs: Vec<(u32, &'static str, f64)>,
 }
@@ -193,6 +196,10 @@ pub(super) struct Wanted {
     /// while the aggregate is unproven.
     quiet: bool,
 }
+
+/// Quiet reads (see [`Links::quiet`]) between two reads of every link:
+/// 2 minutes at the default counter interval.
+const QUIET_READS: u32 = 11;
 
 /// The scope id that asks for a counter summed over the links.
 const ALL_LINKS: u32 = u32::MAX;
@@ -238,7 +245,7 @@ pub(super) fn want(
     if !due {
         return None;
     }
-    let quiet = !per_link && links.aggregate.is_none() && links.quiet;
+    let quiet = !per_link && links.aggregate.is_none() && links.quiet > 0;
     let asked: Vec<u32> = if per_link || (links.aggregate != Some(true) && !quiet) {
         present.to_vec()
     } else {
@@ -540,13 +547,17 @@ fn read_total(
     if links.aggregate.is_none() {
         if total.iter().any(Option::is_none) {
             links.aggregate = Some(false);
-            links.quiet = false;
+            links.quiet = 0;
             return;
         }
         if at.quiet {
             // Only the aggregate was read: once it moves, the next read
             // asks for every link again and judges.
-            links.quiet = total.iter().all(|t| *t == Some(0.0));
+            links.quiet = if total.iter().all(|t| *t == Some(0.0)) {
+                links.quiet.saturating_sub(1)
+            } else {
+                0
+            };
             return;
         }
         // Every link was read too: compare.
@@ -577,7 +588,7 @@ fn read_total(
             None => {
                 // Nothing moved: all 0 proves nothing, and reading every
                 // link again proves nothing either until data moves.
-                links.quiet = true;
+                links.quiet = QUIET_READS;
                 return;
             }
         }

@@ -1667,7 +1667,10 @@ fn per_link(g: &Gpu, scope: u32, f: impl Fn(u32) -> u64) -> Result<Value, nvmlRe
         return Err(NOT_SUPPORTED);
     }
     if scope == u32::MAX {
-        return Ok(Value::U64((0..g.spec.nvlink_links).map(f).sum()));
+        return Ok(Value::U64(match g.spec.nvlink_aggregate_link {
+            Some(l) => f(l),
+            None => (0..g.spec.nvlink_links).map(f).sum(),
+        }));
     }
     if scope >= g.spec.nvlink_links {
         return Err(INVALID);

@@ -404,6 +404,10 @@ pub struct GpuSpec {
     /// Links reported inactive.
     #[serde(default)]
     pub nvlink_down: Vec<u32>,
+    /// A driver that ignores scope id `UINT_MAX` (the sum over the links)
+    /// on the NVLink data counter fields and answers this link's count.
+    #[serde(default)]
+    pub nvlink_aggregate_link: Option<u32>,
     pub gpm: bool,
     pub mig_capable: bool,
     pub fans: u32,
@@ -742,6 +746,12 @@ fn check_spec(spec: &GpuSpec) -> Result<(), String> {
     }
     if let Some(l) = spec.nvlink_down.iter().find(|l| **l >= spec.nvlink_links) {
         return Err(format!("nvlink_down: link {l} does not exist"));
+    }
+    if let Some(l) = spec
+        .nvlink_aggregate_link
+        .filter(|l| *l >= spec.nvlink_links)
+    {
+        return Err(format!("nvlink_aggregate_link: link {l} does not exist"));
     }
     if spec.mig.is_some() && !spec.mig_capable {
         return Err(format!("mig: {} does not support MIG", spec.name));
