@@ -25,6 +25,15 @@ fn counts(path: &std::path::Path) -> HashMap<String, f64> {
         .collect()
 }
 
+/// The value of GPU `gpu`'s series of `family` in a scrape (the first, for
+/// a family with more labels than `gpu` and `uuid`).
+fn of_gpu(text: &str, family: &str, gpu: u32) -> Option<f64> {
+    let prefix = format!("{family}{{gpu=\"{gpu}\"");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+}
+
 /// Runs `scenario` at 100 ms with `extra` flags until the collector has
 /// made `samples` samples; returns the call counts, the samples counted
 /// by the scrapes just before and just after the counts were read, the GPUs,
@@ -170,14 +179,9 @@ fn the_expensive_calls_keep_their_cadence() {
     );
 
     // The energy counter never decreases and grows as the power gauge says.
-    let series = |t: &str, f: &str| {
-        t.lines()
-            .find(|l| l.starts_with(&format!("{f}{{gpu=\"0\"")))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-    };
     let energy: Vec<f64> = scrapes
         .iter()
-        .filter_map(|t| series(t, "accel_gpu_energy_joules_total"))
+        .filter_map(|t| of_gpu(t, "accel_gpu_energy_joules_total", 0))
         .collect();
     assert!(energy.len() >= 10, "{} scrapes with energy", energy.len());
     assert!(
@@ -298,11 +302,7 @@ fn nvlink_bytes_per_gpu_in_two_fields_unless_the_driver_refuses() {
         // 2 PCIe counters, 4 violation times (7 at the first), and NVLink's.
         per_read.push((fields - 7.0 * samples) / samples);
         let last = scrapes.last().unwrap();
-        let tx = last
-            .lines()
-            .find(|l| l.starts_with("accel_gpu_nvlink_transmit_bytes_total{gpu=\"1\""))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let tx = of_gpu(last, "accel_gpu_nvlink_transmit_bytes_total", 1).unwrap_or(0.0);
         assert!(tx > 0.0, "refuse {refuse}: {last}");
     }
     // Aggregate: 2 NVLink fields a read after the first; refused: 36.
@@ -352,9 +352,7 @@ fn an_idle_gpu_reads_the_nvlink_aggregate_alone_until_data_moves() {
         .iter()
         .filter(|t| t.contains("accel_gpu_up{gpu=\"1\""))
         .map(|t| {
-            t.lines()
-                .find(|l| l.starts_with("accel_gpu_nvlink_transmit_bytes_total{gpu=\"1\""))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            of_gpu(t, "accel_gpu_nvlink_transmit_bytes_total", 1)
                 .expect("GPU 1's NVLink transmit counter in every scrape")
         })
         .collect();
@@ -390,10 +388,7 @@ fn an_aggregate_that_stays_0_while_the_links_count_is_found_out() {
     assert_eq!(gpus, 1.0);
     assert!(elapsed > 5.0, "the traffic starts at 2 s: {elapsed:.1} s");
     let last = scrapes.last().unwrap();
-    let tx = last
-        .lines()
-        .find(|l| l.starts_with("accel_gpu_nvlink_transmit_bytes_total{gpu=\"0\""))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    let tx = of_gpu(last, "accel_gpu_nvlink_transmit_bytes_total", 0);
     // 17 links at ~8 GB/s for a few seconds: far more than 1 GB.
     assert!(tx.is_some_and(|b| b > 1e9), "{tx:?}");
 }

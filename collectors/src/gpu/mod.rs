@@ -493,11 +493,9 @@ impl Gpu {
         // much as the rest of the sample, for a temperature that moves in
         // seconds to minutes (the throttle reasons, read every sample,
         // say when it holds the clocks down).
-        let mem_temp_at = if counters_due {
-            power::want_memory_temperature(&mut batch, state.memory_temperature)
-        } else {
-            None
-        };
+        let mem_temp_at = counters_due
+            .then(|| power::want_memory_temperature(&mut batch, state.memory_temperature))
+            .flatten();
         let violations_at = counters_due
             .then(|| throttle::want_violations(&mut batch, &state.violations, v13))
             .flatten();
@@ -509,11 +507,9 @@ impl Gpu {
         );
         // The recovery action with the counters too: the health check it
         // feeds looks every 5 s, and an action the driver asks for stays.
-        let recovery_at = if counters_due {
-            reliability::want_recovery(&mut batch, &state.recovery_probed)
-        } else {
-            None
-        };
+        let recovery_at = counters_due
+            .then(|| reliability::want_recovery(&mut batch, &state.recovery_probed))
+            .flatten();
         batch.fetch(raw.as_ref(), &dev);
 
         tm.start("memory", "memory (nvmlDeviceGetMemoryInfo_v2)");

@@ -15,9 +15,9 @@
 //! moved; a driver that refuses it, or answers something else (one link's
 //! count), keeps the per-link fields. While no data has moved (an idle
 //! GPU), reads ask for the aggregate alone until it moves (and every link
-//! again every 12th read), then for every link again to judge it. A link newly shown per link (it went
-//! down or began counting errors) has its byte counters from the next read
-//! on.
+//! again every 12th read), then for every link again to judge it. A link
+//! newly shown per link (it went down or began counting errors) has its
+//! byte counters from the next read on.
 //!
 //! What is exported is lean by default: per GPU, the number of links and of
 //! active links, the data counters and the error counters by type, summed
